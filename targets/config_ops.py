@@ -1,0 +1,148 @@
+"""The seam every transport implements: Linux's ``struct virtio_config_ops``, member for member.
+
+Names and meanings follow include/linux/virtio_config.h. An op a transport cannot perform raises
+UnsupportedOp (the test needing it skips and names the op) -- never a silent success. Remarks from
+the Linux header that are duties too: ``finalize_features`` may be called more than once; a device
+must not be reset from its own callbacks; ``get``/``set`` may sleep.
+
+Features are Python ints up to 128 bits (``get_extended_features``); ``get_features`` is the low 64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from virtio.driver import VqInfo
+from virtio.errors import UnsupportedOp
+
+# The 18 members of struct virtio_config_ops, in the header's order.
+CONFIG_OPS = (
+    "get",
+    "set",
+    "generation",
+    "get_status",
+    "set_status",
+    "reset",
+    "find_vqs",
+    "del_vqs",
+    "synchronize_cbs",
+    "get_features",
+    "get_extended_features",
+    "finalize_features",
+    "bus_name",
+    "set_vq_affinity",
+    "get_vq_affinity",
+    "get_shm_region",
+    "disable_vq_and_reset",
+    "enable_vq_after_reset",
+)
+
+
+@dataclass
+class ShmRegion:
+    """struct virtio_shm_region: a guest address and a length (2.10)."""
+
+    addr: int
+    len: int
+
+
+@dataclass
+class TargetIdentity:
+    """What a report says about the device under test."""
+
+    spec: str
+    transport: str
+    device_id: int
+    device_type: str
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class ConfigOps:
+    """Base class: every op unsupported until a transport implements it."""
+
+    transport = "abstract"
+
+    def __init__(self):
+        self.config_changed: Callable[[], None] | None = None  # config change notification handler
+
+    def _unsupported(self, op: str, reason: str = ""):
+        raise UnsupportedOp(op, reason or f"the {self.transport} transport does not implement it")
+
+    # -- config space (2.5) --
+    def get(self, offset: int, length: int) -> bytes:
+        self._unsupported("get")
+
+    def set(self, offset: int, data: bytes) -> None:
+        self._unsupported("set")
+
+    def generation(self) -> int:
+        self._unsupported("generation")
+
+    # -- status (2.1) --
+    def get_status(self) -> int:
+        self._unsupported("get_status")
+
+    def set_status(self, status: int) -> None:
+        self._unsupported("set_status")
+
+    def reset(self) -> None:
+        self._unsupported("reset")
+
+    # -- virtqueues (2.6..2.8) --
+    def find_vqs(self, infos: list[VqInfo]) -> list:
+        self._unsupported("find_vqs")
+
+    def del_vqs(self) -> None:
+        self._unsupported("del_vqs")
+
+    def synchronize_cbs(self) -> None:
+        self._unsupported("synchronize_cbs")
+
+    # -- features (2.2) --
+    def get_features(self) -> int:
+        return self.get_extended_features() & ((1 << 64) - 1)
+
+    def get_extended_features(self) -> int:
+        self._unsupported("get_extended_features")
+
+    def finalize_features(self, features: int) -> None:
+        self._unsupported("finalize_features")
+
+    def bus_name(self) -> str:
+        self._unsupported("bus_name")
+
+    def set_vq_affinity(self, vq, cpus) -> None:
+        self._unsupported("set_vq_affinity")
+
+    def get_vq_affinity(self, vq):
+        self._unsupported("get_vq_affinity")
+
+    # -- shared memory regions (2.10) --
+    def get_shm_region(self, region_id: int) -> ShmRegion | None:
+        self._unsupported("get_shm_region")
+
+    # -- virtqueue reset (2.6.1, VIRTIO_F_RING_RESET) --
+    def disable_vq_and_reset(self, vq) -> None:
+        self._unsupported("disable_vq_and_reset")
+
+    def enable_vq_after_reset(self, vq) -> None:
+        self._unsupported("enable_vq_after_reset")
+
+    # -- harness extensions (not in Linux): identity, life cycle, out-of-band stimuli --
+    device_id: int = 0
+
+    def identity(self) -> TargetIdentity:
+        self._unsupported("identity")
+
+    def vq_num_max(self, index: int) -> int:
+        """Largest size the device allows for queue ``index``; 0 if the queue does not exist."""
+        self._unsupported("vq_num_max")
+
+    def trigger_config_change(self) -> None:
+        """Make the device change its configuration now (a resize, a link flap), out of band."""
+        self._unsupported("trigger_config_change", "the target has no way to make the device change its config")
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,277 @@
+"""The device-side API of a model device, and the behaviour common to every device type.
+
+A model is what a user's ``python:`` factory also returns: an object with this interface (subclass
+Device, or duck-type it). The transport side (targets/model/transport.py) calls the methods in the
+"driver-visible" section, the way a virtio-pci device's common configuration would be accessed;
+the device calls ``self.bus.interrupt_vq(i)`` / ``self.bus.interrupt_config()`` to notify the driver.
+
+Duties implemented here: status field (2.1), feature negotiation (2.2, 3.1), device reset (2.4),
+configuration space and generation (2.5), virtqueue processing and notification suppression (2.7).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from virtio import constants as C
+from virtio.config_layout import CONFIG_LAYOUTS
+from virtio.memory import GuestMemory
+from virtio.split import MAX_QUEUE_SIZE, SplitRingAddrs
+
+from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+
+MODES = ("notify", "threaded")
+
+
+class NullBus:
+    """Where notifications go when no transport is attached."""
+
+    def interrupt_vq(self, index: int) -> None:
+        pass
+
+    def interrupt_config(self) -> None:
+        pass
+
+
+@dataclass
+class QueueConfig:
+    size: int = 0
+    addrs: SplitRingAddrs | None = None
+    enabled: bool = False
+
+
+class Device:
+    """Base of every model device.
+
+    Subclasses set ``device_id``, ``name``, ``num_queues``, ``features`` and implement
+    ``handle(qindex, queue, chain) -> int | None``: the bytes written into the chain's writable
+    part, or None to keep the chain for later (then call ``complete``).
+    """
+
+    device_id = 0
+    name = "device"
+    num_queues = 1
+    queue_size_max = 256
+    features = 0  # offered feature bits
+    # Always offered by our models unless a subclass says otherwise.
+    base_features = (1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_INDIRECT_DESC) | (1 << C.VIRTIO_F_EVENT_IDX)
+
+    def __init__(self, mode: str = "notify"):
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        self.mode = mode
+        self.mem: GuestMemory | None = None
+        self.bus = NullBus()
+        self.lock = threading.RLock()
+        self.layout = CONFIG_LAYOUTS.get(self.device_id)
+        self.config = bytearray(self.initial_config())
+        self.config_generation = 0
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._kick = threading.Event()
+        self.device_reset()
+
+    # -- to override ------------------------------------------------------------------------------
+    def initial_config(self) -> bytes:
+        return b""
+
+    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+        raise NotImplementedError
+
+    def on_reset(self) -> None:
+        """Device-type state to forget on reset."""
+
+    def on_driver_ok(self) -> None:
+        """Called once when DRIVER_OK is set."""
+
+    def offered_features(self) -> int:
+        return self.features | self.base_features
+
+    def accept_features(self, driver_features: int) -> bool:
+        """2.2.2: refuse FEATURES_OK unless the accepted set is a subset of what was offered."""
+        return driver_features & ~self.offered_features() == 0
+
+    def shm_regions(self) -> dict[int, tuple[int, int]]:
+        return {}
+
+    # -- attachment -----------------------------------------------------------------------------
+    def attach(self, mem: GuestMemory, bus) -> None:
+        self.mem = mem
+        self.bus = bus
+        if self.mode == "threaded" and self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._worker, name=f"model-{self.name}", daemon=True)
+            self._thread.start()
+
+    def detach(self) -> None:
+        self._stop.set()
+        self._kick.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.bus = NullBus()
+
+    # -- driver-visible: status, features, config ---------------------------------------------
+    def device_reset(self) -> None:
+        with self.lock:
+            self.status = 0
+            self.driver_features = 0
+            self.queues_cfg = [QueueConfig(size=self.queue_size_max) for _ in range(self.num_queues)]
+            self.queues: list[DeviceSplitQueue | None] = [None] * self.num_queues
+            self.held: dict[int, dict[int, DeviceChain]] = {}
+            self.on_reset()
+
+    def get_device_features(self) -> int:
+        return self.offered_features()
+
+    def set_driver_features(self, features: int) -> None:
+        with self.lock:
+            if not self.status & C.FEATURES_OK:
+                self.driver_features = features
+
+    def get_status(self) -> int:
+        return self.status
+
+    def set_status(self, status: int) -> None:
+        with self.lock:
+            if status == 0:
+                self.device_reset()
+                return
+            old = self.status
+            if status & C.FEATURES_OK and not old & C.FEATURES_OK:
+                if not self.accept_features(self.driver_features):
+                    status &= ~C.FEATURES_OK  # 2.2.2: fail to set FEATURES_OK
+            self.status = status
+            if status & C.DRIVER_OK and not old & C.DRIVER_OK:
+                for i, qc in enumerate(self.queues_cfg):
+                    if qc.enabled and qc.addrs is not None:
+                        self.queues[i] = DeviceSplitQueue(self.mem, i, qc.addrs, self.driver_features)
+                self.on_driver_ok()
+
+    def config_read(self, offset: int, length: int) -> bytes:
+        with self.lock:
+            data = bytes(self.config[offset : offset + length])
+        return data + bytes(length - len(data))
+
+    def config_write(self, offset: int, data: bytes) -> None:
+        """Writes land only on fields the layout marks writable; the rest are read-only."""
+        if self.layout is None:
+            return
+        with self.lock:
+            for f in self.layout.fields.values():
+                if f.writable and offset <= f.offset and f.offset + f.size <= offset + len(data):
+                    start = f.offset - offset
+                    self.config[f.offset : f.offset + f.size] = data[start : start + f.size]
+                    self.config_field_written(f.name)
+
+    def config_field_written(self, name: str) -> None:
+        pass
+
+    def get_config_generation(self) -> int:
+        return self.config_generation
+
+    def update_config(self, **values) -> None:
+        """Change config fields; the generation moves and the driver is notified (2.5, 4.1.4.3)."""
+        with self.lock:
+            for name, value in values.items():
+                f = self.layout[name]
+                self.config[f.offset : f.offset + f.size] = f.encode(value)
+            self.bump_generation()
+        if self.status & C.DRIVER_OK:
+            self.bus.interrupt_config()
+
+    def bump_generation(self) -> None:
+        self.config_generation = (self.config_generation + 1) & 0xFF
+
+    def change_config(self) -> None:
+        """Out-of-band stimulus: make a config change a real device could make (resize, link flap)."""
+        raise NotImplementedError(f"{self.name} has no configuration that can change")
+
+    def config_value(self, name: str):
+        f = self.layout[name]
+        return f.decode(self.config[f.offset : f.offset + f.size])
+
+    # -- driver-visible: virtqueues -------------------------------------------------------------
+    def queue_max(self, index: int) -> int:
+        return self.queue_size_max if 0 <= index < self.num_queues else 0
+
+    def queue_set(self, index: int, addrs: SplitRingAddrs) -> None:
+        with self.lock:
+            if not 0 <= index < self.num_queues:
+                raise IndexError(f"queue {index} does not exist")
+            if addrs.num > self.queue_max(index) or addrs.num > MAX_QUEUE_SIZE:
+                raise ValueError(f"queue size {addrs.num} above maximum {self.queue_max(index)}")
+            qc = self.queues_cfg[index]
+            qc.size, qc.addrs = addrs.num, addrs
+
+    def queue_enable(self, index: int) -> None:
+        with self.lock:
+            self.queues_cfg[index].enabled = True
+            if self.status & C.DRIVER_OK and self.queues_cfg[index].addrs is not None:
+                self.queues[index] = DeviceSplitQueue(self.mem, index, self.queues_cfg[index].addrs, self.driver_features)
+
+    def notify(self, index: int) -> None:
+        """Available buffer notification from the driver."""
+        if self.mode == "threaded":
+            self._kick.set()
+            return
+        self.process_queue(index)
+
+    # -- processing -----------------------------------------------------------------------------
+    def running(self) -> bool:
+        return bool(self.status & C.DRIVER_OK) and not self.status & (C.DEVICE_NEEDS_RESET | C.FAILED)
+
+    def process_queue(self, index: int) -> None:
+        with self.lock:
+            if not self.running() or not 0 <= index < self.num_queues:
+                return  # 2.1.2: no buffer is consumed before DRIVER_OK
+            q = self.queues[index]
+            if q is None:
+                return
+            try:
+                while (chain := q.pop()) is not None:
+                    n = self.handle(index, q, chain)
+                    if n is None:
+                        self.held.setdefault(index, {})[chain.head] = chain
+                    else:
+                        q.push(chain.head, n)
+            except ChainError:
+                # The driver broke the ring: a device reports that with DEVICE_NEEDS_RESET (2.1.2).
+                self.needs_reset()
+                return
+            self.after_process(index)
+            self.signal(index)
+
+    def after_process(self, index: int) -> None:
+        """Hook: e.g. net moves TX frames to RX once a batch is done."""
+
+    def complete(self, index: int, chain: DeviceChain, length: int) -> None:
+        """Return a held chain; the caller decides when to ``signal``."""
+        q = self.queues[index]
+        self.held.get(index, {}).pop(chain.head, None)
+        q.push(chain.head, length)
+
+    def signal(self, index: int) -> None:
+        q = self.queues[index]
+        if q is not None and q.should_interrupt():
+            self.bus.interrupt_vq(index)
+
+    def needs_reset(self) -> None:
+        with self.lock:
+            self.status |= C.DEVICE_NEEDS_RESET
+        if self.status & C.DRIVER_OK:
+            self.bus.interrupt_config()
+
+    def _worker(self) -> None:
+        # Threaded mode: a device thread that runs concurrently with the driver, woken by kicks
+        # and also polling, as a device with its own processing loop would.
+        while not self._stop.is_set():
+            self._kick.wait(0.0005)
+            self._kick.clear()
+            for i in range(self.num_queues):
+                if self._stop.is_set():
+                    return
+                q = self.queues[i]
+                if q is not None and q.has_avail():
+                    self.process_queue(i)

@@ -1,0 +1,167 @@
+"""The in-process transport: config ops implemented by direct calls into a model device.
+
+Guest memory is a memfd mapping shared by driver and device; notifications are method calls
+(notify-driven mode) or wake a device thread (threaded mode).
+"""
+
+from __future__ import annotations
+
+from virtio import constants as C
+from virtio.errors import HarnessError, TargetError, UnsupportedOp
+from virtio.memory import GuestMemory
+from virtio.split_queue import SplitVirtqueue
+
+from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo
+
+
+class ModelTransport(ConfigOps):
+    transport = "model"
+
+    def __init__(self, device, spec: str, mem_size: int = 64 << 20):
+        super().__init__()
+        for attr in ("device_id", "get_device_features", "set_status", "get_status", "notify", "queue_set"):
+            if not hasattr(device, attr):
+                raise TargetError(f"{spec}: device object {type(device).__name__} lacks {attr!r} (see targets/model/device.py)")
+        self.device = device
+        self.spec = spec
+        self.device_id = device.device_id
+        self.mem = GuestMemory(mem_size)
+        self.vqs: list[SplitVirtqueue] = []
+        self.config_interrupts = 0
+        self._affinity: dict[int, object] = {}
+        self._driver_features = 0
+        device.attach(self.mem, self)
+
+    # -- bus: device -> driver notifications ----------------------------------------------------
+    def interrupt_vq(self, index: int) -> None:
+        if 0 <= index < len(self.vqs) and self.vqs[index] is not None:
+            self.vqs[index].interrupt()
+        else:
+            self.stray_interrupts = getattr(self, "stray_interrupts", 0) + 1
+
+    def interrupt_config(self) -> None:
+        self.config_interrupts += 1
+        if self.config_changed is not None:
+            self.config_changed()
+
+    # -- config ops --------------------------------------------------------------------------------
+    def get(self, offset: int, length: int) -> bytes:
+        return bytes(self.device.config_read(offset, length))
+
+    def set(self, offset: int, data: bytes) -> None:
+        self.device.config_write(offset, bytes(data))
+
+    def generation(self) -> int:
+        return int(self.device.get_config_generation())
+
+    def get_status(self) -> int:
+        return int(self.device.get_status()) & 0xFF
+
+    def set_status(self, status: int) -> None:
+        if status == 0:
+            raise HarnessError("set_status(0) is not allowed; use reset()")  # as in Linux
+        self.device.set_status(status & 0xFF)
+
+    def reset(self) -> None:
+        self.device.set_status(0)
+        self._driver_features = 0
+
+    def get_extended_features(self) -> int:
+        return int(self.device.get_device_features()) & ((1 << C.FEATURE_BITS) - 1)
+
+    def finalize_features(self, features: int) -> None:
+        self._driver_features = features
+        self.device.set_driver_features(features)
+
+    def vq_num_max(self, index: int) -> int:
+        return int(self.device.queue_max(index))
+
+    def find_vqs(self, infos: list[VqInfo]) -> list[SplitVirtqueue]:
+        if self.vqs:
+            raise HarnessError("find_vqs called twice without del_vqs")
+        vqs = []
+        try:
+            for i, info in enumerate(infos):
+                if info is None:
+                    vqs.append(None)
+                    continue
+                num_max = self.vq_num_max(i)
+                if num_max == 0:
+                    raise HarnessError(f"queue {i} ({info.name}) does not exist on this device")
+                size = info.size or num_max
+                if size > num_max:
+                    raise HarnessError(f"queue {i}: size {size} above the device maximum {num_max}")
+                vq = SplitVirtqueue(
+                    self.mem, i, size, self._notify, features=self._driver_features, callback=info.callback, name=info.name
+                )
+                self.device.queue_set(i, vq.addrs)
+                self.device.queue_enable(i)
+                vqs.append(vq)
+        except Exception:
+            self.vqs = vqs
+            self.del_vqs()
+            raise
+        self.vqs = vqs
+        return vqs
+
+    def _notify(self, vq: SplitVirtqueue) -> None:
+        self.device.notify(vq.index)
+
+    def del_vqs(self) -> None:
+        for vq in self.vqs:
+            if vq is not None:
+                vq.free_ring()
+        self.vqs = []
+
+    def synchronize_cbs(self) -> None:
+        # The device signals while holding its lock: once we hold it, no callback is mid-flight.
+        with self.device.lock:
+            pass
+
+    def bus_name(self) -> str:
+        return f"model:{self.device.name}"
+
+    def set_vq_affinity(self, vq, cpus) -> None:
+        self._affinity[vq.index] = frozenset(cpus) if cpus is not None else None
+
+    def get_vq_affinity(self, vq):
+        return self._affinity.get(vq.index)
+
+    def get_shm_region(self, region_id: int) -> ShmRegion | None:
+        region = self.device.shm_regions().get(region_id)
+        return None if region is None else ShmRegion(*region)
+
+    def disable_vq_and_reset(self, vq) -> None:
+        if not self._driver_features >> C.VIRTIO_F_RING_RESET & 1:
+            raise UnsupportedOp("disable_vq_and_reset", "VIRTIO_F_RING_RESET not negotiated")
+        self.device.queue_reset(vq.index)
+
+    def enable_vq_after_reset(self, vq) -> None:
+        if not self._driver_features >> C.VIRTIO_F_RING_RESET & 1:
+            raise UnsupportedOp("enable_vq_after_reset", "VIRTIO_F_RING_RESET not negotiated")
+        vq.reset_state()
+        self.device.queue_set(vq.index, vq.addrs)
+        self.device.queue_enable(vq.index)
+
+    def trigger_config_change(self) -> None:
+        try:
+            self.device.change_config()
+        except NotImplementedError as e:
+            raise UnsupportedOp("trigger_config_change", str(e)) from None
+
+    def identity(self) -> TargetIdentity:
+        return TargetIdentity(
+            spec=self.spec,
+            transport=self.transport,
+            device_id=self.device_id,
+            device_type=C.DEVICE_TYPES.get(self.device_id, f"id {self.device_id}"),
+            description=f"{type(self.device).__module__}.{type(self.device).__name__} ({getattr(self.device, 'mode', 'notify')} mode)",
+            extra={"mode": getattr(self.device, "mode", "notify")},
+        )
+
+    def close(self) -> None:
+        self.del_vqs()
+        try:
+            self.device.detach()
+        finally:
+            self.mem.close()

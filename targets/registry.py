@@ -1,0 +1,112 @@
+"""Target specs: parse ``--target`` strings and build the config-ops object each one names.
+
+Forms: ``model:NAME[,mode=notify|threaded]`` (a reference model or a mutant) and
+``python:package.module:factory[,mode=...]`` (a user's device model with the same device-side API).
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from dataclasses import dataclass, field
+
+from virtio.errors import TargetError
+
+VALID_FORMS = """valid --target forms:
+  model:blk | model:net | model:rng | model:console      in-process reference devices
+  model:MUTANT                                            a deliberately broken model (python -m targets.model.mutants)
+  python:package.module:factory                           your own device model: factory() returns a device object
+options, appended with commas: mode=notify (default) | mode=threaded   e.g. model:blk,mode=threaded"""
+
+_SPEC_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9-]*):(?P<body>[^,]+)(?P<opts>(,[a-z_]+=[A-Za-z0-9_.-]+)*)$")
+_OPTIONS = {"mode": ("notify", "threaded")}
+
+
+class TargetSpecError(ValueError):
+    """A --target string that names no valid target; its message lists the valid forms."""
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    text: str
+    kind: str
+    name: str
+    options: dict = field(default_factory=dict, hash=False)
+
+    @property
+    def id(self) -> str:
+        """Short form used in test ids (no characters pytest would mangle)."""
+        opts = "".join(f",{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.kind}:{self.name}{opts}"
+
+
+def model_names() -> dict[str, object]:
+    from .model import MODELS
+    from .model.mutants import mutant_registry
+
+    names = dict(MODELS)
+    names.update({n: m.factory for n, m in mutant_registry().items()})
+    return names
+
+
+def parse_target(text: str) -> TargetSpec:
+    m = _SPEC_RE.match(text.strip())
+    if not m:
+        raise TargetSpecError(f"cannot parse target {text!r}\n{VALID_FORMS}")
+    kind, body = m["kind"], m["body"]
+    options = {}
+    for opt in filter(None, (m["opts"] or "").split(",")):
+        k, v = opt.split("=", 1)
+        if k not in _OPTIONS:
+            raise TargetSpecError(f"unknown option {k!r} in target {text!r}\n{VALID_FORMS}")
+        if v not in _OPTIONS[k]:
+            raise TargetSpecError(f"option {k}={v!r} in target {text!r}: expected one of {_OPTIONS[k]}\n{VALID_FORMS}")
+        options[k] = v
+    if kind == "model":
+        known = model_names()
+        if body not in known:
+            raise TargetSpecError(
+                f"unknown model device {body!r} in target {text!r}; models: {', '.join(sorted(k for k in known if ':' not in k))}\n{VALID_FORMS}"
+            )
+    elif kind == "python":
+        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", body):
+            raise TargetSpecError(f"python target {text!r} must be python:package.module:factory\n{VALID_FORMS}")
+    else:
+        raise TargetSpecError(f"unknown target kind {kind!r} in {text!r}\n{VALID_FORMS}")
+    return TargetSpec(text.strip(), kind, body, options)
+
+
+def build_device(spec: TargetSpec):
+    """The device object a spec names (a model, a mutant, or the result of a user's factory)."""
+    mode = spec.options.get("mode", "notify")
+    if spec.kind == "model":
+        return model_names()[spec.name](mode=mode)
+    module_name, factory_name = spec.name.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:
+        raise TargetError(f"{spec.text}: cannot import {module_name!r}: {type(e).__name__}: {e}") from e
+    factory = getattr(module, factory_name, None)
+    if not callable(factory):
+        raise TargetError(f"{spec.text}: {module_name} has no callable {factory_name!r}")
+    try:
+        device = factory(mode=mode) if "mode" in spec.options else factory()
+    except Exception as e:
+        raise TargetError(f"{spec.text}: factory {factory_name}() raised {type(e).__name__}: {e}") from e
+    return device
+
+
+def open_target(spec: TargetSpec):
+    """Build the device and the transport in front of it; returns a ConfigOps object."""
+    from .model.transport import ModelTransport
+
+    device = build_device(spec)
+    try:
+        return ModelTransport(device, spec.id)
+    except TargetError:
+        raise
+    except Exception as e:
+        raise TargetError(f"{spec.text}: cannot attach the device: {type(e).__name__}: {e}") from e
+
+
+DEFAULT_TARGETS = ("model:blk", "model:net", "model:rng", "model:console")

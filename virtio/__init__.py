@@ -1,0 +1,4 @@
+"""Transport-independent VIRTIO protocol: constants, layouts, guest memory, driver-side virtqueues.
+
+Nothing here knows about pytest or about any transport.
+"""

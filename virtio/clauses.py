@@ -1,0 +1,259 @@
+"""Catalogue of the device-side normative statements of VIRTIO 1.4 (and 1.3) that the harness checks.
+
+Covers the "Device Requirements" blocks of spec chapters 2 (Basic Facilities, incl. 2.12/2.13 admin), 3 and 6.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+LEVELS = ("MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY")
+SPEC_VERSIONS = ("1.4", "1.3")  # 1.4 first: the current committee specification
+
+# RFC 2119 synonyms the spec also uses; the counts files tally them as "other".
+# They map onto the level they mean, so a clause's level stays one of LEVELS.
+SYNONYMS = {"REQUIRED": "MUST", "SHALL": "MUST", "RECOMMENDED": "SHOULD"}
+KEYWORDS = LEVELS + tuple(SYNONYMS)
+
+GROUPS = ("core", "admin", "definition")
+
+# Duties the spec states as definitions rather than keyword sentences (e.g. "id indicates the head
+# entry of the descriptor chain"): a device that breaks them is still broken, so the catalogue
+# keeps them, apart, with hand-given ids "def.<topic>.<name>" and no keywords.
+DEFINITION_PREFIX = "definition:"
+_DEF_ID_RE = re.compile(r"def(\.[a-z0-9-]+)+")
+
+LABEL_PREFIX = "devicenormative:"
+
+# First label component -> short key used in ids.  Every in-scope block (chapters 2, 3, 6) lives
+# under one of these three; the admin blocks (2.12.x "Device groups / ..." and 2.13 "Administration
+# virtqueues") are labelled under "Basic Facilities of a Virtio Device", so need no key of their own.
+CHAPTER_KEYS = {
+    "Basic Facilities of a Virtio Device": "basic",
+    "General Initialization And Device Operation": "init",
+    "Reserved Feature Bits": "reserved-features",
+}
+
+DEFAULT_PATH = Path(__file__).with_name("clauses.toml")
+
+_FIELDS = ("id", "label", "ordinal", "keywords", "level", "sections", "group", "features", "summary")
+_SECTION_RE = re.compile(r"\d+(\.\d+)*")
+_FEATURE_RE = re.compile(r"VIRTIO_[A-Z0-9_]+")
+_ABSENT = "-"
+
+
+class CatalogueError(Exception):
+    """The catalogue file is malformed; the message names the entry at fault."""
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def clause_id(label: str, ordinal: int) -> str:
+    """Stable id of the ordinal-th statement of a block: 'dev.<chapter>.<slug>...<ordinal>'.
+
+    Derived from the label alone so ids never need to be invented by hand and survive renumbering
+    of spec sections between versions.
+    """
+    if not label.startswith(LABEL_PREFIX):
+        raise ValueError(f"label must start with {LABEL_PREFIX!r}: {label!r}")
+    if not isinstance(ordinal, int) or isinstance(ordinal, bool) or ordinal < 1:
+        raise ValueError(f"ordinal must be a positive int: {ordinal!r}")
+    chapter, *rest = [part.strip() for part in label[len(LABEL_PREFIX):].split(" / ")]
+    try:
+        parts = [CHAPTER_KEYS[chapter]]
+    except KeyError:
+        raise ValueError(f"no chapter key for {chapter!r}; add one to CHAPTER_KEYS") from None
+    parts += [_slug(component) for component in rest]
+    return "dev." + ".".join(parts) + f".{ordinal}"
+
+
+def level_of(keywords) -> str:
+    """The level a statement's keywords imply: MUST/MUST NOT > SHOULD/SHOULD NOT > MAY.
+
+    Within a tier (MUST vs MUST NOT, SHOULD vs SHOULD NOT) the keyword appearing first wins, as
+    both members of a tier bind equally hard.
+    """
+    levels = [SYNONYMS.get(k, k) for k in keywords]
+    for tier in (("MUST", "MUST NOT"), ("SHOULD", "SHOULD NOT"), ("MAY",)):
+        for level in levels:
+            if level in tier:
+                return level
+    raise ValueError(f"no known keyword in {list(keywords)!r}")
+
+
+@dataclass(frozen=True)
+class Clause:
+    id: str
+    label: str
+    ordinal: int
+    level: str
+    keywords: tuple[str, ...]
+    # version -> section number, None where the statement does not exist in that version.
+    # Excluded from hashing (dicts are unhashable) but still compared.
+    sections: dict = field(hash=False)
+    group: str
+    features: tuple[str, ...]
+    summary: str
+
+    def section(self, version: str = "1.4") -> str | None:
+        if version not in SPEC_VERSIONS:
+            raise ValueError(f"unknown spec version {version!r}; known: {SPEC_VERSIONS}")
+        return self.sections.get(version)
+
+
+class Catalogue:
+    """Clauses in file order, indexed by id."""
+
+    def __init__(self, clauses):
+        self.clauses: dict[str, Clause] = {}
+        for clause in clauses:
+            if clause.id in self.clauses:
+                raise CatalogueError(f"duplicate id {clause.id!r}")
+            self.clauses[clause.id] = clause
+        # Ordinals must be exactly 1..n so ids stay dense and a gap reveals a dropped statement.
+        for label, members in self.by_block().items():
+            ordinals = sorted(c.ordinal for c in members)
+            if ordinals != list(range(1, len(members) + 1)):
+                raise CatalogueError(f"ordinals of block {label!r} are {ordinals}, expected 1..{len(members)}")
+
+    def __getitem__(self, id: str) -> Clause:
+        return self.clauses[id]
+
+    def __contains__(self, id) -> bool:
+        return id in self.clauses
+
+    def __iter__(self):
+        return iter(self.clauses.values())
+
+    def __len__(self) -> int:
+        return len(self.clauses)
+
+    def normative(self) -> "Catalogue":
+        """The keyword statements only (definition entries left out)."""
+        return Catalogue(c for c in self if c.group != "definition")
+
+    def by_block(self) -> dict[str, list[Clause]]:
+        """Normative statements grouped by requirement block (definition entries excluded)."""
+        blocks: dict[str, list[Clause]] = {}
+        for clause in self.clauses.values():
+            if clause.group != "definition":
+                blocks.setdefault(clause.label, []).append(clause)
+        return blocks
+
+
+def _parse_clause(n: int, raw: dict) -> Clause:
+    where = f"clause #{n} ({raw.get('id', '?')})"
+
+    def fail(msg):
+        raise CatalogueError(f"{where}: {msg}")
+
+    missing = [k for k in _FIELDS if k not in raw]
+    unknown = [k for k in raw if k not in _FIELDS]
+    if missing:
+        fail(f"missing field(s) {missing}")
+    if unknown:  # a misspelt field would otherwise be silently dropped
+        fail(f"unknown field(s) {unknown}")
+
+    label, ordinal = raw["label"], raw["ordinal"]
+    if not isinstance(label, str):
+        fail("label must be a string")
+    if label.startswith(DEFINITION_PREFIX):
+        return _parse_definition(raw, fail)
+    try:
+        expected_id = clause_id(label, ordinal)
+    except ValueError as exc:
+        fail(str(exc))
+    if raw["id"] != expected_id:
+        fail(f"id does not match label/ordinal; expected {expected_id!r}")
+
+    keywords = raw["keywords"]
+    if not isinstance(keywords, list) or not keywords:
+        fail("keywords must be a non-empty list")
+    bad = [k for k in keywords if k not in KEYWORDS]
+    if bad:
+        fail(f"unknown keyword(s) {bad}")
+    level = raw["level"]
+    if level not in LEVELS:
+        fail(f"unknown level {level!r}")
+    if level != level_of(keywords):
+        fail(f"level {level!r} inconsistent with keywords {keywords}; expected {level_of(keywords)!r}")
+
+    raw_sections = raw["sections"]
+    if not isinstance(raw_sections, dict) or set(raw_sections) != set(SPEC_VERSIONS):
+        fail(f"sections must give exactly the versions {SPEC_VERSIONS}")
+    sections = {}
+    for version in SPEC_VERSIONS:  # keep 1.4 first whatever the file order
+        value = raw_sections[version]
+        if value == _ABSENT:
+            sections[version] = None
+        elif isinstance(value, str) and _SECTION_RE.fullmatch(value):
+            sections[version] = value
+        else:
+            fail(f"bad section {value!r} for {version}")
+    if all(v is None for v in sections.values()):
+        fail("statement exists in no version")
+
+    group = raw["group"]
+    if group not in GROUPS or group == "definition":
+        fail(f"group must be one of {GROUPS[:2]}")
+    features = raw["features"]
+    if not isinstance(features, list) or not all(isinstance(f, str) and _FEATURE_RE.fullmatch(f) for f in features):
+        fail("features must be a list of VIRTIO_F_* names")
+    summary = raw["summary"]
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
+        fail("summary must be a non-empty single line")
+
+    return Clause(
+        id=raw["id"], label=label, ordinal=ordinal, level=level, keywords=tuple(keywords),
+        sections=sections, group=group, features=tuple(features), summary=summary,
+    )
+
+
+def _parse_definition(raw: dict, fail) -> Clause:
+    """A 'definition:' entry: hand-given id, no keywords, explicit level, group 'definition'."""
+    if not _DEF_ID_RE.fullmatch(raw["id"]):
+        fail("definition ids look like def.<topic>.<name>")
+    if raw["group"] != "definition" or raw["keywords"] != []:
+        fail("definition entries have group 'definition' and no keywords")
+    if raw["level"] not in LEVELS:
+        fail(f"unknown level {raw['level']!r}")
+    sections = {v: (None if raw["sections"].get(v, _ABSENT) == _ABSENT else raw["sections"][v]) for v in SPEC_VERSIONS}
+    if not all(s is None or _SECTION_RE.fullmatch(s) for s in sections.values()):
+        fail("bad section number")
+    summary = raw["summary"]
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
+        fail("summary must be a non-empty single line")
+    return Clause(
+        id=raw["id"], label=raw["label"], ordinal=raw["ordinal"], level=raw["level"], keywords=(),
+        sections=sections, group="definition", features=tuple(raw["features"]), summary=summary,
+    )
+
+
+def _load(path: Path) -> Catalogue:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise CatalogueError(f"{path}: {exc}") from exc
+    entries = data.get("clause")
+    if not isinstance(entries, list) or not entries:
+        raise CatalogueError(f"{path}: no [[clause]] entries")
+    return Catalogue(_parse_clause(n, raw) for n, raw in enumerate(entries, 1))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_default() -> Catalogue:
+    return _load(DEFAULT_PATH)
+
+
+def load_catalogue(path=None) -> Catalogue:
+    """Load and validate a catalogue; the bundled one (path=None) is parsed once per process."""
+    if path is None:
+        return _load_default()
+    return _load(Path(path))

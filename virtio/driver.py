@@ -1,0 +1,190 @@
+"""The driver side of a device as a whole (Linux's virtio.c): status, negotiation, config reads.
+
+Takes any object with the config ops (targets/config_ops.py) -- duck-typed, so virtio/ never imports
+a transport. Implements the initialization sequence of VIRTIO 1.4, 3.1.1, and the generation-counter
+read loop of 2.5.1.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from . import constants as C
+from .config_layout import CONFIG_LAYOUTS
+from .errors import DeviceTimeout, DeviceViolation
+
+CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
+CLAUSE_FEATURES_OK = "dev.basic.feature-bits.2"
+CLAUSE_GENERATION = "def.config.generation"
+
+# Device-independent features whose driver side the harness implements.
+DRIVER_TRANSPORT_FEATURES = (
+    (1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_INDIRECT_DESC) | (1 << C.VIRTIO_F_EVENT_IDX)
+)
+
+# Device-specific features the harness's drivers handle (config-only ones are always safe).
+DRIVER_DEVICE_FEATURES = {
+    C.VIRTIO_ID_BLOCK: sum(
+        1 << b
+        for b in (
+            C.VIRTIO_BLK_F_SIZE_MAX,
+            C.VIRTIO_BLK_F_SEG_MAX,
+            C.VIRTIO_BLK_F_GEOMETRY,
+            C.VIRTIO_BLK_F_RO,
+            C.VIRTIO_BLK_F_BLK_SIZE,
+            C.VIRTIO_BLK_F_FLUSH,
+            C.VIRTIO_BLK_F_TOPOLOGY,
+            C.VIRTIO_BLK_F_CONFIG_WCE,
+            C.VIRTIO_BLK_F_DISCARD,
+            C.VIRTIO_BLK_F_WRITE_ZEROES,
+        )
+    ),
+    C.VIRTIO_ID_NET: sum(
+        1 << b
+        for b in (
+            C.VIRTIO_NET_F_MAC,
+            C.VIRTIO_NET_F_STATUS,
+            C.VIRTIO_NET_F_CTRL_VQ,
+            C.VIRTIO_NET_F_CTRL_RX,
+            C.VIRTIO_NET_F_CTRL_MAC_ADDR,
+            C.VIRTIO_NET_F_MTU,
+        )
+    ),
+    C.VIRTIO_ID_CONSOLE: 1 << C.VIRTIO_CONSOLE_F_SIZE,
+    C.VIRTIO_ID_RNG: 0,
+}
+
+
+@dataclass
+class VqInfo:
+    """struct virtqueue_info: name, callback, ctx; plus ``size`` (None: the device's maximum)."""
+
+    name: str
+    callback: Callable | None = None
+    ctx: bool = False
+    size: int | None = None
+
+
+def driver_features(device_id: int) -> int:
+    return DRIVER_TRANSPORT_FEATURES | DRIVER_DEVICE_FEATURES.get(device_id, 0)
+
+
+def has(features: int, bit: int) -> bool:
+    return bool(features >> bit & 1)
+
+
+class VirtioDriver:
+    """One device, driven through its config ops."""
+
+    def __init__(self, ops, *, timeout: float = 5.0):
+        self.ops = ops
+        self.timeout = timeout
+        self.device_id = ops.device_id
+        self.layout = CONFIG_LAYOUTS.get(self.device_id)
+        self.negotiated: int | None = None
+        self.vqs: list = []
+
+    # -- status (2.1) --------------------------------------------------------------------------
+    def status(self) -> int:
+        return self.ops.get_status()
+
+    def add_status(self, bit: int) -> int:
+        """Set one more status bit (as Linux's virtio_add_status) and return what reads back."""
+        self.ops.set_status(self.ops.get_status() | bit)
+        return self.ops.get_status()
+
+    def reset(self) -> None:
+        """Reset and wait (bounded) until device status reads 0 (2.4, 2.4.2)."""
+        if self.vqs:
+            self.ops.del_vqs()
+            self.vqs = []
+        self.ops.reset()
+        self.negotiated = None
+        deadline = time.monotonic() + self.timeout
+        while (s := self.ops.get_status()) != 0:
+            if time.monotonic() > deadline:
+                raise DeviceTimeout(CLAUSE_RESET_STATUS, "device status to read 0 after reset", timeout=self.timeout, observed=f"status {C.status_names(s)}")
+            time.sleep(0.001)
+
+    # -- features (2.2) --------------------------------------------------------------------------
+    def device_features(self) -> int:
+        return self.ops.get_extended_features()
+
+    def wanted_features(self, accept: int | None = None, refuse: int = 0) -> int:
+        """The features this driver would accept: offered & implemented (& accept) & ~refuse."""
+        offered = self.device_features()
+        mask = driver_features(self.device_id) if accept is None else accept
+        return offered & mask & ~refuse
+
+    def negotiate(self, features: int, *, check: bool = True) -> bool:
+        """Steps 1-6 of 3.1.1: reset, ACKNOWLEDGE, DRIVER, write features, FEATURES_OK, re-read.
+
+        Returns whether FEATURES_OK stuck. With ``check``, a refusal of a subset of the offered
+        features is reported against 2.2.2 (the device should accept any valid subset).
+        """
+        self.reset()
+        self.add_status(C.ACKNOWLEDGE)
+        self.add_status(C.DRIVER)
+        self.ops.finalize_features(features)
+        status = self.add_status(C.FEATURES_OK)
+        ok = bool(status & C.FEATURES_OK)
+        if ok:
+            self.negotiated = features
+        elif check:
+            raise DeviceViolation(
+                CLAUSE_FEATURES_OK,
+                "device refused FEATURES_OK for a subset of the features it offered",
+                expected="FEATURES_OK set",
+                observed=f"status {C.status_names(status)} after accepting {C.feature_names(features, self.device_id)}",
+            )
+        return ok
+
+    # -- virtqueues --------------------------------------------------------------------------------
+    def default_vq_names(self) -> list[str]:
+        f = self.negotiated or 0
+        if self.device_id == C.VIRTIO_ID_NET:
+            return ["receiveq1", "transmitq1"] + (["controlq"] if has(f, C.VIRTIO_NET_F_CTRL_VQ) else [])
+        if self.device_id == C.VIRTIO_ID_CONSOLE:
+            return ["receiveq", "transmitq"]
+        return ["requestq"]
+
+    def find_vqs(self, infos) -> list:
+        self.vqs = self.ops.find_vqs(infos)
+        return self.vqs
+
+    def initialize(self, features: int | None = None, infos=None, driver_ok: bool = True) -> list:
+        """The whole of 3.1.1: negotiate, set up virtqueues (step 7), then DRIVER_OK (step 8)."""
+        self.negotiate(self.wanted_features() if features is None else features)
+        if infos is None:
+            infos = [VqInfo(n) for n in self.default_vq_names()]
+        vqs = self.find_vqs(infos)
+        if driver_ok:
+            self.driver_ok()
+        return vqs
+
+    def driver_ok(self) -> int:
+        return self.add_status(C.DRIVER_OK)
+
+    # -- configuration space (2.5) ---------------------------------------------------------------
+    def config_field(self, name: str):
+        f = self.layout[name]
+        return f.decode(self.ops.get(f.offset, f.size))
+
+    def config_snapshot(self, names=None, *, attempts: int = 64) -> dict:
+        """Read fields inside the generation loop of 2.5.1; bounded, since a device whose
+        generation never settles would otherwise hang the driver."""
+        offered = self.device_features()
+        fields = [f for f in self.layout.present(offered) if names is None or f.name in names]
+        for _ in range(attempts):
+            before = self.ops.generation()
+            values = {f.name: f.decode(self.ops.get(f.offset, f.size)) for f in fields}
+            after = self.ops.generation()
+            if before == after:
+                return values
+        raise DeviceViolation(
+            CLAUSE_GENERATION,
+            f"config generation never stable over {attempts} read loops",
+            observed=f"last generations {before} -> {after}",
+        )

@@ -1,0 +1,77 @@
+"""What can go wrong, one exception type per kind of failure, so a report can tell who broke what.
+
+A DeviceViolation is the device's fault and names the clause it breaks; UnsupportedOp is a transport
+that cannot perform a config op (a skip, never a pass); HarnessError is our own fault (inconclusive).
+"""
+
+from __future__ import annotations
+
+
+class DeviceViolation(AssertionError):
+    """The device broke a normative statement.
+
+    Subclasses AssertionError so pytest reports it as a test failure, like a plain ``assert`` in a
+    suite; the plugin reads ``clause``, ``expected`` and ``observed`` into the report.
+    """
+
+    def __init__(self, clause: str, message: str, *, expected=None, observed=None, queue=None):
+        self.clause = clause
+        self.message = message
+        self.expected = expected
+        self.observed = observed
+        self.queue = queue
+        parts = [message]
+        if queue is not None:
+            parts.append(f"queue {queue}")
+        if expected is not None:
+            parts.append(f"expected {expected}")
+        if observed is not None:
+            parts.append(f"observed {observed}")
+        super().__init__(f"[{clause}] " + "; ".join(parts))
+
+
+class InvalidUsedId(DeviceViolation):
+    """A used elem names a descriptor id that is out of range or not in flight (2.7.8)."""
+
+
+class InvalidUsedLen(DeviceViolation):
+    """A used elem's len exceeds the device-writable bytes of its buffer (2.7.8.2)."""
+
+
+class InvalidUsedIdx(DeviceViolation):
+    """used idx moved by more than the number of buffers in flight (2.7.8)."""
+
+
+class DeviceTimeout(DeviceViolation):
+    """A bounded wait on the device ran out: says what was awaited, where, and for how long."""
+
+    def __init__(self, clause: str, awaited: str, *, timeout: float, queue=None, observed=None):
+        self.awaited = awaited
+        self.timeout = timeout
+        super().__init__(
+            clause,
+            f"timed out after {timeout:.3g}s waiting for {awaited}",
+            queue=queue,
+            observed=observed,
+        )
+
+
+class UnsupportedOp(Exception):
+    """The transport cannot perform this config op; tests needing it skip, naming the op."""
+
+    def __init__(self, op: str, reason: str = ""):
+        self.op = op
+        self.reason = reason
+        super().__init__(f"config op {op}() unsupported by this transport" + (f": {reason}" if reason else ""))
+
+
+class HarnessError(Exception):
+    """The harness itself failed or was misused; never blamed on the device."""
+
+
+class GuestMemoryError(HarnessError):
+    """An access outside the guest memory the harness allocated."""
+
+
+class TargetError(Exception):
+    """A target could not be built or reached (bad spec, factory raised, device does not answer)."""
