@@ -5,6 +5,6 @@ from __future__ import annotations
 from .errors import DeviceViolation
 
 
-def require(condition, clause: str, message: str, *, expected=None, observed=None, queue=None) -> None:
+def require(condition, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None) -> None:
     if not condition:
-        raise DeviceViolation(clause, message, expected=expected, observed=observed, queue=queue)
+        raise DeviceViolation(clause, message, expected=expected, observed=observed, queue=queue, level=level)

@@ -85,6 +85,12 @@ class VirtioDriver:
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
         self.negotiated: int | None = None
         self.vqs: list = []
+        self.config_notifications = 0
+        ops.config_changed = self._config_changed
+
+    def _config_changed(self) -> None:
+        """Configuration change notification from the device (2.3)."""
+        self.config_notifications += 1
 
     # -- status (2.1) --------------------------------------------------------------------------
     def status(self) -> int:
@@ -136,6 +142,7 @@ class VirtioDriver:
             raise DeviceViolation(
                 CLAUSE_FEATURES_OK,
                 "device refused FEATURES_OK for a subset of the features it offered",
+                level="SHOULD",
                 expected="FEATURES_OK set",
                 observed=f"status {C.status_names(status)} after accepting {C.feature_names(features, self.device_id)}",
             )

@@ -14,8 +14,11 @@ class DeviceViolation(AssertionError):
     suite; the plugin reads ``clause``, ``expected`` and ``observed`` into the report.
     """
 
-    def __init__(self, clause: str, message: str, *, expected=None, observed=None, queue=None):
+    def __init__(self, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None):
         self.clause = clause
+        # A statement may join duties of two levels (2.2.2: SHOULD accept a valid subset, else MUST
+        # refuse FEATURES_OK); ``level`` says which part this failure broke, if not the clause's.
+        self.level = level
         self.message = message
         self.expected = expected
         self.observed = observed

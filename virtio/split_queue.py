@@ -359,6 +359,17 @@ class SplitVirtqueue:
         if self.callback is not None:
             self.callback(self)
 
+    def wait_interrupt(self, since: int, timeout: float) -> bool:
+        """True once more than ``since`` used buffer notifications have arrived (bounded wait)."""
+        deadline = time.monotonic() + timeout
+        while self.interrupts <= since:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.irq_event.wait(min(left, 0.002))
+            self.irq_event.clear()
+        return True
+
     def free_ring(self) -> None:
         if self._owns_ring:
             free_split_ring(self.mem, self.addrs)

@@ -1,0 +1,158 @@
+"""Assemble a report dict from a run dict: plain JSON, deterministic, no HTML (DESIGN "Clauses and
+traceability": per clause its tests, outcome, and "not covered" where no test exists).
+
+Deterministic means: results sorted by (nodeid, target), targets by id, clauses in catalogue order,
+and nothing read from the clock unless the run gives no start date (then waiver expiry uses today).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import json
+
+from virtio.clauses import load_catalogue
+
+from . import verdict as rules
+
+SCHEMA = "virtio-conformance/report/1"
+RUN_SCHEMA = "virtio-conformance/run/1"
+NO_TARGET = "(no target)"  # results a plugin could not attribute to a target still count
+SECTION_VERSION = "1.4"  # "section" in the report: the current committee specification
+
+_IDENTITY = (
+    "spec", "transport", "device_type", "device_id", "description", "bus_name",
+    "offered_features", "offered_feature_names", "negotiated_features", "negotiated_feature_names",
+    "config", "error",
+)
+_RUN_FIELDS = ("started", "finished", "duration", "command_line", "environment", "spec_version")
+
+
+def _plain(value):
+    """json.dumps fallback: whatever a plugin slipped in becomes plain JSON instead of an exception."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return base64.b16encode(bytes(value)).decode().lower()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=repr)
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    return str(value)
+
+
+def plain_json(obj):
+    """A deep copy of ``obj`` holding only JSON types (so the input run is never mutated)."""
+    return json.loads(json.dumps(obj, default=_plain))
+
+
+def _run_date(run: dict) -> dt.date:
+    """The day waivers are judged on: the run's own start, so rebuilding a report gives the same answer."""
+    started = run.get("started")
+    if isinstance(started, str):
+        try:
+            return dt.datetime.fromisoformat(started).date()
+        except ValueError:
+            pass
+    return dt.date.today()
+
+
+def _target_entry(target_id: str, raw: dict | None) -> dict:
+    raw = raw or {}
+    entry = {"id": target_id, **{k: raw.get(k) for k in _IDENTITY}}
+    entry["spec"] = entry["spec"] or target_id
+    for key in ("offered_feature_names", "negotiated_feature_names"):
+        entry[key] = list(entry[key] or [])
+    entry["config"] = dict(entry["config"] or {})
+    return entry
+
+
+def _clause_entry(clause, per_target: dict) -> dict:
+    return {
+        "id": clause.id, "catalogued": True, "section": clause.section(SECTION_VERSION),
+        "sections": dict(clause.sections), "level": clause.level, "group": clause.group,
+        "summary": clause.summary, "features": list(clause.features),
+        "status": rules.strongest_status(pt["status"] for pt in per_target.values()),
+        "per_target": per_target,
+    }
+
+
+def _uncatalogued_entry(clause_id: str, per_target: dict) -> dict:
+    # Tests claiming ids the catalogue lacks are shown, not dropped: the checker should catch them,
+    # but a report must not hide a failure because its id was misspelt.
+    return {
+        "id": clause_id, "catalogued": False, "section": None, "sections": {}, "level": None, "group": None,
+        "summary": "not in the clause catalogue (violations count as MUST)", "features": [],
+        "status": rules.strongest_status(pt["status"] for pt in per_target.values()),
+        "per_target": per_target,
+    }
+
+
+def build_report(run: dict, catalogue=None, waivers=None) -> dict:
+    """Judge a run dict (schema virtio-conformance/run/1) and return the report dict."""
+    if run.get("schema") not in (None, RUN_SCHEMA):
+        raise ValueError(f"unsupported run schema {run.get('schema')!r}; expected {RUN_SCHEMA!r}")
+    catalogue = load_catalogue() if catalogue is None else catalogue
+    waivers = list(waivers or [])
+    run = plain_json(run)
+    on = _run_date(run)
+
+    raw_targets = run.get("targets") or {}
+    raw_results = run.get("results") or []
+    target_ids = sorted(set(raw_targets) | {r.get("target") or NO_TARGET for r in raw_results})
+    targets = {t: _target_entry(t, raw_targets.get(t)) for t in target_ids}
+
+    results = []
+    for raw in raw_results:
+        raw = {**raw, "target": raw.get("target") or NO_TARGET}
+        results.append(rules.judge_result(raw, targets[raw["target"]]["spec"], catalogue, waivers, on))
+    results.sort(key=lambda r: (str(r.get("nodeid") or ""), r["target"]))
+
+    statuses = {}  # target -> clause -> {"status", "tests"}
+    for t, entry in targets.items():
+        mine = [r for r in results if r["target"] == t]
+        statuses[t] = rules.clause_statuses(mine)
+        counts = rules.result_counts(mine)
+        entry["verdict"], entry["verdict_reasons"] = rules.target_verdict(entry, counts)
+        entry["counts"] = counts
+        entry["coverage"] = rules.coverage(catalogue, {c: s["status"] for c, s in statuses[t].items()})
+
+    def per_target(clause_id):
+        return {t: statuses[t].get(clause_id, {"status": "not-covered", "tests": []}) for t in target_ids}
+
+    clauses = [_clause_entry(c, per_target(c.id)) for c in catalogue]
+    unknown = sorted({c for st in statuses.values() for c in st if c not in catalogue})
+    clauses += [_uncatalogued_entry(c, per_target(c)) for c in unknown]
+
+    totals = dict.fromkeys(rules.result_counts([]), 0)
+    for entry in targets.values():
+        for key, n in entry["counts"].items():
+            totals[key] += n
+
+    report = {
+        "schema": SCHEMA,
+        "verdict": rules.worst_verdict(e["verdict"] for e in targets.values()),
+        "targets": targets,
+        "counts": totals,
+        "coverage": rules.coverage(catalogue, {c["id"]: c["status"] for c in clauses if c["catalogued"]}),
+        "results": results,
+        "clauses": clauses,
+        "run": {k: run.get(k) for k in _RUN_FIELDS},
+        "waivers": _waiver_summary(waivers, results, on),
+        "extras": run.get("extras") or {},
+    }
+    return plain_json(report)
+
+
+def _waiver_summary(waivers, results, on: dt.date) -> dict:
+    """Applied waivers with the results they covered; unused ones listed so stale waivers show."""
+    used: dict[tuple, set] = {}
+    for judged in results:
+        for w in judged["waivers"]:
+            used.setdefault((w["source"], w["entry"]), set()).add(judged.get("nodeid") or "")
+    applied, unused = [], []
+    for waiver in waivers:
+        nodeids = used.get((waiver.source, waiver.entry))
+        if nodeids:
+            applied.append({**waiver.to_dict(), "results": sorted(nodeids)})
+        else:
+            unused.append({**waiver.to_dict(), "expired": waiver.expired(on)})
+    return {"applied": applied, "unused": unused}

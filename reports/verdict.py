@@ -1,0 +1,185 @@
+"""The verdict rules, in one place (DESIGN "What conformant means in a report").
+
+- A MUST violation makes a target NON-CONFORMANT unless a waiver covers it.
+- A SHOULD violation is a warning; a MAY "violation" is only noted.
+- A harness error is never the device's fault: it makes the target INCONCLUSIVE, as does a target
+  that could not be opened or produced no results.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from .waivers import find_waiver
+
+# Clause statuses, strongest first: combining statuses keeps the strongest (the precedence rule).
+STATUSES = ("fail", "waived", "pass", "skip", "not-run", "not-covered")
+VERDICTS = ("NON-CONFORMANT", "INCONCLUSIVE", "CONFORMANT")  # worst first
+SEVERITIES = ("must", "should", "may")  # strongest first
+KINDS = ("pass", "violation", "waived", "skip", "harness-error")
+
+_LEVEL_SEVERITY = {"MUST": "must", "MUST NOT": "must", "SHOULD": "should", "SHOULD NOT": "should", "MAY": "may"}
+_LEVEL_ORDER = tuple(_LEVEL_SEVERITY)
+_RESULT_FIELDS = ("nodeid", "target", "test", "clauses", "outcome", "message", "expected", "observed",
+                  "level", "longrepr", "duration")
+_OUTCOME_KIND = {"passed": "pass", "skipped": "skip", "failed": "violation"}
+
+
+def strongest(values, order):
+    """The first of ``order`` present in ``values`` (None if none is)."""
+    present = set(values)
+    return next((v for v in order if v in present), None)
+
+
+def strongest_status(statuses) -> str:
+    return strongest(statuses, STATUSES) or "not-covered"
+
+
+def worst_verdict(verdicts) -> str:
+    # No targets at all proves nothing about any device.
+    return strongest(verdicts, VERDICTS) or "INCONCLUSIVE"
+
+
+def severity(clause_ids, catalogue) -> str | None:
+    """Strongest level among ``clause_ids``; an id missing from the catalogue counts as MUST."""
+    levels = [_LEVEL_SEVERITY[catalogue[c].level] if c in catalogue else "must" for c in clause_ids]
+    return strongest(levels, SEVERITIES)
+
+
+def kind_of(result: dict) -> str:
+    """The plugin's classification; derived from the pytest outcome only if it gave none.
+
+    Anything unrecognised is a harness error: it must not pass for a device verdict either way.
+    """
+    kind = result.get("kind")
+    if kind in ("pass", "violation", "skip", "harness-error"):
+        return kind
+    return _OUTCOME_KIND.get(result.get("outcome"), "harness-error")
+
+
+def judge_result(result: dict, target_spec: str | None, catalogue, waivers, on: dt.date) -> dict:
+    """Return a copy of ``result`` with kind, violated, severity and waivers settled.
+
+    A violation that names no clause is charged to the clauses the test claims; one that names
+    none at all is still a device fault and counts as MUST (a failure is never dropped).
+    """
+    # Every field the report promises exists, even if a plugin left it out.
+    judged = {**dict.fromkeys(_RESULT_FIELDS), **result}
+    judged["clauses"] = list(result.get("clauses") or [])
+    kind = kind_of(result)
+    judged.update(kind=kind, violated=[], severity=None, waivers=[])
+    if kind != "violation":
+        return judged
+
+    violated = list(dict.fromkeys(result.get("violated") or judged["clauses"]))
+    unwaived = []
+    for clause in violated:
+        waiver = find_waiver(waivers, on, target_id=result.get("target"), target_spec=target_spec,
+                             clause=clause, nodeid=result.get("nodeid"), test=result.get("test"))
+        if waiver is None:
+            unwaived.append(clause)
+        else:
+            judged["waivers"].append({"clause": clause, **waiver.to_dict()})
+    judged["violated"] = violated
+    if violated and not unwaived:
+        judged["kind"] = "waived"
+    # The severity that matters is what is left after waivers; a fully waived result keeps its own.
+    # A check may name the weaker half of a mixed statement ("SHOULD accept, else MUST refuse").
+    if result.get("level") in _LEVEL_SEVERITY:
+        judged["severity"] = _LEVEL_SEVERITY[result["level"]]
+    else:
+        judged["severity"] = severity(unwaived or violated, catalogue) or "must"
+    return judged
+
+
+def result_clause_statuses(judged: dict) -> dict[str, str]:
+    """What one judged result says about each clause it claims or violated.
+
+    A claimed clause of a result that failed on another clause (or errored) was not shown: not-run.
+    """
+    kind = judged["kind"]
+    plain = {"pass": "pass", "skip": "skip"}.get(kind, "not-run")
+    statuses = {clause: plain for clause in judged["clauses"]}
+    waived = {w["clause"] for w in judged["waivers"]}
+    for clause in judged["violated"]:
+        statuses[clause] = "waived" if clause in waived else "fail"
+    return statuses
+
+
+def clause_statuses(results) -> dict[str, dict]:
+    """Per clause claimed by any of ``results`` (one target's): {"status", "tests"}."""
+    seen: dict[str, list] = {}
+    for judged in results:
+        for clause, status in result_clause_statuses(judged).items():
+            seen.setdefault(clause, []).append((status, judged.get("nodeid")))
+    return {
+        clause: {"status": strongest_status(s for s, _ in pairs), "tests": sorted({n for _, n in pairs if n})}
+        for clause, pairs in seen.items()
+    }
+
+
+def result_counts(results) -> dict:
+    counts = dict.fromkeys(
+        ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "harness_errors"), 0)
+    for judged in results:
+        counts["results"] += 1
+        kind = judged["kind"]
+        if kind == "pass":
+            counts["passed"] += 1
+        elif kind == "skip":
+            counts["skipped"] += 1
+        elif kind == "waived":
+            counts["waived"] += 1
+        elif kind == "harness-error":
+            counts["harness_errors"] += 1
+        else:
+            counts["failed"] += 1
+            counts[{"must": "must", "should": "warnings", "may": "may"}[judged["severity"]]] += 1
+    return counts
+
+
+def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
+    """(verdict, reasons): NON-CONFORMANT > INCONCLUSIVE > CONFORMANT, reasons in plain words."""
+    reasons = []
+    if counts["must"]:
+        reasons.append(f"{counts['must']} unwaived MUST-level violation(s)")
+        return "NON-CONFORMANT", reasons
+    if target.get("error"):
+        reasons.append(f"target could not be opened: {target['error']}")
+    if counts["harness_errors"]:
+        reasons.append(f"{counts['harness_errors']} harness error(s): the harness, not the device, failed")
+    if not counts["results"]:
+        reasons.append("no test results for this target")
+    if reasons:
+        return "INCONCLUSIVE", reasons
+    if counts["warnings"]:
+        reasons.append(f"{counts['warnings']} SHOULD-level warning(s)")
+    if counts["waived"]:
+        reasons.append(f"{counts['waived']} waived violation(s)")
+    return "CONFORMANT", reasons
+
+
+def _figures(clauses, statuses: dict[str, str]) -> dict:
+    ids = [c.id for c in clauses]
+    by_status = {s: sum(1 for i in ids if statuses.get(i, "not-covered") == s) for s in STATUSES}
+    total = len(ids)
+    covered = total - by_status["not-covered"]
+    return {
+        "clauses": total, "covered": covered,
+        "passed": by_status["pass"], "failed": by_status["fail"], "waived": by_status["waived"],
+        "skipped": by_status["skip"], "not_run": by_status["not-run"], "not_covered": by_status["not-covered"],
+        "percent_covered": round(100.0 * covered / total, 1) if total else 0.0,
+    }
+
+
+def coverage(catalogue, statuses: dict[str, str]) -> dict:
+    """Coverage of the catalogue given each clause's status; catalogue clauses only."""
+    clauses = list(catalogue)
+    groups = list(dict.fromkeys(c.group for c in clauses))
+    levels = sorted({c.level for c in clauses}, key=_LEVEL_ORDER.index)
+    return {
+        "all": _figures(clauses, statuses),
+        "by_group": {g: _figures([c for c in clauses if c.group == g], statuses) for g in groups},
+        "by_level": {lv: _figures([c for c in clauses if c.level == lv], statuses) for lv in levels},
+    }
+

@@ -1,0 +1,298 @@
+"""VIRTIO 1.4, 2.7: split virtqueues -- descriptor chains, indirect tables, the used ring,
+notification suppression both ways, event index, and 16-bit index wrap-around."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from virtio import constants as C
+from virtio.checks import require
+from virtio.workloads import POISON, RngWorkload, Shape
+
+pytestmark = pytest.mark.usefixtures("target_spec")
+
+SETTLE = 0.03  # time a device gets to send a notification it should not send
+
+
+# -- descriptor chains (2.7.4, 2.7.5) -------------------------------------------------------------
+@pytest.mark.clause("dev.basic.message-framing.1", "def.basic.buffers-are-used", "def.split.used-elem-id")
+@pytest.mark.parametrize("segments", [1, 2, 3, 8])
+def test_descriptor_chain_layouts(session, segments):
+    """The same request split over 1..8 descriptors per side gives the same result (2.7.4.1)."""
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
+    work.roundtrip(Shape(segments=segments), size=2048)
+
+
+@pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.1")
+def test_device_readable_buffers_not_written(session):
+    """Every device-readable element is compared before and after use (2.7.5.1)."""
+    work = session.start()
+    for segments in (1, 4):
+        ex = work.submit(Shape(segments=segments), size=1024)
+        work.kick()
+        work.finish(ex)  # finish() re-reads every readable element and raises if one changed
+
+
+@pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.2")
+def test_descriptor_table_not_written(session):
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
+    tables = {vq.name: vq.ring.desc for vq in work.vqs if vq is not None}
+    ex = work.submit(Shape(segments=3), size=1024)
+    snapshot = {n: t.copy() for n, t in tables.items()}
+    work.kick()
+    work.finish(ex)
+    for name, table in tables.items():
+        changed = np.nonzero(table != snapshot[name])[0]
+        require(
+            changed.size == 0,
+            "dev.basic.virtqueues.the-virtqueue-descriptor-table.2",
+            "device modified descriptor table entries",
+            expected="descriptor table unchanged",
+            observed=f"entries {changed[:8].tolist()} changed",
+            queue=name,
+        )
+
+
+@pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-used-ring.2")
+@pytest.mark.parametrize("size", [1, 64, 4096])
+def test_used_len_bytes_really_written(session, size):
+    """used len never exceeds what the device wrote: no untouched 8-byte word lies below it (2.7.8.2).
+
+    The exact used len of blk, net and console is checked by their workloads; entropy has no
+    expected value, so its buffers are poisoned and read back.
+    """
+    work = session.start()
+    if not isinstance(work, RngWorkload):
+        work.roundtrip(Shape(segments=2), size=max(size, 64))
+        return
+    ex = work.submit(Shape(segments=1), size=size)
+    work.kick()
+    chain = work.vq.wait_used(1, session.timeout, awaited="entropy buffer")[0]
+    data = work.vq.read_in(chain, chain.used_len)
+    words = len(data) // 8
+    untouched = [i for i in range(words) if data[8 * i : 8 * i + 8] == bytes([POISON]) * 8]
+    require(
+        not untouched,
+        "dev.basic.virtqueues.the-virtqueue-used-ring.2",
+        "used len covers bytes the device never wrote",
+        expected=f"all of the first {chain.used_len} bytes written",
+        observed=f"8-byte words {untouched[:4]} still hold the fill pattern",
+        queue=work.vq.name,
+    )
+    del ex
+
+
+# -- indirect descriptors (2.7.5.3) --------------------------------------------------------------
+INDIRECT_LAYOUTS = {
+    "one-table": Shape(segments=1, indirect=True),
+    "table-of-several": Shape(segments=4, indirect=True),
+    "direct-then-indirect": Shape(segments=3, indirect=True, direct_before_indirect=1),
+}
+
+
+@pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.indirect-descriptors.2", "def.basic.buffers-are-used")
+@pytest.mark.parametrize("layout", list(INDIRECT_LAYOUTS))
+def test_indirect_descriptors(session, layout):
+    work = session.start(want=(C.VIRTIO_F_INDIRECT_DESC,))
+    work.roundtrip(INDIRECT_LAYOUTS[layout], size=2048)
+
+
+@pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.indirect-descriptors.1")
+def test_write_flag_on_indirect_descriptor_ignored(session):
+    work = session.start(want=(C.VIRTIO_F_INDIRECT_DESC,))
+    work.roundtrip(Shape(segments=2, indirect=True, indirect_desc_write_flag=True), size=1024)
+
+
+# -- used buffer notification suppression (2.7.7) ------------------------------------------------
+def _exchange_counting(work, session):
+    vq = work.vq
+    before = vq.interrupts
+    work.roundtrip()
+    return vq, before
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.3")
+def test_notifies_when_flags_zero(session):
+    work = session.start(refuse=(C.VIRTIO_F_EVENT_IDX,))
+    for i in range(3):
+        vq, before = _exchange_counting(work, session)
+        require(
+            vq.wait_interrupt(before, session.timeout),
+            "dev.basic.virtqueues.used-buffer-notification-suppression.3",
+            "no used buffer notification while avail flags is 0",
+            expected="a notification",
+            observed=f"none within {session.timeout}s (exchange {i})",
+            queue=vq.name,
+        )
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.2")
+def test_no_notification_when_flags_one(session):
+    work = session.start(refuse=(C.VIRTIO_F_EVENT_IDX,))
+    work.vq.disable_cb()
+    vq, before = _exchange_counting(work, session)
+    time.sleep(SETTLE)
+    require(
+        vq.interrupts == before,
+        "dev.basic.virtqueues.used-buffer-notification-suppression.2",
+        "used buffer notification sent although avail flags is VIRTQ_AVAIL_F_NO_INTERRUPT",
+        expected="no notification",
+        observed=f"{vq.interrupts - before} notification(s)",
+        queue=vq.name,
+    )
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.1")
+def test_used_event_ignored_without_event_idx(session):
+    work = session.start(refuse=(C.VIRTIO_F_EVENT_IDX,))
+    vq = work.vq
+    vq.set_used_event(vq.last_used_idx + 0x4000)  # far away: a device honouring it stays silent
+    for i in range(2):
+        vq, before = _exchange_counting(work, session)
+        require(
+            vq.wait_interrupt(before, session.timeout),
+            "dev.basic.virtqueues.used-buffer-notification-suppression.1",
+            "device followed used_event although VIRTIO_F_EVENT_IDX was not negotiated",
+            expected="a notification per used buffer (flags 0)",
+            observed=f"none within {session.timeout}s (exchange {i})",
+            queue=vq.name,
+        )
+
+
+def _event_idx_steps(work, session, *, flags: int):
+    """Ask for a notification exactly when the third next used elem is written; returns the
+    notification count seen after each of four single exchanges."""
+    vq = work.vq
+    vq.disable_cb()  # with EVENT_IDX this only stops the driver rewriting used_event itself
+    vq.ring.avail_flags[0] = flags
+    per = work.elems_per_exchange
+    # used_event: notify when the used elem at this idx is written -- the first of exchange 3.
+    target = (vq.last_used_idx + 2 * per) & 0xFFFF
+    vq.set_used_event(target)
+    counts = []
+    start = vq.interrupts
+    for step in range(4):
+        before = vq.interrupts
+        work.roundtrip()
+        if step == 2:
+            vq.wait_interrupt(before, session.timeout)
+        else:
+            time.sleep(SETTLE)
+        counts.append(vq.interrupts - start)
+    return vq, counts
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.5")
+def test_event_idx_notifies_at_used_event(session):
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,))
+    vq, counts = _event_idx_steps(work, session, flags=0)
+    require(
+        counts[2] > counts[1],
+        "dev.basic.virtqueues.used-buffer-notification-suppression.5",
+        "no notification when the used elem at index used_event was written",
+        expected="a notification at the third exchange",
+        observed=f"cumulative notifications per exchange {counts}",
+        queue=vq.name,
+    )
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.6")
+def test_event_idx_quiet_elsewhere(session):
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,))
+    vq, counts = _event_idx_steps(work, session, flags=0)
+    require(
+        counts[0] == 0 and counts[1] == 0 and counts[3] == counts[2],
+        "dev.basic.virtqueues.used-buffer-notification-suppression.6",
+        "notifications sent for used elems other than the one at used_event",
+        expected="notifications only at the third exchange",
+        observed=f"cumulative notifications per exchange {counts}",
+        queue=vq.name,
+    )
+
+
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.4")
+def test_event_idx_ignores_no_interrupt_flag(session):
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,))
+    vq, counts = _event_idx_steps(work, session, flags=C.VIRTQ_AVAIL_F_NO_INTERRUPT)
+    require(
+        counts[2] > counts[1],
+        "dev.basic.virtqueues.used-buffer-notification-suppression.4",
+        "with VIRTIO_F_EVENT_IDX the device let avail flags bit 0 suppress the used_event notification",
+        expected="a notification at the third exchange",
+        observed=f"cumulative notifications per exchange {counts}",
+        queue=vq.name,
+    )
+
+
+# -- available buffer notification suppression (2.7.10) ------------------------------------------
+@pytest.mark.clause(
+    "dev.basic.virtqueues.available-buffer-notification-suppression.1",
+    "dev.basic.virtqueues.available-buffer-notification-suppression.3",
+)
+@pytest.mark.parametrize("event_idx", [False, True], ids=["no-event-idx", "event-idx"])
+def test_used_flags_values(session, event_idx):
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,)) if event_idx else session.start(refuse=(C.VIRTIO_F_EVENT_IDX,))
+    allowed = {0} if event_idx else {0, 1}
+    clause = f"dev.basic.virtqueues.available-buffer-notification-suppression.{3 if event_idx else 1}"
+    for _ in range(4):
+        work.roundtrip()
+        for vq in work.vqs:
+            if vq is None:
+                continue
+            flags = int(vq.ring.used_flags[0])
+            require(flags in allowed, clause, "used ring flags outside the allowed values", expected=sorted(allowed), observed=flags, queue=vq.name)
+
+
+@pytest.mark.clause("dev.basic.virtqueues.available-buffer-notification-suppression.5", "def.basic.buffers-are-used")
+def test_spurious_notifications_handled(session):
+    work = session.start()
+    work.roundtrip()
+    used_before = {vq.name: int(vq.ring.used_idx[0]) for vq in work.vqs if vq is not None}
+    for _ in range(5):
+        for vq in work.vqs:
+            if vq is not None:
+                vq.notify()  # nothing new was made available
+    time.sleep(SETTLE)
+    for vq in work.vqs:
+        if vq is not None:
+            require(
+                int(vq.ring.used_idx[0]) == used_before[vq.name] and vq.broken is None,
+                "dev.basic.virtqueues.available-buffer-notification-suppression.5",
+                "device used buffers in response to notifications with nothing new available",
+                expected=f"used idx {used_before[vq.name]}",
+                observed=int(vq.ring.used_idx[0]),
+                queue=vq.name,
+            )
+    require(not session.driver.status() & C.DEVICE_NEEDS_RESET, "dev.basic.virtqueues.available-buffer-notification-suppression.5", "spurious notifications put the device in DEVICE_NEEDS_RESET", observed=C.status_names(session.driver.status()))
+    work.roundtrip()
+
+
+# -- 16-bit indexes wrap (2.7.6, 2.7.8) ------------------------------------------------------------
+@pytest.mark.clause("def.split.used-idx", "def.split.used-elem-id", "def.basic.buffers-are-used")
+def test_index_wraparound(session):
+    """Push more than 65536 buffers through one queue: avail and used idx wrap past 65535, and
+    every used elem is validated on the way (id in flight, len within the buffer, idx step 1)."""
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
+    vq = work.vq
+    vq.disable_cb()  # poll: notifications are not what this test is about
+    out, in_ = work.light_buffers()
+    start = vq.last_used_idx
+    done = 0
+    batch = max(1, vq.num // (2 * (len(out) + len(in_))))
+    while done <= 65536 + vq.num:
+        for _ in range(batch):
+            vq.add(out, in_)
+        vq.kick()
+        vq.wait_used(batch, session.timeout, awaited=f"{batch} used buffers after {done} (wrap-around run)")
+        done += batch
+    require(
+        vq.last_used_idx == (start + done) & 0xFFFF and int(vq.ring.used_idx[0]) == vq.last_used_idx,
+        "def.split.used-idx",
+        "used idx after wrap-around does not count the used elems",
+        expected=(start + done) & 0xFFFF,
+        observed=f"used idx {int(vq.ring.used_idx[0])}, last_used_idx {vq.last_used_idx}",
+        queue=vq.name,
+    )
