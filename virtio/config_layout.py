@@ -82,7 +82,7 @@ BLK_CONFIG = ConfigLayout(
 NET_CONFIG = ConfigLayout(
     C.VIRTIO_ID_NET,
     [
-        F("mac", 0, 6, C.VIRTIO_NET_F_MAC, array=True),
+        F("mac", 0, 6, None, array=True),  # always present; meaningful only with VIRTIO_NET_F_MAC
         F("status", 6, 2, C.VIRTIO_NET_F_STATUS),
         F("max_virtqueue_pairs", 8, 2, C.VIRTIO_NET_F_MQ),
         F("mtu", 10, 2, C.VIRTIO_NET_F_MTU),

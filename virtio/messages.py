@@ -14,10 +14,10 @@ BLK_OUTHDR = struct.Struct("<IIQ")
 BLK_DISCARD_WZ = struct.Struct("<QII")
 BLK_STATUS_SIZE = 1
 
-# struct virtio_net_hdr with VIRTIO_F_VERSION_1: num_buffers always present -> 12 bytes (5.1.6)
+# struct virtio_net_hdr with VIRTIO_F_VERSION_1: num_buffers always present -> 12 bytes (5.1.6.1)
 NET_HDR = struct.Struct("<BBHHHHH")
 NET_HDR_SIZE = NET_HDR.size
-# struct virtio_net_ctrl: u8 class; u8 command; ... u8 ack  (5.1.6.5)
+# struct virtio_net_ctrl: u8 class; u8 command; ... u8 ack  (5.1.9.5)
 NET_CTRL_HDR = struct.Struct("<BB")
 
 

@@ -46,7 +46,8 @@ class Device:
 
     Subclasses set ``device_id``, ``name``, ``num_queues``, ``features`` and implement
     ``handle(qindex, queue, chain) -> int | None``: the bytes written into the chain's writable
-    part, or None to keep the chain for later (then call ``complete``).
+    part, or None to keep the chain for later (then call ``complete``). ``__init__`` calls
+    ``initial_config()`` and ``on_reset()``, so a subclass sets its own state before super().__init__().
     """
 
     device_id = 0
@@ -142,7 +143,8 @@ class Device:
             if status & C.FEATURES_OK and not old & C.FEATURES_OK:
                 if not self.accept_features(self.driver_features):
                     status &= ~C.FEATURES_OK  # 2.2.2: fail to set FEATURES_OK
-            self.status = status
+            # DEVICE_NEEDS_RESET is the device's to set; only a reset clears it.
+            self.status = status | (old & C.DEVICE_NEEDS_RESET)
             if status & C.DRIVER_OK and not old & C.DRIVER_OK:
                 for i, qc in enumerate(self.queues_cfg):
                     if qc.enabled and qc.addrs is not None:
@@ -159,7 +161,10 @@ class Device:
         if self.layout is None:
             return
         with self.lock:
+            offered = self.offered_features()
             for f in self.layout.fields.values():
+                if f.feature is not None and not offered >> f.feature & 1:
+                    continue  # the field does not exist on this device
                 if f.writable and offset <= f.offset and f.offset + f.size <= offset + len(data):
                     start = f.offset - offset
                     self.config[f.offset : f.offset + f.size] = data[start : start + f.size]

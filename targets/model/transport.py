@@ -131,14 +131,17 @@ class ModelTransport(ConfigOps):
         region = self.device.shm_regions().get(region_id)
         return None if region is None else ShmRegion(*region)
 
+    def _ring_reset_ok(self, op: str) -> None:
+        negotiated = self.get_status() & C.FEATURES_OK and self._driver_features >> C.VIRTIO_F_RING_RESET & 1
+        if not negotiated or not hasattr(self.device, "queue_reset"):
+            raise UnsupportedOp(op, "VIRTIO_F_RING_RESET not negotiated with this device")
+
     def disable_vq_and_reset(self, vq) -> None:
-        if not self._driver_features >> C.VIRTIO_F_RING_RESET & 1:
-            raise UnsupportedOp("disable_vq_and_reset", "VIRTIO_F_RING_RESET not negotiated")
+        self._ring_reset_ok("disable_vq_and_reset")
         self.device.queue_reset(vq.index)
 
     def enable_vq_after_reset(self, vq) -> None:
-        if not self._driver_features >> C.VIRTIO_F_RING_RESET & 1:
-            raise UnsupportedOp("enable_vq_after_reset", "VIRTIO_F_RING_RESET not negotiated")
+        self._ring_reset_ok("enable_vq_after_reset")
         vq.reset_state()
         self.device.queue_set(vq.index, vq.addrs)
         self.device.queue_enable(vq.index)
