@@ -72,8 +72,7 @@ class DeviceSplitQueue:
         table, idx, limit, in_indirect = self.ring.desc, head, self.num, False
         seen = 0
         while True:
-            d = table[idx]
-            addr, length, flags, nxt = int(d["addr"]), int(d["len"]), int(d["flags"]), int(d["next"])
+            addr, length, flags, nxt = table[idx].item()  # one read of the 16-byte descriptor
             seen += 1
             if seen > limit:
                 raise ChainError(f"descriptor chain from head {head} is longer than {limit} (a loop?)")
