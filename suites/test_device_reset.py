@@ -94,6 +94,13 @@ def test_no_config_notification_after_reset(session):
 @pytest.mark.clause("def.reset.initial-state", "def.basic.buffers-are-used")
 def test_queues_start_afresh_after_reset(session):
     """After reset the device starts from avail index 0 again, with the newly negotiated features."""
+    work = session.start(refuse=(C.VIRTIO_F_EVENT_IDX,))
+    for _ in range(3):  # control: a fresh device negotiated without EVENT_IDX notifies each buffer
+        before = work.vq.interrupts
+        work.roundtrip()
+        if not work.vq.wait_interrupt(before, session.timeout):
+            pytest.skip("no used buffer notification per buffer even on a fresh device (see ...suppression.3)")
+    session.driver.reset()
     work = session.start()
     for _ in range(5):
         work.roundtrip()

@@ -14,6 +14,7 @@ from typing import Callable
 from . import constants as C
 from .config_layout import CONFIG_LAYOUTS
 from .errors import DeviceTimeout, DeviceViolation
+from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
 CLAUSE_FEATURES_OK = "dev.basic.feature-bits.2"
@@ -122,7 +123,12 @@ class VirtioDriver:
         """The features this driver would accept: offered & implemented (& accept) & ~refuse."""
         offered = self.device_features()
         mask = driver_features(self.device_id) if accept is None else accept
-        return offered & mask & ~refuse
+        features = offered & mask & ~refuse
+        # 2.2.1: a driver MUST NOT accept a feature whose prerequisite it does not accept.
+        while unmet := unmet_requirements(features, self.device_id):
+            for bit, _ in unmet:
+                features &= ~(1 << bit)
+        return features
 
     def negotiate(self, features: int, *, check: bool = True) -> bool:
         """Steps 1-6 of 3.1.1: reset, ACKNOWLEDGE, DRIVER, write features, FEATURES_OK, re-read.

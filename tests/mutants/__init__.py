@@ -1,0 +1,62 @@
+"""Mutant devices: clean models (targets/model) with one method overridden to break one clause.
+
+A mutant is a subclass of a model with class attributes ``name`` (kebab-case, device type first)
+and ``clause`` (an id from virtio/clauses.toml), a docstring saying what it breaks and why that is
+non-conformant, and the smallest override that does it, marked ``# BUG``. To add one: write the
+class in the module of its topic, list it in ``MUTANT_CLASSES`` below, and run
+``pytest tests/test_mutants.py -k <name>``: the suites must fail its clause and no other MUST clause.
+"""
+
+from __future__ import annotations
+
+from targets.model.mutants import Mutant
+
+from . import config, rings, status_features
+
+MUTANT_CLASSES = [
+    # status, features, reset (2.1, 2.2, 2.4, 6)
+    status_features.RngAcceptsUnofferedFeatures,
+    status_features.RngResetIgnoredBeforeDriver,
+    status_features.RngQueueLiveBeforeDriverOk,
+    status_features.RngNoVersion1,
+    status_features.RngOffersUndefinedBit,
+    status_features.RngOffersSrIov,
+    status_features.NetCtrlRxWithoutCtrlVq,
+    status_features.RngRefusesRenegotiation,
+    status_features.RngFeaturesChangeAfterNegotiation,
+    status_features.RngDriverBitNotKept,
+    status_features.RngEventIdxSurvivesReset,
+    status_features.ConsoleConfigNotifyAfterReset,
+    # configuration space (2.3, 2.5), shared memory (2.10)
+    config.BlkGenerationStuck,
+    config.BlkCapacityBigEndian,
+    config.ConsoleConfigZeroBeforeFeaturesOk,
+    config.ConsoleNoConfigChangeNotification,
+    config.BlkOverlappingShmRegions,
+    # split virtqueues (2.7)
+    rings.RngUsedLenOverstated,
+    rings.RngUsedIdOneBased,
+    rings.RngUsedIdxCountsDescriptors,
+    rings.ConsoleWritesReadableBuffer,
+    rings.RngWritesDescriptorTable,
+    rings.BlkOneDescriptorPerPart,
+    rings.RngHoldsLargeBuffers,
+    rings.RngRejectsWriteFlagOnIndirect,
+    rings.RngRejectsDirectThenIndirect,
+    rings.RngIgnoresNoInterrupt,
+    rings.RngNotifiesEveryOtherBuffer,
+    rings.RngEventIdxNotifiesAlways,
+    rings.RngUsedEventWithoutEventIdx,
+    rings.RngNoInterruptSuppressesWithEventIdx,
+    rings.RngUsedEventOffByOne,
+    rings.RngUsedFlagsGarbage,
+    rings.RngNoNotifyWithEventIdx,
+    rings.RngNeedsResetOnSpuriousKick,
+]
+
+
+def _mutant(cls) -> Mutant:
+    return Mutant(name=cls.name, clause=cls.clause, factory=cls, description=cls.__doc__.strip().splitlines()[0])
+
+
+MUTANTS: list[Mutant] = [_mutant(cls) for cls in MUTANT_CLASSES]
