@@ -304,6 +304,7 @@ def test_spurious_notifications_handled(session):
 
 
 # -- 16-bit indexes wrap (2.7.6, 2.7.8) ------------------------------------------------------------
+@pytest.mark.heavy
 @pytest.mark.clause("def.split.used-idx", "def.split.used-elem-id", "def.basic.buffers-are-used")
 def test_index_wraparound(session):
     """Push more than 65536 buffers through one queue: avail and used idx wrap past 65535, and

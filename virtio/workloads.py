@@ -189,6 +189,8 @@ class BlkWorkload(Workload):
         return ex
 
     def light_buffers(self):
+        if (self.driver.negotiated or 0) >> C.VIRTIO_BLK_F_FLUSH & 1:
+            return self._sgs([blk_outhdr(C.VIRTIO_BLK_T_FLUSH, 0)], [1])  # no data to move
         return self._sgs([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [C.SECTOR_SIZE, 1])
 
     def finish(self, ex: Exchange) -> None:
