@@ -22,7 +22,10 @@ CLAUSE_GENERATION = "def.config.generation"
 
 # Device-independent features whose driver side the harness implements.
 DRIVER_TRANSPORT_FEATURES = (
-    (1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_INDIRECT_DESC) | (1 << C.VIRTIO_F_EVENT_IDX)
+    (1 << C.VIRTIO_F_VERSION_1)
+    | (1 << C.VIRTIO_F_INDIRECT_DESC)
+    | (1 << C.VIRTIO_F_EVENT_IDX)
+    | (1 << C.VIRTIO_F_RING_RESET)
 )
 
 # Device-specific features the harness's drivers handle (config-only ones are always safe).
@@ -176,6 +179,24 @@ class VirtioDriver:
         if driver_ok:
             self.driver_ok()
         return vqs
+
+    def reset_vq(self, vq, num: int | None = None) -> list:
+        """Per-queue reset and re-enable (2.6.1, VIRTIO_F_RING_RESET), optionally with a new size.
+
+        Returns the buffers that were in flight: after the reset they are the driver's again.
+        """
+        self.ops.disable_vq_and_reset(vq)
+        reclaimed = []
+        while (chain := vq.detach_unused_buf()) is not None:
+            reclaimed.append(chain)
+        if num is None:
+            vq.reset_state()
+        else:
+            vq.resize(num)
+        if hasattr(vq, "_completed"):
+            vq._completed.clear()
+        self.ops.enable_vq_after_reset(vq)
+        return reclaimed
 
     def driver_ok(self) -> int:
         return self.add_status(C.DRIVER_OK)

@@ -377,6 +377,19 @@ class SplitVirtqueue:
             self.irq_event.clear()
         return True
 
+    def resize(self, num: int) -> None:
+        """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).
+
+        Buffers still in flight are forgotten: reclaim them with detach_unused_buf first.
+        """
+        if self._owns_ring:
+            free_split_ring(self.mem, self.addrs)
+        self.addrs = alloc_split_ring(self.mem, num)
+        self._owns_ring = True
+        self.num = num
+        self.ring = SplitRing(self.mem, self.addrs)
+        self.reset_state()
+
     def free_ring(self) -> None:
         if self._owns_ring:
             free_split_ring(self.mem, self.addrs)

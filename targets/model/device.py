@@ -56,7 +56,12 @@ class Device:
     queue_size_max = 256
     features = 0  # offered feature bits
     # Always offered by our models unless a subclass says otherwise.
-    base_features = (1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_INDIRECT_DESC) | (1 << C.VIRTIO_F_EVENT_IDX)
+    base_features = (
+        (1 << C.VIRTIO_F_VERSION_1)
+        | (1 << C.VIRTIO_F_INDIRECT_DESC)
+        | (1 << C.VIRTIO_F_EVENT_IDX)
+        | (1 << C.VIRTIO_F_RING_RESET)
+    )
 
     def __init__(self, mode: str = "notify"):
         if mode not in MODES:
@@ -215,6 +220,23 @@ class Device:
             self.queues_cfg[index].enabled = True
             if self.status & C.DRIVER_OK and self.queues_cfg[index].addrs is not None:
                 self.queues[index] = DeviceSplitQueue(self.mem, index, self.queues_cfg[index].addrs, self.driver_features)
+
+    def queue_reset(self, index: int) -> None:
+        """2.6.1.1.1: stop using the queue and forget its state; it stays off until re-enabled.
+
+        Buffers the device held are dropped, not returned: after a reset the driver reclaims
+        them itself (detach_unused_buf), and the device must not touch them again.
+        """
+        with self.lock:
+            if not self.driver_features >> C.VIRTIO_F_RING_RESET & 1:
+                return  # not negotiated: the driver has no such operation
+            self.queues[index] = None
+            self.queues_cfg[index] = QueueConfig(size=self.queue_max(index))
+            self.held.pop(index, None)
+            self.on_queue_reset(index)
+
+    def on_queue_reset(self, index: int) -> None:
+        """Device-type state tied to one queue (e.g. frames waiting for RX buffers)."""
 
     def notify(self, index: int) -> None:
         """Available buffer notification from the driver."""

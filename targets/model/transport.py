@@ -141,8 +141,10 @@ class ModelTransport(ConfigOps):
         self.device.queue_reset(vq.index)
 
     def enable_vq_after_reset(self, vq) -> None:
+        """Re-enable with whatever ring (and size) the driver-side queue now has (2.6.1.2)."""
         self._ring_reset_ok("enable_vq_after_reset")
-        vq.reset_state()
+        if vq.num > self.vq_num_max(vq.index):
+            raise HarnessError(f"queue {vq.index}: size {vq.num} above the device maximum")
         self.device.queue_set(vq.index, vq.addrs)
         self.device.queue_enable(vq.index)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from targets.model.mutants import Mutant
 
-from . import config, rings, status_features
+from . import config, queue_reset, rings, status_features
 
 MUTANT_CLASSES = [
     # status, features, reset (2.1, 2.2, 2.4, 6)
@@ -52,6 +52,10 @@ MUTANT_CLASSES = [
     rings.RngUsedFlagsGarbage,
     rings.RngNoNotifyWithEventIdx,
     rings.RngNeedsResetOnSpuriousKick,
+    # virtqueue reset (2.6.1)
+    queue_reset.RngQueueResetIgnored,
+    queue_reset.RngQueueResetKeepsIndexes,
+    queue_reset.RngQueueResizeIgnored,
 ]
 
 

@@ -1,0 +1,65 @@
+"""Mutants of per-queue reset (VIRTIO 1.4, 2.6.1, VIRTIO_F_RING_RESET)."""
+
+from __future__ import annotations
+
+from targets.model.rng import RngDevice
+from virtio.split import SplitRingAddrs
+
+
+class RngQueueResetIgnored(RngDevice):
+    """Acknowledges a queue reset but keeps serving the old ring.
+
+    dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.1 (2.6.1.1.1): after a queue reset the
+    device MUST NOT execute requests from that queue or notify the driver for it.
+    """
+
+    name = "rng-queue-reset-ignored"
+    clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.1"
+
+    def queue_reset(self, index: int) -> None:
+        return  # BUG: nothing stops, nothing is forgotten
+
+
+class RngQueueResetKeepsIndexes(RngDevice):
+    """Re-enables a reset queue but carries the old available/used positions into the new ring.
+
+    dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.2 (2.6.1.1.1): a queue reset MUST put the
+    queue's state, available and used state included, back to its defaults.
+    """
+
+    name = "rng-queue-reset-keeps-indexes"
+    clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.2"
+
+    def queue_reset(self, index: int) -> None:
+        old = self.queues[index]
+        self._kept = (old.last_avail_idx, old.used_idx) if old is not None else None
+        super().queue_reset(index)
+
+    def queue_enable(self, index: int) -> None:
+        super().queue_enable(index)
+        q, kept = self.queues[index], getattr(self, "_kept", None)
+        if q is not None and kept is not None:
+            q.last_avail_idx, q.used_idx = kept  # BUG: state survives the reset
+            q.signalled_used = q.used_idx
+            self._kept = None
+
+
+class RngQueueResizeIgnored(RngDevice):
+    """Keeps using the queue size it had before a queue reset, whatever size the driver set.
+
+    dev.basic.virtqueues.virtqueue-reset.virtqueue-re-enable.1 (2.6.1.2.1): on re-enable the
+    device MUST observe the queue configuration the driver changed, such as the queue size.
+    """
+
+    name = "rng-queue-resize-ignored"
+    clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-re-enable.1"
+
+    def queue_reset(self, index: int) -> None:
+        self._old_num = self.queues_cfg[index].size
+        super().queue_reset(index)
+
+    def queue_set(self, index: int, addrs) -> None:
+        old = getattr(self, "_old_num", None)
+        if old and old != addrs.num:
+            addrs = SplitRingAddrs(old, addrs.desc, addrs.avail, addrs.used)  # BUG: new size ignored
+        super().queue_set(index, addrs)
