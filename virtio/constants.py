@@ -228,6 +228,15 @@ VIRTQ_DESC_F_INDIRECT = 4
 VIRTQ_AVAIL_F_NO_INTERRUPT = 1
 VIRTQ_USED_F_NO_NOTIFY = 1
 
+# -- 2.8 packed virtqueue flags (VIRTQ_DESC_F_NEXT/WRITE/INDIRECT above apply too) ------------
+VIRTQ_DESC_F_AVAIL = 1 << 7
+VIRTQ_DESC_F_USED = 1 << 15
+# 2.8.10 pvirtq_event_suppress: flags (desc_event_flags, 2 bits) and desc (off 15 bits | wrap bit 15)
+RING_EVENT_FLAGS_ENABLE = 0x0
+RING_EVENT_FLAGS_DISABLE = 0x1
+RING_EVENT_FLAGS_DESC = 0x2  # only valid with VIRTIO_F_EVENT_IDX; 0x3 is reserved
+RING_EVENT_WRAP_SHIFT = 15
+
 FEATURE_BITS = 128  # get_extended_features: features are up to 128 bits wide
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -89,6 +90,10 @@ class SplitVirtqueue:
         self.callback = callback
         self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
         self.indirect_ok = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
+        # 2.7.9: with IN_ORDER the driver takes descriptors in table order and the device may
+        # answer a batch of buffers with one used elem (the last buffer's id).
+        self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
+        self.notification_data = bool(features >> C.VIRTIO_F_NOTIFICATION_DATA & 1)
         self.addrs = addrs or alloc_split_ring(mem, num)
         self._owns_ring = addrs is None
         self.ring = SplitRing(mem, self.addrs)
@@ -101,6 +106,9 @@ class SplitVirtqueue:
         self.mem.fill(self.addrs.avail, 2 * (3 + self.num), 0)
         self.mem.fill(self.addrs.used, 4 + 8 * self.num + 2, 0)
         self._free_ids = list(range(self.num - 1, -1, -1))  # a stack of free descriptor ids
+        self._next_desc = 0  # IN_ORDER: next descriptor id in table order
+        self._avail_order: deque[int] = deque()  # IN_ORDER: heads in the order made available
+        self._batch: deque[BufferChain] = deque()  # IN_ORDER: buffers a batch used elem returned
         self.in_flight: dict[int, BufferChain] = {}
         self.avail_idx_shadow = 0
         self.last_used_idx = 0
@@ -115,6 +123,7 @@ class SplitVirtqueue:
     @property
     def num_free(self) -> int:
         return len(self._free_ids)
+
 
     def _check_broken(self) -> None:
         if self.broken is not None:
@@ -180,7 +189,13 @@ class SplitVirtqueue:
             for a in owned:
                 self.mem.free(a)
             raise HarnessError(f"{self.name}: {len(ring_segs)} descriptors needed, {len(self._free_ids)} free")
-        ids = [self._free_ids.pop() for _ in ring_segs]
+        if self.in_order:
+            ids = [(self._next_desc + j) % self.num for j in range(len(ring_segs))]
+            self._next_desc = (self._next_desc + len(ring_segs)) % self.num
+            taken = set(ids)
+            self._free_ids = [i for i in self._free_ids if i not in taken]
+        else:
+            ids = [self._free_ids.pop() for _ in ring_segs]
         desc = self.ring.desc
         for j, (s, fl) in enumerate(ring_segs):
             last = j == len(ring_segs) - 1
@@ -188,6 +203,8 @@ class SplitVirtqueue:
         head = ids[0]
         chain = BufferChain(head, token, out_sgs, in_sgs, len(ids), table, owned, ids)
         self.in_flight[head] = chain
+        if self.in_order:
+            self._avail_order.append(head)
         self.ring.avail_ring[self.avail_idx_shadow % self.num] = head
         self.avail_idx_shadow = (self.avail_idx_shadow + 1) & 0xFFFF
         self.num_added += 1
@@ -222,11 +239,13 @@ class SplitVirtqueue:
 
     # -- used buffers (2.7.14) -------------------------------------------------------------------
     def more_used(self) -> bool:
-        return self.last_used_idx != int(self.ring.used_idx[0])
+        return bool(self._batch) or self.last_used_idx != int(self.ring.used_idx[0])
 
     def get_buf(self) -> BufferChain | None:
         """Take the next used buffer, validated, or None if the device has returned nothing new."""
         self._check_broken()
+        if self._batch:
+            return self._batch.popleft()
         used_idx = int(self.ring.used_idx[0])
         if used_idx == self.last_used_idx:
             return None
@@ -266,6 +285,16 @@ class SplitVirtqueue:
                     queue=self.name,
                 )
             )
+        if self.in_order:
+            # Every buffer made available before this one is used too (2.7.9); their len is
+            # not reported, so it reads as 0.
+            while self._avail_order and self._avail_order[0] != uid:
+                earlier = self.in_flight.pop(self._avail_order.popleft())
+                earlier.used_len = 0
+                self._free_ids.extend(reversed(earlier.ids))
+                self._batch.append(earlier)
+            if self._avail_order:
+                self._avail_order.popleft()
         del self.in_flight[uid]
         self.last_used_idx = (self.last_used_idx + 1) & 0xFFFF
         self._free_ids.extend(reversed(chain.ids))
@@ -273,7 +302,15 @@ class SplitVirtqueue:
         if self.event_idx and not (self.avail_flags_shadow & C.VIRTQ_AVAIL_F_NO_INTERRUPT):
             # Ask to be interrupted for the next used entry, as Linux does (2.7.7).
             self.ring.used_event[0] = self.last_used_idx
+        if self._batch:
+            self._batch.append(chain)
+            return self._batch.popleft()
         return chain
+
+    def next_notification(self) -> int:
+        """VIRTIO_F_NOTIFICATION_DATA (2.9): next_off | next_wrap << 15 -- for a split ring, the
+        avail idx the driver will write next, whose bit 15 is the wrap bit."""
+        return self.avail_idx_shadow & 0xFFFF
 
     def read_in(self, chain: BufferChain, length: int | None = None) -> bytes:
         """The device-writable bytes of a used buffer, up to ``length`` (default: its used len)."""
@@ -335,6 +372,8 @@ class SplitVirtqueue:
             return None
         head, chain = next(iter(self.in_flight.items()))
         del self.in_flight[head]
+        if head in self._avail_order:
+            self._avail_order.remove(head)
         self._free_ids.extend(reversed(chain.ids))
         return chain
 

@@ -61,7 +61,12 @@ class Device:
         | (1 << C.VIRTIO_F_INDIRECT_DESC)
         | (1 << C.VIRTIO_F_EVENT_IDX)
         | (1 << C.VIRTIO_F_RING_RESET)
+        | (1 << C.VIRTIO_F_IN_ORDER)
+        | (1 << C.VIRTIO_F_NOTIFICATION_DATA)
     )
+    # Queues whose buffers the device only reads (used len always 0): with IN_ORDER the model
+    # answers a whole batch of them with one used elem, as 2.7.9 allows.
+    in_order_batch_queues: tuple[int, ...] = ()
 
     def __init__(self, mode: str = "notify"):
         if mode not in MODES:
@@ -126,6 +131,7 @@ class Device:
             self.queues_cfg = [QueueConfig(size=self.queue_size_max) for _ in range(self.num_queues)]
             self.queues: list[DeviceSplitQueue | None] = [None] * self.num_queues
             self.held: dict[int, dict[int, DeviceChain]] = {}
+            self.notification_data_errors: list[str] = []
             self.on_reset()
 
     def get_device_features(self) -> int:
@@ -235,11 +241,27 @@ class Device:
             self.held.pop(index, None)
             self.on_queue_reset(index)
 
+    def check_notification_data(self, index: int, data: int) -> None:
+        """The model checks what the driver announces: a wrong vqn or offset is the driver's bug
+        (ours, when the harness drives), kept in ``notification_data_errors`` for the self-tests."""
+        q = self.queues[index] if 0 <= index < self.num_queues else None
+        if not self.driver_features >> C.VIRTIO_F_NOTIFICATION_DATA & 1:
+            self.notification_data_errors.append(f"queue {index}: notification data without the feature")
+            return
+        vqn, nxt = data & 0xFFFF, data >> 16
+        if vqn != index:
+            self.notification_data_errors.append(f"queue {index}: data names vqn {vqn}")
+        elif q is not None and hasattr(q, "notification_position") and nxt != q.notification_position():
+            self.notification_data_errors.append(f"queue {index}: next {nxt:#x}, ring says {q.notification_position():#x}")
+
     def on_queue_reset(self, index: int) -> None:
         """Device-type state tied to one queue (e.g. frames waiting for RX buffers)."""
 
-    def notify(self, index: int) -> None:
-        """Available buffer notification from the driver."""
+    def notify(self, index: int, data: int | None = None) -> None:
+        """Available buffer notification from the driver (with VIRTIO_F_NOTIFICATION_DATA, ``data``
+        holds vqn | next_off << 16 | next_wrap << 31, 2.9)."""
+        if data is not None:
+            self.check_notification_data(index, data)
         if self.mode == "threaded":
             self._kick.set()
             return
@@ -256,13 +278,19 @@ class Device:
             q = self.queues[index]
             if q is None:
                 return
+            batch = index in self.in_order_batch_queues and self.driver_features >> C.VIRTIO_F_IN_ORDER & 1
+            last = None
             try:
                 while (chain := q.pop()) is not None:
                     n = self.handle(index, q, chain)
                     if n is None:
                         self.held.setdefault(index, {})[chain.head] = chain
+                    elif batch and n == 0:
+                        last = chain.head  # one used elem for the batch, written below
                     else:
                         q.push(chain.head, n)
+                if last is not None:
+                    q.push(last, 0)
             except ChainError:
                 # The driver broke the ring: a device reports that with DEVICE_NEEDS_RESET (2.1.2).
                 self.needs_reset()

@@ -48,6 +48,11 @@ class DeviceSplitQueue:
         self.signalled_used = 0  # used idx at the last interrupt decision (for event idx)
         self.max_chain = self.num
 
+    def notification_position(self) -> int:
+        """Where the driver's next buffer goes, as VIRTIO_F_NOTIFICATION_DATA encodes it for a
+        split ring: the 16-bit avail idx (its bit 15 doubles as next_wrap), 2.9."""
+        return int(self.ring.avail_idx[0])
+
     def has_avail(self) -> bool:
         return self.last_avail_idx != int(self.ring.avail_idx[0])
 

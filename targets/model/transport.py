@@ -104,8 +104,12 @@ class ModelTransport(ConfigOps):
         self.vqs = vqs
         return vqs
 
-    def _notify(self, vq: SplitVirtqueue) -> None:
-        self.device.notify(vq.index)
+    def _notify(self, vq) -> None:
+        if self._driver_features >> C.VIRTIO_F_NOTIFICATION_DATA & 1:
+            # 2.9: the notification carries vqn (low 16 bits) and where the driver will add next.
+            self.device.notify(vq.index, data=vq.index | vq.next_notification() << 16)
+        else:
+            self.device.notify(vq.index)
 
     def del_vqs(self) -> None:
         for vq in self.vqs:

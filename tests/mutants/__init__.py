@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from targets.model.mutants import Mutant
 
-from . import config, queue_reset, rings, status_features
+from . import config, queue_reset, ring_options, rings, status_features
 
 MUTANT_CLASSES = [
     # status, features, reset (2.1, 2.2, 2.4, 6)
@@ -56,6 +56,9 @@ MUTANT_CLASSES = [
     queue_reset.RngQueueResetIgnored,
     queue_reset.RngQueueResetKeepsIndexes,
     queue_reset.RngQueueResizeIgnored,
+    # ring options (2.7.9, 2.9)
+    ring_options.RngOutOfOrder,
+    ring_options.RngNotificationDataOffByOne,
 ]
 
 

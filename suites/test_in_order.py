@@ -1,0 +1,54 @@
+"""VIRTIO 1.4, 2.7.9 and 6: VIRTIO_F_IN_ORDER -- the device uses buffers in the order they were made
+available (and may answer a batch with one used elem, which the driver accounts in full)."""
+
+from __future__ import annotations
+
+import pytest
+
+from virtio import constants as C
+from virtio.checks import blame, require
+
+pytestmark = pytest.mark.usefixtures("target_spec")
+
+IN_ORDER = "dev.reserved-features.5"
+
+
+def _batch(work, n):
+    exchanges = [work.submit() for _ in range(n)]
+    work.kick()
+    for ex in exchanges:
+        work.finish(ex)
+
+
+@pytest.mark.clause(IN_ORDER)
+@pytest.mark.parametrize("batch", [1, 8])
+def test_buffers_used_in_order(session, batch):
+    """A batch of requests comes back in the order it was made available, each buffer intact."""
+    work = session.start(refuse=(C.VIRTIO_F_IN_ORDER,))
+    _batch(work, batch)  # control: the same batch without IN_ORDER
+    session.driver.reset()
+    work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
+    blame(IN_ORDER, f"a batch of {batch} worked without VIRTIO_F_IN_ORDER but not with it", lambda: [_batch(work, batch) for _ in range(3)])
+
+
+@pytest.mark.clause(IN_ORDER, "def.split.used-idx")
+def test_in_order_across_wrap(session):
+    """In-order use keeps going as the descriptor table and the indexes wrap."""
+
+    def run(work, rounds):
+        vq = work.vq
+        out, in_ = work.light_buffers()
+        per = max(1, vq.num // (2 * (len(out) + len(in_))))
+        for r in range(rounds):
+            tokens = list(range(r * per, (r + 1) * per))
+            for t in tokens:
+                vq.add(out, in_, t)
+            vq.kick()
+            got = [c.token for c in vq.wait_used(per, session.timeout, awaited=f"{per} in-order buffers")]
+            require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
+
+    run(session.start(refuse=(C.VIRTIO_F_IN_ORDER,)), 2)  # control
+    session.driver.reset()
+    work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
+    rounds = 3 * work.vq.num // max(1, work.vq.num // 4) + 1
+    blame(IN_ORDER, "in-order use broke as the ring wrapped", lambda: run(work, rounds))
