@@ -124,3 +124,26 @@ def test_clean_models_pass(model, mode, tmp_path):
     failed = [f"{r['nodeid']}: [{r['severity']}] {r['message']}" for r in report["results"] if r["kind"] == "violation"]
     assert not failed, f"clean model {model} ({mode}) failed:\n  " + "\n  ".join(failed)
     assert report["verdict"] == "CONFORMANT", report["verdict"]
+
+
+_CLAIMED_SCRIPT = """
+import json, sys, pytest
+class Claims:
+    def __init__(self): self.ids = set()
+    def pytest_collection_finish(self, session):
+        for item in session.items:
+            m = item.get_closest_marker("clause")
+            if m: self.ids.update(m.args)
+c = Claims()
+pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--co", "suites"], plugins=[c])
+print("CLAIMED " + json.dumps(sorted(c.ids)))
+"""
+
+
+def test_every_claimed_clause_has_a_mutant():
+    """A test that claims a clause must be shown to fail on a device that breaks it."""
+    out = subprocess.run([sys.executable, "-c", _CLAIMED_SCRIPT], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    line = next(x for x in out.stdout.splitlines() if x.startswith("CLAIMED "))
+    claimed = set(json.loads(line.removeprefix("CLAIMED ")))
+    broken = {m.clause for m in MUTANTS.values()}
+    assert claimed and not claimed - broken, f"clauses claimed by suites with no mutant: {sorted(claimed - broken)}"
