@@ -48,7 +48,7 @@ def test_model_transport_ops(blk):
     g = blk.generation()
     blk.trigger_config_change()
     assert blk.generation() != g
-    d.negotiate(d.wanted_features())
+    d.negotiate(d.wanted_features(refuse=1 << C.VIRTIO_F_RING_RESET))
     vqs = blk.find_vqs([VqInfo("requestq", size=64)])
     assert vqs[0].num == 64
     blk.set_vq_affinity(vqs[0], {1})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import DeviceViolation
+from .errors import DeviceViolation, InvalidUsedFlags, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 
 
 def require(condition, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None) -> None:
@@ -15,5 +15,7 @@ def blame(clause: str, what: str, exchange) -> None:
     included -- is charged to ``clause``, the one thing the test changed since the control."""
     try:
         exchange()
+    except (InvalidUsedId, InvalidUsedLen, InvalidUsedIdx, InvalidUsedFlags):
+        raise  # already pinned on the ring clause it breaks, whatever the test changed
     except DeviceViolation as e:
         raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e

@@ -45,6 +45,11 @@ class InvalidUsedIdx(DeviceViolation):
     """used idx moved by more than the number of buffers in flight (2.7.8)."""
 
 
+class InvalidUsedFlags(DeviceViolation):
+    """Packed ring (2.8.1): a descriptor's AVAIL/USED flags fit neither an available nor a used
+    descriptor for the driver's used wrap counter, or mark used a descriptor never made available."""
+
+
 class DeviceTimeout(DeviceViolation):
     """A bounded wait on the device ran out: says what was awaited, where, and for how long."""
 

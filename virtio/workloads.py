@@ -19,6 +19,18 @@ CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
 CLAUSE_FRAMING = "dev.basic.message-framing.1"
 
+# The same duties on a packed ring (2.8) have their own clause ids.
+PACKED_CLAUSES = {
+    CLAUSE_USED_LEN: "def.packed.used-len",
+    CLAUSE_READONLY: "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1",
+}
+
+
+def ring_clause(vq, clause: str) -> str:
+    """``clause`` as it applies to ``vq``'s layout (split ids are the default)."""
+    return PACKED_CLAUSES.get(clause, clause) if getattr(vq, "layout", "split") == "packed" else clause
+
+
 POISON = 0xA5  # fill byte of device-writable buffers, to see what the device wrote
 
 
@@ -134,7 +146,7 @@ class Workload:
             if now != data:
                 diff = next(i for i in range(len(data)) if now[i] != data[i])
                 raise DeviceViolation(
-                    CLAUSE_READONLY,
+                    ring_clause(self.vq, CLAUSE_READONLY),
                     "device wrote into a device-readable buffer",
                     expected=f"bytes at {addr:#x} unchanged",
                     observed=f"byte {diff} changed {data[diff]:#04x} -> {now[diff]:#04x}",
@@ -204,7 +216,7 @@ class BlkWorkload(Workload):
             if c.used_len != c.writable:
                 # 5.2.6: the device writes every data byte plus the status byte of a good request;
                 # an underestimate is allowed by 2.7.8 only where the device does not know.
-                raise DeviceViolation(CLAUSE_USED_LEN, f"used len of a completed blk {c.token}", expected=f"{c.writable} (data + status)", observed=c.used_len, queue=self.vq.name)
+                raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), f"used len of a completed blk {c.token}", expected=f"{c.writable} (data + status)", observed=c.used_len, queue=self.vq.name)
         r = ex.chains[-1]
         got = self.vq.read_in(r, len(data))
         if not self.read_only and got != data:
@@ -230,7 +242,7 @@ class RngWorkload(Workload):
     def finish(self, ex: Exchange) -> None:
         c = self.wait(self.vq, ex.chains[0], f"entropy buffer (head {ex.chains[0].head})")
         if c.used_len == 0:
-            raise DeviceViolation(CLAUSE_USED_LEN, "entropy request returned no bytes", expected="used len >= 1", observed=0, queue=self.vq.name)
+            raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), "entropy request returned no bytes", expected="used len >= 1", observed=0, queue=self.vq.name)
         self.vq.release(c)
 
 
@@ -271,7 +283,7 @@ class NetWorkload(Workload):
         self.wait(self.rx, rx, "looped-back frame on receiveq1")
         frame = ex.expect["frame"]
         if rx.used_len != NET_HDR_SIZE + len(frame):
-            raise DeviceViolation(CLAUSE_USED_LEN, "used len of a received frame", expected=NET_HDR_SIZE + len(frame), observed=rx.used_len, queue=self.rx.name)
+            raise DeviceViolation(ring_clause(self.rx, CLAUSE_USED_LEN), "used len of a received frame", expected=NET_HDR_SIZE + len(frame), observed=rx.used_len, queue=self.rx.name)
         got = self.rx.read_in(rx)[NET_HDR_SIZE:]
         if got != frame:
             raise DeviceViolation(CLAUSE_FRAMING, "looped-back frame differs from the frame sent", expected=f"{len(frame)} bytes sent", observed=f"{len(got)} bytes, first difference at {next((i for i in range(min(len(got), len(frame))) if got[i] != frame[i]), min(len(got), len(frame)))}", queue=self.rx.name)

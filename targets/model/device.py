@@ -19,9 +19,18 @@ from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.memory import GuestMemory
 from virtio.split import MAX_QUEUE_SIZE, SplitRingAddrs
 
+from .packed_ring import DevicePackedQueue
 from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
 
 MODES = ("notify", "threaded")
+_BATCH_OK: dict[type, bool] = {}  # per device class: may handle_batch serve its queues?
+
+
+def make_queue(mem: GuestMemory, index: int, addrs, features: int, packed_cls=DevicePackedQueue):
+    """The device side of one virtqueue, in the layout the driver negotiated (2.7 split, 2.8 packed)."""
+    if features >> C.VIRTIO_F_RING_PACKED & 1:
+        return packed_cls(mem, index, addrs, features)
+    return DeviceSplitQueue(mem, index, addrs, features)
 
 
 class NullBus:
@@ -60,6 +69,7 @@ class Device:
         (1 << C.VIRTIO_F_VERSION_1)
         | (1 << C.VIRTIO_F_INDIRECT_DESC)
         | (1 << C.VIRTIO_F_EVENT_IDX)
+        | (1 << C.VIRTIO_F_RING_PACKED)
         | (1 << C.VIRTIO_F_RING_RESET)
         | (1 << C.VIRTIO_F_IN_ORDER)
         | (1 << C.VIRTIO_F_NOTIFICATION_DATA)
@@ -67,6 +77,8 @@ class Device:
     # Queues whose buffers the device only reads (used len always 0): with IN_ORDER the model
     # answers a whole batch of them with one used elem, as 2.7.9 allows.
     in_order_batch_queues: tuple[int, ...] = ()
+    # The device side of a packed virtqueue (a subclass of DevicePackedQueue may change it).
+    packed_queue_class = DevicePackedQueue
 
     def __init__(self, mode: str = "notify"):
         if mode not in MODES:
@@ -159,7 +171,7 @@ class Device:
             if status & C.DRIVER_OK and not old & C.DRIVER_OK:
                 for i, qc in enumerate(self.queues_cfg):
                     if qc.enabled and qc.addrs is not None:
-                        self.queues[i] = DeviceSplitQueue(self.mem, i, qc.addrs, self.driver_features)
+                        self.queues[i] = make_queue(self.mem, i, qc.addrs, self.driver_features, self.packed_queue_class)
                 self.on_driver_ok()
 
     def config_read(self, offset: int, length: int) -> bytes:
@@ -225,7 +237,7 @@ class Device:
         with self.lock:
             self.queues_cfg[index].enabled = True
             if self.status & C.DRIVER_OK and self.queues_cfg[index].addrs is not None:
-                self.queues[index] = DeviceSplitQueue(self.mem, index, self.queues_cfg[index].addrs, self.driver_features)
+                self.queues[index] = make_queue(self.mem, index, self.queues_cfg[index].addrs, self.driver_features, self.packed_queue_class)
 
     def queue_reset(self, index: int) -> None:
         """2.6.1.1.1: stop using the queue and forget its state; it stays off until re-enabled.
@@ -280,8 +292,19 @@ class Device:
                 return
             batch = index in self.in_order_batch_queues and self.driver_features >> C.VIRTIO_F_IN_ORDER & 1
             last = None
+            fast = None if batch else self._batch_handler(q)  # batch fast path (see _batch_handler)
             try:
-                while (chain := q.pop()) is not None:
+                while True:
+                    if fast is not None:
+                        run = q.pop_simple()  # None: nothing available; False: next chain not simple
+                        if run is None:
+                            break
+                        if run is not False:
+                            heads, addrs, lens, flags = run
+                            q.push_batch(heads, fast(index, q, addrs, lens, flags))
+                            continue
+                    if (chain := q.pop()) is None:
+                        break
                     n = self.handle(index, q, chain)
                     if n is None:
                         self.held.setdefault(index, {})[chain.head] = chain
@@ -297,6 +320,26 @@ class Device:
                 return
             self.after_process(index)
             self.signal(index)
+
+    # -- batch fast path (runs of one-descriptor chains, vectorized) -------------------------------
+    # A device may define ``handle_batch(qindex, queue, addrs, lens, flags) -> used lens array``
+    # for runs of simple chains (one descriptor, no NEXT/INDIRECT) that DeviceSplitQueue.pop_simple
+    # gathers; it must write the bytes it reports, as handle does. Other chains keep the per-chain path.
+    def _batch_handler(self, q):
+        """``handle_batch`` if it may serve ``q``: a split queue, and handle_batch defined no higher
+        in the class tree than ``handle`` (a subclass overriding only ``handle``, such as a mutant,
+        keeps the per-chain path and so its own behaviour)."""
+        fn = getattr(self, "handle_batch", None)
+        if fn is None or not hasattr(q, "pop_simple") or "handle" in self.__dict__:
+            return None
+        cls = type(self)
+        ok = _BATCH_OK.get(cls)
+        if ok is None:
+            owner = lambda name: next(k for k in cls.__mro__ if name in k.__dict__)  # noqa: E731
+            ok = _BATCH_OK[cls] = issubclass(owner("handle_batch"), owner("handle"))
+        return fn if ok else None
+
+    # -- end of batch fast path --------------------------------------------------------------------
 
     def after_process(self, index: int) -> None:
         """Hook: e.g. net moves TX frames to RX once a batch is done."""

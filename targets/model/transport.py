@@ -9,6 +9,7 @@ from __future__ import annotations
 from virtio import constants as C
 from virtio.errors import HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
+from virtio.packed_queue import PackedVirtqueue
 from virtio.split_queue import SplitVirtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo
@@ -91,7 +92,9 @@ class ModelTransport(ConfigOps):
                 size = info.size or num_max
                 if size > num_max:
                     raise HarnessError(f"queue {i}: size {size} above the device maximum {num_max}")
-                vq = SplitVirtqueue(
+                # 2.8: with VIRTIO_F_RING_PACKED every queue is packed, of any size 1..32768.
+                cls = PackedVirtqueue if self._driver_features >> C.VIRTIO_F_RING_PACKED & 1 else SplitVirtqueue
+                vq = cls(
                     self.mem, i, size, self._notify, features=self._driver_features, callback=info.callback, name=info.name
                 )
                 self.device.queue_set(i, vq.addrs)

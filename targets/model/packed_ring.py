@@ -1,0 +1,190 @@
+"""Device side of a packed virtqueue (VIRTIO 1.4, 2.8): poll the next descriptor for the AVAIL/USED
+pair of the device's avail wrap counter, walk lists and indirect tables, write used descriptors in
+completion order, and honour the driver event suppression structure. Uses the same layout
+(virtio/packed.py) as the driver side, and the same interface as DeviceSplitQueue.
+
+What the driver wrote is untrusted: a malformed list raises ChainError instead of reading outside
+guest memory or looping.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from virtio import constants as C
+from virtio.memory import GuestMemory
+from virtio.packed import (
+    PVIRTQ_DESC,
+    PackedRing,
+    PackedRingAddrs,
+    is_avail,
+    need_event,
+    off_wrap,
+    split_event,
+    used_flags,
+)
+
+from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+
+
+class DevicePackedQueue:
+    layout = "packed"
+
+    def __init__(self, mem: GuestMemory, index: int, addrs: PackedRingAddrs, features: int):
+        self.mem = mem
+        self.index = index
+        self.num = addrs.num
+        self.ring = PackedRing(mem, addrs)
+        self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
+        self.indirect = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
+        self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
+        self.last_avail_idx = 0
+        self.avail_wrap_counter = 1  # 2.8.1: both counters start at 1
+        self.used_idx = 0  # ring position of the next used descriptor
+        self.used_wrap_counter = 1
+        self.signalled_used = 0  # used_idx / wrap at the last notification decision
+        self.signalled_wrap = 1
+        self.pushed = 0  # used descriptors written since the last decision
+        self.pending: dict[int, int] = {}  # buffer id -> descriptors it took in the ring, in pop order
+        self.max_chain = self.num
+        # Device event suppression (device area): with EVENT_IDX ask for a notification when the
+        # next descriptor is made available, as Linux's vhost does; else plain ENABLE.
+        if self.event_idx:
+            self.ring.device_event_desc[0] = off_wrap(0, 1)
+            self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_DESC
+        else:
+            self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_ENABLE
+
+    def has_avail(self) -> bool:
+        return is_avail(int(self.ring.desc_flags[self.last_avail_idx]), self.avail_wrap_counter)
+
+    def notification_position(self) -> int:
+        """Where the driver's next descriptor goes (next_off | next_wrap << 15, 2.9): the first
+        slot past the ones whose AVAIL bit is that of their lap."""
+        pos, wrap = self.last_avail_idx, self.avail_wrap_counter
+        flags = self.ring.desc_flags
+        for _ in range(self.num):
+            if bool(int(flags[pos]) & C.VIRTQ_DESC_F_AVAIL) != bool(wrap):
+                break
+            pos += 1
+            if pos == self.num:
+                pos, wrap = 0, wrap ^ 1
+        return off_wrap(pos, wrap)
+
+    def pop(self) -> DeviceChain | None:
+        """Take the next available buffer (the descriptor at last_avail_idx), or None."""
+        pos, wrap = self.last_avail_idx, self.avail_wrap_counter
+        flags = int(self.ring.desc_flags[pos])
+        if not is_avail(flags, wrap):
+            return None
+        chain, pos, wrap = self.walk(pos, wrap, flags)
+        self.last_avail_idx, self.avail_wrap_counter = pos, wrap
+        if self.event_idx:
+            self.ring.device_event_desc[0] = off_wrap(pos, wrap)
+        return chain
+
+    def walk(self, pos: int, wrap: int, flags: int) -> tuple[DeviceChain, int, int]:
+        """Read the list whose first descriptor is at ``pos`` (its flags already read and
+        available); returns the chain (``head`` = buffer id, from the last descriptor, 2.8.6) and
+        the ring position and wrap counter after it."""
+        readable: list[tuple[int, int]] = []
+        writable: list[tuple[int, int]] = []
+        desc, dflags = self.ring.desc, self.ring.desc_flags
+        n = 0
+        while True:
+            n += 1
+            if n > self.max_chain:
+                raise ChainError(f"descriptor list at slot {pos} is longer than {self.max_chain}")
+            if n > 1:
+                flags = int(dflags[pos])  # each descriptor's flags are read before the rest of it
+                if not is_avail(flags, wrap):
+                    raise ChainError(f"descriptor {pos} continues a list but is not available (flags {flags:#x})")
+            addr, length, bid, _ = desc[pos].item()
+            if flags & C.VIRTQ_DESC_F_INDIRECT:
+                if n > 1 or flags & C.VIRTQ_DESC_F_NEXT:
+                    raise ChainError("indirect descriptor in a list linked by NEXT (2.8.19)")
+                self._walk_indirect(addr, length, readable, writable)
+            else:
+                if not self.mem.contains(addr, length):
+                    raise ChainError(f"descriptor {pos} buffer [{addr:#x},+{length}) outside guest memory")
+                self._add_element(flags & C.VIRTQ_DESC_F_WRITE, addr, length, readable, writable)
+            pos += 1
+            if pos == self.num:
+                pos, wrap = 0, wrap ^ 1
+            if not flags & C.VIRTQ_DESC_F_NEXT:
+                break
+        if bid in self.pending:
+            raise ChainError(f"buffer id {bid} made available again while still in flight")
+        self.pending[bid] = n
+        chain = DeviceChain(bid, readable, writable)
+        chain.ndesc = n
+        return chain, pos, wrap
+
+    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
+        if length % 16 or length == 0:
+            raise ChainError(f"indirect table length {length} is not a multiple of 16")
+        if not self.mem.contains(addr, length):
+            raise ChainError(f"indirect table [{addr:#x},+{length}) outside guest memory")
+        # A copy: the table is read once. 2.8.7: every entry is used, WRITE is the only valid flag
+        # (NEXT and the id are reserved and ignored), and the WRITE flag of the descriptor that
+        # points at the table is ignored.
+        table = np.frombuffer(self.mem.read(addr, length), dtype=PVIRTQ_DESC)
+        for a, n, _, f in table.tolist():
+            if not self.mem.contains(a, n):
+                raise ChainError(f"indirect element [{a:#x},+{n}) outside guest memory")
+            self._add_element(f & C.VIRTQ_DESC_F_WRITE, a, n, readable, writable)
+
+    @staticmethod
+    def _add_element(write: int, addr: int, length: int, readable, writable) -> None:
+        if write:
+            writable.append((addr, length))
+        else:
+            if writable:
+                raise ChainError("device-readable descriptor after a device-writable one")
+            readable.append((addr, length))
+
+    def push(self, head: int, length: int) -> None:
+        """Write one used descriptor at the next used position: id and len, then flags (one 16-bit
+        store) -- and skip the rest of the buffer's descriptors (with IN_ORDER, of every buffer
+        taken before it too, 2.8.8)."""
+        if head not in self.pending:
+            raise ValueError(f"buffer id {head} is not in flight on queue {self.index}")
+        if self.in_order:
+            skip = 0
+            for bid in list(self.pending):
+                skip += self.pending.pop(bid)
+                if bid == head:
+                    break
+        else:
+            skip = self.pending.pop(head)
+        pos = self.used_idx
+        self.ring.desc_id[pos] = head
+        self.ring.desc_len[pos] = length
+        self.ring.desc_flags[pos] = used_flags(self.used_wrap_counter) | (C.VIRTQ_DESC_F_WRITE if length else 0)
+        pos += skip
+        if pos >= self.num:
+            pos -= self.num
+            self.used_wrap_counter ^= 1
+        self.used_idx = pos
+        self.pushed += 1
+
+    def should_interrupt(self) -> bool:
+        """Decide on a used buffer notification for what was pushed since the last decision, from
+        the driver event suppression structure (one 32-bit read): DISABLE -> no, DESC with
+        EVENT_IDX -> only if the named descriptor was used, otherwise yes."""
+        if not self.pushed:
+            return False
+        old, new = self.signalled_used, self.used_idx
+        if self.signalled_wrap != self.used_wrap_counter:
+            old -= self.num  # the last decision was in the previous lap
+        self.signalled_used, self.signalled_wrap, self.pushed = new, self.used_wrap_counter, 0
+        desc, flags = split_event(int(self.ring.driver_event[0]))
+        if flags == C.RING_EVENT_FLAGS_DISABLE:
+            return False
+        if flags == C.RING_EVENT_FLAGS_DESC and self.event_idx:
+            return need_event(desc, self.used_wrap_counter, self.num, new, old)
+        return True
+
+    # -- buffer contents: the same as on a split ring --
+    read_readable = DeviceSplitQueue.read_readable
+    write_writable = DeviceSplitQueue.write_writable
