@@ -28,7 +28,7 @@ def test_buffers_used_in_order(session, batch):
     _batch(work, batch)  # control: the same batch without IN_ORDER
     session.driver.reset()
     work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
-    blame(IN_ORDER, f"a batch of {batch} worked without VIRTIO_F_IN_ORDER but not with it", lambda: [_batch(work, batch) for _ in range(3)])
+    blame(IN_ORDER, f"a batch of {batch} worked without VIRTIO_F_IN_ORDER but not with it", lambda: [_batch(work, batch) for _ in range(3)], ring_violations_too=True)
 
 
 @pytest.mark.clause(IN_ORDER, "def.split.used-idx")
@@ -51,4 +51,4 @@ def test_in_order_across_wrap(session):
     session.driver.reset()
     work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
     rounds = 3 * work.vq.num // max(1, work.vq.num // 4) + 1
-    blame(IN_ORDER, "in-order use broke as the ring wrapped", lambda: run(work, rounds))
+    blame(IN_ORDER, "in-order use broke as the ring wrapped", lambda: run(work, rounds), ring_violations_too=True)

@@ -10,12 +10,19 @@ def require(condition, clause: str, message: str, *, expected=None, observed=Non
         raise DeviceViolation(clause, message, expected=expected, observed=observed, queue=queue, level=level)
 
 
-def blame(clause: str, what: str, exchange) -> None:
+def blame(clause: str, what: str, exchange, *, ring_violations_too: bool = False) -> None:
     """Run ``exchange`` (after a control exchange passed); a device failure inside it -- a timeout
-    included -- is charged to ``clause``, the one thing the test changed since the control."""
+    included -- is charged to ``clause``, the one thing the test changed since the control.
+
+    Used-ring violations (bad id, len, idx, flags) already name their own clause and keep it,
+    unless ``ring_violations_too``: e.g. under IN_ORDER, an out-of-order device shows up as used
+    elems the in-order accounting cannot match, and the cause is the ordering.
+    """
     try:
         exchange()
-    except (InvalidUsedId, InvalidUsedLen, InvalidUsedIdx, InvalidUsedFlags):
-        raise  # already pinned on the ring clause it breaks, whatever the test changed
+    except (InvalidUsedId, InvalidUsedLen, InvalidUsedIdx, InvalidUsedFlags) as e:
+        if not ring_violations_too:
+            raise
+        raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e
     except DeviceViolation as e:
         raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e
