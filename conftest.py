@@ -1,3 +1,3 @@
 """Loads the harness's pytest plugin, so `pytest` from the repository root just works."""
 
-pytest_plugins = ["fixtures.plugin", "fixtures.devices", "fixtures.stress"]
+pytest_plugins = ["fixtures.plugin", "fixtures.devices", "fixtures.stress", "fixtures.extras"]

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import jinja2
 
+from .charts import throughput_rows, throughput_svg
+
 TEMPLATES = Path(__file__).with_name("templates")
 TEMPLATE = "conformance.html.j2"
 
@@ -54,6 +56,9 @@ def environment() -> jinja2.Environment:
     )
     env.filters.update(hex=_hex, pretty_json=_pretty_json, columns=_columns)
     env.globals.update(status_label=lambda s: STATUS_LABELS.get(s, s), skip_groups=_skip_groups)
+    # extras["throughput"] (benchmarks/ring_throughput.py): a table and an inline SVG whose every
+    # text node reports/charts.py escapes itself before marking the SVG safe.
+    env.globals.update(throughput_rows=throughput_rows, throughput_chart=throughput_svg)
     return env
 
 

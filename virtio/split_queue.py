@@ -3,6 +3,12 @@
 The driver owns the descriptor table and the driver area and only reads the device area. Every value
 read from the device area (used idx, used elem id and len) is validated; a bad one raises a
 DeviceViolation naming the clause and marks the queue broken, as Linux's BAD_RING does.
+
+Two ways to use a queue, freely mixed: one buffer at a time (``add`` / ``get_buf``, with a
+BufferChain per buffer) and in batches (``add_batch`` / ``get_used_batch`` / ``wait_used_batch``:
+numpy fancy indexing over the ring views, every used elem still validated). The in-flight state of
+both lives in per-head numpy arrays (see ``reset_state``), so a buffer added either way can be
+completed either way.
 """
 
 from __future__ import annotations
@@ -13,10 +19,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
+
 from . import constants as C
 from .errors import DeviceTimeout, HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from .memory import GuestMemory
 from .split import VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
+
+try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # pragma: no cover
+    _count_nonzero = np.count_nonzero
 
 # Clause ids this module reports (see virtio/clauses.toml).
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
@@ -42,6 +55,15 @@ class Sg:
     len: int
 
 
+@dataclass(frozen=True)
+class SgArray:
+    """One scatter-gather element per buffer of a batch (``add_batch``): ``addr`` holds one guest
+    address per buffer; ``len`` is one length for all of them or one per buffer."""
+
+    addr: np.ndarray
+    len: int | np.ndarray
+
+
 @dataclass
 class BufferChain:
     """A buffer made available to the device: what the driver put in, and what came back."""
@@ -55,10 +77,16 @@ class BufferChain:
     owned: list[int] = field(default_factory=list)  # allocations freed on completion
     ids: list[int] = field(default_factory=list)  # descriptor ids, freed on completion
     used_len: int | None = None
+    batch: bool = False  # made available by add_batch (out_sgs/in_sgs read back from the table)
 
     @property
     def writable(self) -> int:
         return sum(s.len for s in self.in_sgs)
+
+
+_NO_IDS = np.empty(0, dtype=np.intp)
+_NO_LENS = np.empty(0, dtype=np.uint32)
+_U32_MAX = 0xFFFF_FFFF
 
 
 class SplitVirtqueue:
@@ -101,15 +129,56 @@ class SplitVirtqueue:
 
     # -- state ---------------------------------------------------------------------------------
     def reset_state(self) -> None:
-        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed."""
-        self.mem.fill(self.addrs.desc, 16 * self.num, 0)
-        self.mem.fill(self.addrs.avail, 2 * (3 + self.num), 0)
-        self.mem.fill(self.addrs.used, 4 + 8 * self.num + 2, 0)
-        self._free_ids = list(range(self.num - 1, -1, -1))  # a stack of free descriptor ids
+        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed.
+
+        In-flight bookkeeping, one entry per descriptor id (the single source of truth for both
+        the per-buffer and the batch API):
+
+        - ``_room[h]``: 1 + the device-writable bytes of the buffer whose head is ``h``, or 0 when
+          ``h`` heads no buffer in flight. So one unsigned compare, ``used len < _room[id]``, says
+          both "id in flight" and "len within the buffer". ``_room[num]`` is a 0 sentinel; a used
+          id is only ever an index after a bounds check (or inside try/except IndexError).
+        - ``_nd[h]``: descriptors in that chain (1 unless a multi-descriptor buffer is in flight);
+          ``_next[i]``: the driver's private copy of each descriptor's next (Linux desc_extra),
+          so freeing never trusts the table the device could have scribbled on.
+        - ``_free[:_nfree]``: a stack of free descriptor ids (top at the end); with IN_ORDER ids
+          are taken in table order from ``_next_desc`` and only the count matters.
+        - IN_ORDER: ``_seq[h]`` the avail sequence number of head ``h``, ``_order[s % num]`` the
+          head made available as number ``s``; ``_seq_next`` is the oldest one not yet used.
+        - ``_chains``: BufferChain objects of buffers made available by ``add()``;
+          ``_ready``: buffers already taken off the used ring (IN_ORDER batches) not yet handed out.
+        """
+        num = self.num
+        self.mem.fill(self.addrs.desc, 16 * num, 0)
+        self.mem.fill(self.addrs.avail, 2 * (3 + num), 0)
+        self.mem.fill(self.addrs.used, 4 + 8 * num + 2, 0)
+        d64 = self.mem.array(self.addrs.desc, np.dtype("<u8"), 2 * num)
+        self._desc_addr = d64[0::2]  # le64 addr
+        self._desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48, one 8-byte store
+        self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
+        self._ar = np.arange(num + 1, dtype=np.intp)
+        self._room = np.zeros(num + 1, dtype=np.uint64)
+        self._used32 = self.ring.used_ring.reshape(2 * num)  # the used ring is only 4-byte aligned
+        # The 16-bit index fields as memoryviews ('H'): still one aligned 16-bit load or store
+        # each (backends.md, gotcha 10), without a numpy scalar per access on the hot path.
+        self._avail_idx_h = memoryview(self.ring.avail_idx)
+        self._avail_event_h = memoryview(self.ring.avail_event)
+        self._used_idx_h = memoryview(self.ring.used_idx)
+        self._used_event_h = memoryview(self.ring.used_event)
+        self._nd = np.ones(num, dtype=np.intp)
+        self._next = np.zeros(num, dtype=np.intp)
+        self._mark = np.zeros(num + 1, dtype=np.intp)
+        self._free = np.arange(num - 1, -1, -1, dtype=np.intp)
+        self._nfree = num
+        self._nflight = 0  # buffers in flight
+        self._multi = 0  # of which with more than one descriptor
         self._next_desc = 0  # IN_ORDER: next descriptor id in table order
-        self._avail_order: deque[int] = deque()  # IN_ORDER: heads in the order made available
-        self._batch: deque[BufferChain] = deque()  # IN_ORDER: buffers a batch used elem returned
-        self.in_flight: dict[int, BufferChain] = {}
+        self._seq = np.zeros(num + 1, dtype=np.int64)
+        self._order = np.zeros(num, dtype=np.intp)
+        self._seq_next = 0
+        self._seq_end = 0
+        self._chains: dict[int, BufferChain] = {}
+        self._ready: deque[BufferChain] = deque()
         self.avail_idx_shadow = 0
         self.last_used_idx = 0
         self.num_added = 0
@@ -122,12 +191,109 @@ class SplitVirtqueue:
 
     @property
     def num_free(self) -> int:
-        return len(self._free_ids)
+        return self._nfree
 
+    @property
+    def num_in_flight(self) -> int:
+        """Buffers made available and not yet taken back (used or detached)."""
+        return self._nflight
+
+    @property
+    def in_flight(self) -> dict[int, BufferChain | None]:
+        """Heads of the buffers in flight -> their BufferChain (None for buffers from add_batch)."""
+        return {h: self._chains.get(h) for h in self._heads_in_flight()}
+
+    def _heads_in_flight(self) -> list[int]:
+        return np.flatnonzero(self._room[: self.num]).tolist()
 
     def _check_broken(self) -> None:
         if self.broken is not None:
             raise self.broken
+
+    def _take_ids(self, n: int) -> np.ndarray:
+        """``n`` free descriptor ids, in the order n pops of the free stack would give them."""
+        if self.in_order:
+            s = self._next_desc
+            ids = self._idx2[s : s + n].copy()
+            self._next_desc = (s + n) % self.num
+        else:
+            top = self._nfree
+            ids = self._free[top - n : top][::-1].copy()
+        self._nfree -= n
+        return ids
+
+    def _chain_ids(self, head: int) -> list[int]:
+        ids = [head]
+        for _ in range(int(self._nd[head]) - 1):
+            ids.append(int(self._next[ids[-1]]))
+        return ids
+
+    def _free_chain(self, head: int) -> None:
+        """Give one buffer's descriptors back and forget it is in flight."""
+        nd = int(self._nd[head])
+        if not self.in_order:
+            ids = self._chain_ids(head)
+            self._free[self._nfree : self._nfree + nd] = ids[::-1]
+        self._nfree += nd
+        self._room[head] = 0
+        self._nflight -= 1
+        if nd > 1:
+            self._nd[head] = 1
+            self._multi -= 1
+
+    def _free_heads(self, heads: np.ndarray) -> None:
+        """Vectorized _free_chain for distinct in-flight heads (completion order kept)."""
+        k = len(heads)
+        self._room[heads] = 0
+        self._nflight -= k
+        if self._multi == 0:
+            if not self.in_order:
+                self._free[self._nfree : self._nfree + k] = heads
+            self._nfree += k
+            return
+        nd = self._nd[heads]
+        width = int(nd.max())
+        if width == 1:
+            cols = heads[:, None]
+        else:
+            cols = np.empty((k, width), dtype=np.intp)
+            cols[:, 0] = heads
+            for d in range(1, width):
+                cols[:, d] = self._next[cols[:, d - 1]]
+        # Each chain's ids pushed last-first, chain after chain, as _free_chain would.
+        keep = self._ar[:width][::-1] < nd[:, None]
+        ids = cols[:, ::-1][keep]
+        if not self.in_order:
+            self._free[self._nfree : self._nfree + len(ids)] = ids
+        self._nfree += len(ids)
+        multi = nd > 1
+        self._multi -= int(_count_nonzero(multi))
+        self._nd[heads[multi]] = 1
+
+    def _synth_chain(self, head: int) -> BufferChain:
+        """A BufferChain for a buffer that add_batch made available (read back from the table)."""
+        ids = self._chain_ids(head)
+        out_sgs, in_sgs = [], []
+        for i in ids:
+            addr, length, flags, _ = self.ring.desc[i].item()
+            (in_sgs if flags & C.VIRTQ_DESC_F_WRITE else out_sgs).append(Sg(addr, length))
+        return BufferChain(head, None, out_sgs, in_sgs, len(ids), ids=ids, batch=True)
+
+    def _complete_one(self, head: int, used_len: int) -> BufferChain:
+        chain = self._chains.pop(head, None)
+        if chain is None:
+            chain = self._synth_chain(head)
+        chain.used_len = used_len
+        self._free_chain(head)
+        return chain
+
+    def _note_available(self, heads) -> None:
+        """IN_ORDER: remember the order in which heads were made available."""
+        n = len(heads)
+        s = self._seq_end
+        self._seq[heads] = s + self._ar[:n]
+        self._order[self._idx2[s % self.num : s % self.num + n]] = heads
+        self._seq_end = s + n
 
     # -- adding buffers (2.7.13) -----------------------------------------------------------------
     def add(
@@ -185,35 +351,137 @@ class SplitVirtqueue:
             ring_segs = direct + [(Sg(table, 16 * len(rest)), ind_flags)]
         else:
             ring_segs = segs
-        if len(ring_segs) > len(self._free_ids):
+        n = len(ring_segs)
+        if n > self._nfree:
             for a in owned:
                 self.mem.free(a)
-            raise HarnessError(f"{self.name}: {len(ring_segs)} descriptors needed, {len(self._free_ids)} free")
-        if self.in_order:
-            ids = [(self._next_desc + j) % self.num for j in range(len(ring_segs))]
-            self._next_desc = (self._next_desc + len(ring_segs)) % self.num
-            taken = set(ids)
-            self._free_ids = [i for i in self._free_ids if i not in taken]
-        else:
-            ids = [self._free_ids.pop() for _ in ring_segs]
+            raise HarnessError(f"{self.name}: {n} descriptors needed, {self._nfree} free")
+        ids = self._take_ids(n).tolist()
         desc = self.ring.desc
         for j, (s, fl) in enumerate(ring_segs):
-            last = j == len(ring_segs) - 1
+            last = j == n - 1
             desc[ids[j]] = (s.addr, s.len, fl | (0 if last else C.VIRTQ_DESC_F_NEXT), 0 if last else ids[j + 1])
+            if not last:
+                self._next[ids[j]] = ids[j + 1]
         head = ids[0]
-        chain = BufferChain(head, token, out_sgs, in_sgs, len(ids), table, owned, ids)
-        self.in_flight[head] = chain
+        chain = BufferChain(head, token, out_sgs, in_sgs, n, table, owned, ids)
+        self._chains[head] = chain
+        self._room[head] = chain.writable + 1
+        if n > 1:
+            self._nd[head] = n
+            self._multi += 1
+        self._nflight += 1
         if self.in_order:
-            self._avail_order.append(head)
+            self._note_available([head])
         self.ring.avail_ring[self.avail_idx_shadow % self.num] = head
         self.avail_idx_shadow = (self.avail_idx_shadow + 1) & 0xFFFF
         self.num_added += 1
         return chain
 
+    def add_batch(self, out: Sequence[Sg | SgArray] = (), in_: Sequence[Sg | SgArray] = (), count: int = 1) -> np.ndarray:
+        """Make ``count`` buffers of one shape available with vectorized table and ring writes.
+
+        Every buffer gets one descriptor per element: ``out`` device-readable, then ``in_``
+        device-writable (2.7.4.2). An ``Sg`` element is the same memory in every buffer; an
+        ``SgArray`` gives each buffer its own. Nothing is published until ``publish``/``kick``.
+        Returns the head descriptor ids (intp, in the order made available). No BufferChain is
+        kept: complete them with ``get_used_batch`` (or ``get_buf``, which reads the table back).
+        """
+        self._check_broken()
+        nd = len(out) + len(in_)
+        if not nd:
+            raise HarnessError("a buffer needs at least one element")
+        count = int(count)
+        if count <= 0:
+            return _NO_IDS.copy()
+        need = nd * count
+        if need > self._nfree:
+            raise HarnessError(f"{self.name}: {need} descriptors needed, {self._nfree} free")
+        for x in out:
+            self._check_elem(x, count)
+        for x in in_:
+            self._check_elem(x, count)
+        if nd == 1:  # the common shape: one descriptor per buffer
+            heads = self._take_ids(count)
+            if in_:
+                self._room[heads] = self._write_descs(heads, in_[0], C.VIRTQ_DESC_F_WRITE, None, count) + 1
+            else:
+                self._write_descs(heads, out[0], 0, None, count)
+                self._room[heads] = 1
+        else:
+            grid = self._take_ids(need).reshape(count, nd)
+            heads = grid[:, 0].copy()
+            writable = 0
+            segs = [(x, 0) for x in out] + [(x, C.VIRTQ_DESC_F_WRITE) for x in in_]
+            for j, (x, fl) in enumerate(segs):
+                col = grid[:, j]
+                nxt = grid[:, j + 1] if j < nd - 1 else None
+                lens = self._write_descs(col, x, fl if nxt is None else fl | C.VIRTQ_DESC_F_NEXT, nxt, count)
+                if nxt is not None:
+                    self._next[col] = nxt
+                if fl:
+                    writable = writable + lens
+            self._room[heads] = writable + 1
+            self._nd[heads] = nd
+            self._multi += count
+        self._nflight += count
+        if self.in_order:
+            self._note_available(heads)
+        s = self.avail_idx_shadow % self.num
+        ring = self.ring.avail_ring
+        if s + count <= self.num:
+            ring[s : s + count] = heads
+        else:
+            k = self.num - s
+            ring[s:] = heads[:k]
+            ring[: count - k] = heads[k:]
+        self.avail_idx_shadow = (self.avail_idx_shadow + count) & 0xFFFF
+        self.num_added += count
+        return heads
+
+    def _check_elem(self, x: Sg | SgArray, count: int) -> None:
+        """Refuse a malformed element before anything is taken or written."""
+        if type(x) is Sg:
+            if not (0 <= x.len <= _U32_MAX and 0 <= x.addr < 1 << 64):
+                raise HarnessError(f"descriptor {x} does not fit the table's fields")
+        elif type(x) is SgArray:
+            if not isinstance(x.addr, np.ndarray) or x.addr.shape != (count,):
+                raise HarnessError(f"{self.name}: SgArray.addr must be an array of {count} addresses")
+            if isinstance(x.len, np.ndarray):
+                if x.len.shape != (count,):
+                    raise HarnessError(f"{self.name}: SgArray.len must be one length or {count} of them")
+                if count and (int(x.len.min()) < 0 or int(x.len.max()) > _U32_MAX):
+                    raise HarnessError("SgArray lengths must fit le32")
+            elif not 0 <= int(x.len) <= _U32_MAX:
+                raise HarnessError("SgArray length must fit le32")
+        else:
+            raise HarnessError(f"add_batch takes Sg or SgArray elements, not {type(x).__name__}")
+
+    def _write_descs(self, ids: np.ndarray, x: Sg | SgArray, flags: int, nxt: np.ndarray | None, count: int):
+        """Store addr, then len | flags << 32 | next << 48 as one 8-byte store, per descriptor (all
+        before the avail ring entries and idx that make them visible). Returns the len(s)."""
+        if type(x) is Sg:
+            self._desc_addr[ids] = x.addr
+            lens = x.len
+            word = lens | flags << 32
+        else:
+            self._desc_addr[ids] = x.addr
+            lens = x.len
+            if isinstance(lens, np.ndarray):
+                lens = lens.astype(np.uint64)
+                word = lens | np.uint64(flags << 32)
+            else:
+                lens = int(lens)
+                word = lens | flags << 32
+        if nxt is not None:
+            word = nxt.astype(np.uint64) << np.uint64(48) | (np.uint64(word) if type(word) is int else word)
+        self._desc_word[ids] = word
+        return lens
+
     def publish(self) -> None:
         """Make added buffers visible: one 16-bit store of avail idx (2.7.13.3)."""
         # Ring entries are stored before idx in program order; x86 keeps stores in order.
-        self.ring.avail_idx[0] = self.avail_idx_shadow
+        self._avail_idx_h[0] = self.avail_idx_shadow
 
     def kick_prepare(self) -> bool:
         """Publish and decide whether the device wants a notification (2.7.10)."""
@@ -223,7 +491,7 @@ class SplitVirtqueue:
         old = (new - self.num_added) & 0xFFFF
         self.num_added = 0
         if self.event_idx:
-            return vring_need_event(int(self.ring.avail_event[0]), new, old)
+            return vring_need_event(self._avail_event_h[0], new, old)
         return not (int(self.ring.used_flags[0]) & C.VIRTQ_USED_F_NO_NOTIFY)
 
     def notify(self) -> None:
@@ -239,73 +507,227 @@ class SplitVirtqueue:
 
     # -- used buffers (2.7.14) -------------------------------------------------------------------
     def more_used(self) -> bool:
-        return bool(self._batch) or self.last_used_idx != int(self.ring.used_idx[0])
+        return bool(self._ready) or self.last_used_idx != int(self.ring.used_idx[0])
+
+    def _bad_idx(self, used_idx: int, pending: int) -> None:
+        self._bad(
+            InvalidUsedIdx(
+                CLAUSE_USED_IDX,
+                "used idx advanced past the buffers in flight",
+                expected=f"at most {self._nflight} new used elems (last_used_idx {self.last_used_idx})",
+                observed=f"used idx {used_idx} ({pending} new)",
+                queue=self.name,
+            )
+        )
+
+    def _bad_id(self, uid: int, slot: int, note: str = "") -> None:
+        why = "out of range" if uid >= self.num else "not the head of a buffer in flight"
+        self._bad(
+            InvalidUsedId(
+                CLAUSE_USED_ID,
+                f"used elem id {why}{note}",
+                expected=f"one of heads {self._heads_in_flight()[:16]} (queue size {self.num})",
+                observed=f"id {uid} at used ring slot {slot}",
+                queue=self.name,
+            )
+        )
+
+    def _bad_len(self, uid: int, ulen: int, writable: int, slot: int | None = None) -> None:
+        where = "" if slot is None else f" at used ring slot {slot}"
+        self._bad(
+            InvalidUsedLen(
+                CLAUSE_USED_LEN,
+                "used len exceeds the device-writable bytes of the buffer",
+                expected=f"len <= {writable}",
+                observed=f"len {ulen} for id {uid}{where}",
+                queue=self.name,
+            )
+        )
+
+    def _after_used(self) -> None:
+        if self.event_idx and not (self.avail_flags_shadow & C.VIRTQ_AVAIL_F_NO_INTERRUPT):
+            # Ask to be interrupted for the next used entry, as Linux does (2.7.7).
+            self.ring.used_event[0] = self.last_used_idx
 
     def get_buf(self) -> BufferChain | None:
         """Take the next used buffer, validated, or None if the device has returned nothing new."""
         self._check_broken()
-        if self._batch:
-            return self._batch.popleft()
+        if self._ready:
+            return self._ready.popleft()
         used_idx = int(self.ring.used_idx[0])
         if used_idx == self.last_used_idx:
             return None
         pending = (used_idx - self.last_used_idx) & 0xFFFF
-        if pending > len(self.in_flight):
-            self._bad(
-                InvalidUsedIdx(
-                    CLAUSE_USED_IDX,
-                    "used idx advanced past the buffers in flight",
-                    expected=f"at most {len(self.in_flight)} new used elems (last_used_idx {self.last_used_idx})",
-                    observed=f"used idx {used_idx} ({pending} new)",
-                    queue=self.name,
-                )
-            )
+        if pending > self._nflight:
+            self._bad_idx(used_idx, pending)
         slot = self.last_used_idx % self.num
-        elem = self.ring.used_ring[slot]
-        uid, ulen = int(elem[0]), int(elem[1])
-        chain = self.in_flight.get(uid)
-        if chain is None:
-            why = "out of range" if uid >= self.num else "not the head of a buffer in flight"
-            self._bad(
-                InvalidUsedId(
-                    CLAUSE_USED_ID,
-                    f"used elem id {why}",
-                    expected=f"one of heads {sorted(self.in_flight)[:16]} (queue size {self.num})",
-                    observed=f"id {uid} at used ring slot {slot}",
-                    queue=self.name,
-                )
-            )
-        if ulen > chain.writable:
-            self._bad(
-                InvalidUsedLen(
-                    CLAUSE_USED_LEN,
-                    "used len exceeds the device-writable bytes of the buffer",
-                    expected=f"len <= {chain.writable}",
-                    observed=f"len {ulen} for id {uid}",
-                    queue=self.name,
-                )
-            )
+        uid, ulen = self.ring.used_ring[slot].tolist()  # one snapshot of the elem
+        writable = int(self._room[min(uid, self.num)]) - 1
+        if writable < 0:
+            self._bad_id(uid, slot)
+        if ulen > writable:
+            self._bad_len(uid, ulen, writable)
         if self.in_order:
             # Every buffer made available before this one is used too (2.7.9); their len is
             # not reported, so it reads as 0.
-            while self._avail_order and self._avail_order[0] != uid:
-                earlier = self.in_flight.pop(self._avail_order.popleft())
-                earlier.used_len = 0
-                self._free_ids.extend(reversed(earlier.ids))
-                self._batch.append(earlier)
-            if self._avail_order:
-                self._avail_order.popleft()
-        del self.in_flight[uid]
+            seq = int(self._seq[uid])
+            for s in range(self._seq_next, seq):
+                h = int(self._order[s % self.num])
+                if self._room[h] and self._seq[h] == s:
+                    self._ready.append(self._complete_one(h, 0))
+            self._seq_next = seq + 1
+        chain = self._complete_one(uid, ulen)
         self.last_used_idx = (self.last_used_idx + 1) & 0xFFFF
-        self._free_ids.extend(reversed(chain.ids))
-        chain.used_len = ulen
-        if self.event_idx and not (self.avail_flags_shadow & C.VIRTQ_AVAIL_F_NO_INTERRUPT):
-            # Ask to be interrupted for the next used entry, as Linux does (2.7.7).
-            self.ring.used_event[0] = self.last_used_idx
-        if self._batch:
-            self._batch.append(chain)
-            return self._batch.popleft()
+        self._after_used()
+        if self._ready:
+            self._ready.append(chain)
+            return self._ready.popleft()
         return chain
+
+    def get_used_batch(self, max_count: int | None = None, chains: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Take up to ``max_count`` used buffers at once: ``(ids, lens)`` arrays (intp head ids,
+        uint32 used lens, in used ring order), empty when the device has returned nothing new.
+
+        The used elems are read in one copy and validated together, exactly as ``get_buf`` would
+        one by one: used idx moved by at most the buffers in flight (InvalidUsedIdx), each id a
+        head in flight and not named twice (InvalidUsedId), each len within the buffer's writable
+        bytes (InvalidUsedLen); the first bad elem in ring order is the one reported. With
+        IN_ORDER, buffers a used elem implies come back too, with len 0. Buffers made available
+        by ``add()`` get their BufferChain's used_len set and are appended to ``chains``; without
+        a ``chains`` list their guest memory is released.
+        """
+        if self.broken is not None:
+            raise self.broken
+        if self._ready:
+            return self._hand_out_ready(max_count, chains)
+        last = self.last_used_idx
+        used_idx = self._used_idx_h[0]
+        pending = (used_idx - last) & 0xFFFF
+        if pending == 0:
+            return _NO_IDS, _NO_LENS
+        if pending > self._nflight:
+            self._bad_idx(used_idx, pending)
+        m = pending if max_count is None or max_count >= pending else int(max_count)
+        if m <= 0:
+            return _NO_IDS, _NO_LENS
+        s = last % self.num
+        e = s + m
+        if e <= self.num:  # one copy of the elems: what is validated is what is used
+            elems = self._used32[2 * s : 2 * e].copy()  # (id, len) pairs
+        else:
+            elems = np.concatenate((self._used32[2 * s :], self._used32[: 2 * (e - self.num)]))
+        ids = elems[0::2].astype(np.intp)
+        lens = elems[1::2]
+        try:
+            room = self._room[ids]
+        except IndexError:  # an id beyond the queue (and beyond the sentinel)
+            self._batch_violation(elems, s)
+        if _count_nonzero(lens >= room):  # not in flight (room 0), or len too big
+            self._batch_violation(elems, s)
+        if self.in_order:  # its strictly-increasing check also rejects a repeated id
+            return self._in_order_batch(elems, s, ids, lens, max_count, chains)
+        # A repeated id: zeroing the batch's rooms frees fewer than m heads (for big queues,
+        # where counting every room costs more, a mark per position shows it instead).
+        room_arr = self._room
+        if self.num <= 4096:
+            room_arr[ids] = 0
+            repeated = _count_nonzero(room_arr) != self._nflight - m
+            if repeated:
+                room_arr[ids] = room  # undo: the violation leaves the state as it found it
+        else:
+            ar = self._ar[:m]
+            self._mark[ids] = ar  # a later repeat overwrites an earlier one's mark
+            repeated = _count_nonzero(self._mark[ids] != ar)
+            if not repeated:
+                room_arr[ids] = 0
+        if repeated:
+            self._batch_violation(elems, s)
+        if self._multi:
+            self._free_heads(ids)
+        else:  # _free_heads, inline for the common case of one descriptor per buffer
+            top = self._nfree
+            self._free[top : top + m] = ids
+            self._nfree = top + m
+            self._nflight -= m
+        if self._chains:
+            self._collect_chains(ids, lens, chains)
+        self.last_used_idx = last = (last + m) & 0xFFFF
+        if self.event_idx and not (self.avail_flags_shadow & C.VIRTQ_AVAIL_F_NO_INTERRUPT):
+            self._used_event_h[0] = last  # as _after_used
+        return ids, lens
+
+    def _in_order_batch(self, elems, s, ids, lens, max_count, chains):
+        m = len(ids)
+        seqs = self._seq[ids]
+        if m > 1 and _count_nonzero(seqs[1:] <= seqs[:-1]):
+            # A used elem names a buffer an earlier elem of the batch already implied (2.7.9).
+            self._batch_violation(elems, s)
+        s0 = self._seq_next
+        k = int(seqs[-1]) - s0 + 1
+        if k == m:
+            heads, all_lens = ids, lens  # one used elem per buffer: the common case
+        else:
+            heads = self._order[self._idx2[s0 % self.num : s0 % self.num + k]]
+            live = (self._room[heads] > 0) & (self._seq[heads] == s0 + self._ar[:k])
+            all_lens = np.zeros(k, dtype=np.uint32)
+            all_lens[seqs - s0] = lens
+            if _count_nonzero(live) != k:
+                heads, all_lens = heads[live], all_lens[live]
+        self._seq_next = int(seqs[-1]) + 1
+        self.last_used_idx = (self.last_used_idx + m) & 0xFFFF
+        if max_count is not None and len(heads) > max_count:
+            # Implied buffers beyond max_count: completed now, handed out by the next call.
+            for h, n in zip(heads[max_count:].tolist(), all_lens[max_count:].tolist()):
+                self._ready.append(self._complete_one(h, n))
+            heads, all_lens = heads[:max_count], all_lens[:max_count]
+        self._free_heads(heads)
+        if self._chains:
+            self._collect_chains(heads, all_lens, chains)
+        self._after_used()
+        return heads, all_lens
+
+    def _collect_chains(self, heads, lens, chains) -> None:
+        pop = self._chains.pop
+        for h, n in zip(heads.tolist(), lens.tolist()):
+            c = pop(h, None)
+            if c is not None:
+                c.used_len = n
+                if chains is not None:
+                    chains.append(c)
+                else:
+                    self.release(c)
+
+    def _hand_out_ready(self, max_count, chains) -> tuple[np.ndarray, np.ndarray]:
+        out = []
+        while self._ready and (max_count is None or len(out) < max_count):
+            out.append(self._ready.popleft())
+        for c in out:
+            if not c.batch:
+                if chains is not None:
+                    chains.append(c)
+                else:
+                    self.release(c)
+        return (np.array([c.head for c in out], dtype=np.intp), np.array([c.used_len for c in out], dtype=np.uint32))
+
+    def _batch_violation(self, elems: np.ndarray, start: int) -> None:
+        """The batch holds a bad elem: find the first one in ring order, as get_buf would, and raise."""
+        num = self.num
+        gone: set[int] = set()
+        seq_next = self._seq_next
+        pairs = elems.tolist()
+        for j in range(len(pairs) // 2):
+            uid, ulen, slot = pairs[2 * j], pairs[2 * j + 1], (start + j) % num
+            writable = -1 if uid >= num or uid in gone else int(self._room[uid]) - 1
+            if writable >= 0 and self.in_order and int(self._seq[uid]) < seq_next:
+                writable = -1  # already implied by an earlier elem of this batch
+            if writable < 0:
+                self._bad_id(uid, slot, " (returned earlier in this batch)" if uid in gone else "")
+            if ulen > writable:
+                self._bad_len(uid, ulen, writable, slot)
+            gone.add(uid)
+            if self.in_order:
+                seq_next = int(self._seq[uid]) + 1
+        raise HarnessError(f"{self.name}: batch validation flagged a used elem that checks out one by one")
 
     def next_notification(self) -> int:
         """VIRTIO_F_NOTIFICATION_DATA (2.9): next_off | next_wrap << 15 -- for a split ring, the
@@ -334,6 +756,25 @@ class SplitVirtqueue:
         self.broken = exc
         raise exc
 
+    def _timeout(self, count: int, got: int, timeout: float, awaited: str | None) -> DeviceTimeout:
+        return DeviceTimeout(
+            CLAUSE_PROCESS,
+            awaited or f"{count} used buffer(s)",
+            timeout=timeout,
+            queue=self.name,
+            observed=f"{got} used; used idx {int(self.ring.used_idx[0])}, "
+            f"last_used_idx {self.last_used_idx}, {self._nflight} in flight",
+        )
+
+    def _idle_wait(self, idle: int, left: float) -> None:
+        # A concurrent device usually answers within microseconds: yield first, then sleep
+        # in growing steps (woken early by a used buffer notification).
+        if idle < 50:
+            time.sleep(0)
+        else:
+            self.irq_event.wait(min(left, 0.00005 * min(idle - 49, 40)))
+            self.irq_event.clear()
+
     def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None) -> list[BufferChain]:
         """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing."""
         got: list[BufferChain] = []
@@ -349,32 +790,44 @@ class SplitVirtqueue:
                 return got
             left = deadline - time.monotonic()
             if left <= 0:
-                raise DeviceTimeout(
-                    CLAUSE_PROCESS,
-                    awaited or f"{count} used buffer(s)",
-                    timeout=timeout,
-                    queue=self.name,
-                    observed=f"{len(got)} used; used idx {int(self.ring.used_idx[0])}, "
-                    f"last_used_idx {self.last_used_idx}, {len(self.in_flight)} in flight",
-                )
-            # A concurrent device usually answers within microseconds: yield first, then sleep
-            # in growing steps (woken early by a used buffer notification).
+                raise self._timeout(count, len(got), timeout, awaited)
             idle += 1
-            if idle < 50:
-                time.sleep(0)
-            else:
-                self.irq_event.wait(min(left, 0.00005 * min(idle - 49, 40)))
-                self.irq_event.clear()
+            self._idle_wait(idle, left)
+
+    def wait_used_batch(
+        self, count: int, timeout: float = 5.0, awaited: str | None = None, chains: list | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``get_used_batch`` until ``count`` buffers are back (exactly ``count``), bounded by ``timeout``."""
+        parts: list[tuple[np.ndarray, np.ndarray]] = []
+        got = 0
+        deadline = None
+        idle = 0
+        while True:
+            ids, lens = self.get_used_batch(count - got, chains)
+            if len(ids):
+                if not parts and len(ids) >= count:
+                    return ids, lens
+                parts.append((ids, lens))
+                got += len(ids)
+                if got >= count:
+                    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+                continue
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + timeout
+            left = deadline - now
+            if left <= 0:
+                raise self._timeout(count, got, timeout, awaited)
+            idle += 1
+            self._idle_wait(idle, left)
 
     def detach_unused_buf(self) -> BufferChain | None:
         """Reclaim a buffer the device never used (only after reset / queue reset)."""
-        if not self.in_flight:
+        if not self._nflight:
             return None
-        head, chain = next(iter(self.in_flight.items()))
-        del self.in_flight[head]
-        if head in self._avail_order:
-            self._avail_order.remove(head)
-        self._free_ids.extend(reversed(chain.ids))
+        head = next(iter(self._chains)) if self._chains else self._heads_in_flight()[0]
+        chain = self._chains.pop(head, None) or self._synth_chain(head)
+        self._free_chain(head)
         return chain
 
     # -- used buffer notifications (2.7.7) --------------------------------------------------------

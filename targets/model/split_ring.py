@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from virtio import constants as C
 from virtio.memory import GuestMemory
 from virtio.split import VIRTQ_DESC, SplitRing, SplitRingAddrs, vring_need_event
 
+
+try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
+    from numpy._core.multiarray import count_nonzero as _count_nonzero
+except ImportError:  # pragma: no cover
+    _count_nonzero = np.count_nonzero
 
 class ChainError(Exception):
     """The driver made a malformed descriptor chain available (a harness bug when we are the driver)."""
@@ -47,6 +54,7 @@ class DeviceSplitQueue:
         self.used_idx = 0  # shadow of the used idx we publish
         self.signalled_used = 0  # used idx at the last interrupt decision (for event idx)
         self.max_chain = self.num
+        self._init_batch_views(mem, addrs)
 
     def notification_position(self) -> int:
         """Where the driver's next buffer goes, as VIRTIO_F_NOTIFICATION_DATA encodes it for a
@@ -122,6 +130,117 @@ class DeviceSplitQueue:
         if self.event_idx:
             return vring_need_event(int(self.ring.used_event[0]), new, old)
         return not (int(self.ring.avail_flags[0]) & C.VIRTQ_AVAIL_F_NO_INTERRUPT)
+
+    # -- batch fast path: runs of simple chains, vectorized ------------------------------------
+    # A simple chain is one descriptor: neither NEXT nor INDIRECT, its buffer inside guest memory,
+    # its head within the queue. Anything else ends the run and goes through pop()/walk(), which
+    # take or reject it exactly as before (ChainError).
+    def _init_batch_views(self, mem: GuestMemory, addrs: SplitRingAddrs) -> None:
+        num = self.num
+        d64 = mem.array(addrs.desc, np.dtype("<u8"), 2 * num)
+        self._desc_addr = d64[0::2]  # le64 addr
+        self._desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48
+        self._idx2 = np.arange(2 * num, dtype=np.intp) % num
+        self._basec = np.full(num, mem.base, dtype=np.uint64)
+        self._sizec = np.full(num, mem.size, dtype=np.uint64)
+        # len, plus NEXT/INDIRECT moved far above any guest memory size: one add checks both.
+        self._len_ni = np.full(num, 0xFFFF_FFFF | (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) << 32, dtype=np.uint64)
+        self._used_id = self.ring.used_ring[:, 0]
+        self._used_len = self.ring.used_ring[:, 1]
+        self._mem_bytes = mem.bytes
+        self._tiles: dict[int, np.ndarray] = {}
+        self._run: tuple = (None, None)
+        # The NEXT/INDIRECT trick in pop_simple needs guest memory below 4 GiB (it always is here).
+        self._batch_ok = mem.size < 1 << 32
+        # 16-bit index fields as memoryviews ('H'): one aligned 16-bit load/store each, no numpy scalar.
+        self._avail_idx_h = memoryview(self.ring.avail_idx)
+        self._avail_event_h = memoryview(self.ring.avail_event)
+        self._used_idx_h = memoryview(self.ring.used_idx)
+
+    def pop_simple(self):
+        """Take the leading run of simple available chains at once: ``(heads, addrs, lens, flags)``
+        arrays (one descriptor each); None when nothing is available; False when the next chain is
+        not simple (then ``pop()`` takes, or rejects, it as usual)."""
+        avail_idx = self._avail_idx_h[0]
+        last = self.last_avail_idx
+        n = (avail_idx - last) & 0xFFFF
+        if n == 0:
+            return None
+        if n > self.num or not self._batch_ok:
+            return False  # pop() reports the bad avail idx
+        s = last % self.num
+        if s + n <= self.num:
+            heads = self.ring.avail_ring[s : s + n].astype(np.intp)  # one copy of the slice
+        else:
+            heads = self.ring.avail_ring[self._idx2[s : s + n]].astype(np.intp)
+        try:
+            addrs = self._desc_addr[heads]  # gathered copies: what is checked is what is used
+        except IndexError:  # a head beyond the table: the run stops before it
+            n = int(np.argmax(heads >= self.num))
+            if n == 0:
+                return False
+            heads = heads[:n]
+            addrs = self._desc_addr[heads]
+        words = self._desc_word[heads]
+        lens = words & self._len_ni[:n]  # == len unless NEXT or INDIRECT is set
+        off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
+        end = off + lens
+        bad = np.maximum(off, end) > self._sizec[:n]  # off <= size rules out a wrap in end
+        if _count_nonzero(bad):
+            n = int(bad.argmax())
+            if n == 0:
+                return False
+            heads, addrs, words, lens, off = heads[:n], addrs[:n], words[:n], lens[:n], off[:n]
+        self._run = (addrs, off)  # write_batch reuses the checked offsets
+        self.last_avail_idx = (last + n) & 0xFFFF
+        if self.event_idx:
+            self._avail_event_h[0] = self.last_avail_idx  # as pop() leaves it (2.7.10)
+        return heads, addrs, lens, words.view(np.uint16)[2::4]
+
+    def push_batch(self, heads: np.ndarray, lens: np.ndarray) -> None:
+        """Write the used elems of a batch, then publish used idx once (2.7.8.2: len before idx)."""
+        n = len(heads)
+        s = self.used_idx % self.num
+        e = s + n
+        if e <= self.num:
+            self._used_id[s:e] = heads
+            self._used_len[s:e] = lens
+        else:
+            k = self.num - s
+            self._used_id[s:] = heads[:k]
+            self._used_id[: n - k] = heads[k:]
+            self._used_len[s:] = lens[:k]
+            self._used_len[: n - k] = lens[k:]
+        self.used_idx = (self.used_idx + n) & 0xFFFF
+        self._used_idx_h[0] = self.used_idx
+
+    def write_batch(self, addrs: np.ndarray, lens: np.ndarray, data: np.ndarray, width: int | None = None) -> None:
+        """Write ``data`` (uint8, ``sum(lens)`` bytes) into the buffers at ``addrs``: ``lens[i]``
+        bytes from the start of buffer ``i``. The buffers come from pop_simple, so they lie in
+        guest memory. ``width``: every len equals it (lets the model skip the general scatter)."""
+        total = len(data)
+        if total == 0:
+            return
+        n = len(addrs)
+        run_addrs, off = self._run
+        if run_addrs is not addrs:
+            off = addrs - self._basec[:n]
+            if _count_nonzero((off >= self._sizec[:n]) | (off + lens > self._sizec[:n])):
+                raise ChainError("write_batch: a buffer outside guest memory")
+        off = off.view(np.intp)  # offsets within guest memory: far below 2**63
+        if width is not None:
+            tile = self._tiles.get(width)
+            if tile is None or len(tile) < n * width:
+                tile = self._tiles[width] = np.tile(np.arange(width, dtype=np.intp), self.num)
+            idx = off.repeat(width)
+            idx += tile[: n * width]
+        else:
+            lens = np.asarray(lens).astype(np.intp)
+            starts = np.cumsum(lens)
+            starts -= lens
+            idx = np.repeat(off - starts, lens)
+            idx += np.arange(total, dtype=np.intp)
+        self._mem_bytes[idx] = data
 
     # -- buffer contents --
     def read_readable(self, chain: DeviceChain) -> bytes:
