@@ -8,7 +8,7 @@ import pytest
 from virtio import constants as C
 from virtio.checks import blame
 
-pytestmark = pytest.mark.usefixtures("target_spec")
+pytestmark = pytest.mark.usefixtures("target_spec", "ring_layout")
 
 CLAUSE = "def.notify.notification-data"
 
