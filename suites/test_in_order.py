@@ -47,8 +47,9 @@ def test_in_order_across_wrap(session):
             got = [c.token for c in vq.wait_used(per, session.timeout, awaited=f"{per} in-order buffers")]
             require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
 
-    run(session.start(refuse=(C.VIRTIO_F_IN_ORDER,)), 2)  # control
+    control = session.start(refuse=(C.VIRTIO_F_IN_ORDER,))
+    rounds = 3 * control.vq.num // max(1, control.vq.num // 4) + 1
+    run(control, rounds)  # control: the same traffic, ring wraps included, without IN_ORDER
     session.driver.reset()
     work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
-    rounds = 3 * work.vq.num // max(1, work.vq.num // 4) + 1
     blame(IN_ORDER, "in-order use broke as the ring wrapped", lambda: run(work, rounds), ring_violations_too=True)
