@@ -35,6 +35,7 @@ from .packed import (
     split_event,
 )
 from .split_queue import BufferChain, Sg, virtio_mb
+from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
 CLAUSE_USED_ID = "def.packed.used-buffer-id"
@@ -52,7 +53,7 @@ def _pair(flags: int) -> str:
     return f"flags {flags:#06x} (AVAIL={int(bool(flags & C.VIRTQ_DESC_F_AVAIL))}, USED={int(bool(flags & C.VIRTQ_DESC_F_USED))})"
 
 
-class PackedVirtqueue:
+class PackedVirtqueue(VirtqueueBase):
     """A packed virtqueue, driver side.
 
     ``notify`` is the transport's kick; ``interrupt()`` is what the transport calls on a used buffer
@@ -141,10 +142,6 @@ class PackedVirtqueue:
         self.num = num
         self.ring = PackedRing(self.mem, self.addrs)
         self.reset_state()
-
-    def _check_broken(self) -> None:
-        if self.broken is not None:
-            raise self.broken
 
     # -- adding buffers (2.8.21) ----------------------------------------------------------------
     def add(
@@ -269,17 +266,6 @@ class PackedVirtqueue:
             return flags != C.RING_EVENT_FLAGS_DISABLE
         return need_event(desc, self.avail_wrap_counter, self.num, new, old)
 
-    def notify(self) -> None:
-        self.kicks += 1
-        self.notify_fn(self)
-
-    def kick(self) -> bool:
-        """kick_prepare + notify; returns whether a notification was sent."""
-        if self.kick_prepare():
-            self.notify()
-            return True
-        return False
-
     def next_notification(self) -> int:
         """VIRTIO_F_NOTIFICATION_DATA (2.9): next_off | next_wrap << 15 -- the ring position and
         avail wrap counter of the next descriptor the driver will make available."""
@@ -385,28 +371,6 @@ class PackedVirtqueue:
             return batch[0]
         return chain
 
-    def read_in(self, chain: BufferChain, length: int | None = None) -> bytes:
-        """The device-writable bytes of a used buffer, up to ``length`` (default: its used len)."""
-        n = chain.used_len if length is None else length
-        out = bytearray()
-        for s in chain.in_sgs:
-            if n <= 0:
-                break
-            take = min(n, s.len)
-            out += self.mem.read(s.addr, take)
-            n -= take
-        return bytes(out)
-
-    def release(self, chain: BufferChain) -> None:
-        """Free the guest memory the harness allocated for a completed buffer."""
-        for a in chain.owned:
-            self.mem.free(a)
-        chain.owned = []
-
-    def _bad(self, exc: Exception) -> None:
-        self.broken = exc
-        raise exc
-
     def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None) -> list[BufferChain]:
         """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing."""
         got: list[BufferChain] = []
@@ -498,17 +462,6 @@ class PackedVirtqueue:
             return
         if self.callback is not None:
             self.callback(self)
-
-    def wait_interrupt(self, since: int, timeout: float) -> bool:
-        """True once more than ``since`` used buffer notifications have arrived (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while self.interrupts <= since:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.irq_event.wait(min(left, 0.002))
-            self.irq_event.clear()
-        return True
 
     def free_ring(self) -> None:
         if self._owns_ring:

@@ -25,6 +25,7 @@ from . import constants as C
 from .errors import DeviceTimeout, HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from .memory import GuestMemory
 from .split import VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
+from .virtqueue import VirtqueueBase
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
     from numpy._core.multiarray import count_nonzero as _count_nonzero
@@ -89,7 +90,7 @@ _NO_LENS = np.empty(0, dtype=np.uint32)
 _U32_MAX = 0xFFFF_FFFF
 
 
-class SplitVirtqueue:
+class SplitVirtqueue(VirtqueueBase):
     """A split virtqueue, driver side.
 
     ``notify`` is the transport's "kick" (driver -> device notification); ``interrupt()`` is what the
@@ -205,10 +206,6 @@ class SplitVirtqueue:
 
     def _heads_in_flight(self) -> list[int]:
         return np.flatnonzero(self._room[: self.num]).tolist()
-
-    def _check_broken(self) -> None:
-        if self.broken is not None:
-            raise self.broken
 
     def _take_ids(self, n: int) -> np.ndarray:
         """``n`` free descriptor ids, in the order n pops of the free stack would give them."""
@@ -494,17 +491,6 @@ class SplitVirtqueue:
             return vring_need_event(self._avail_event_h[0], new, old)
         return not (int(self.ring.used_flags[0]) & C.VIRTQ_USED_F_NO_NOTIFY)
 
-    def notify(self) -> None:
-        self.kicks += 1
-        self.notify_fn(self)
-
-    def kick(self) -> bool:
-        """kick_prepare + notify; returns whether a notification was sent."""
-        if self.kick_prepare():
-            self.notify()
-            return True
-        return False
-
     # -- used buffers (2.7.14) -------------------------------------------------------------------
     def more_used(self) -> bool:
         return bool(self._ready) or self.last_used_idx != int(self.ring.used_idx[0])
@@ -734,28 +720,6 @@ class SplitVirtqueue:
         avail idx the driver will write next, whose bit 15 is the wrap bit."""
         return self.avail_idx_shadow & 0xFFFF
 
-    def read_in(self, chain: BufferChain, length: int | None = None) -> bytes:
-        """The device-writable bytes of a used buffer, up to ``length`` (default: its used len)."""
-        n = chain.used_len if length is None else length
-        out = bytearray()
-        for s in chain.in_sgs:
-            if n <= 0:
-                break
-            take = min(n, s.len)
-            out += self.mem.read(s.addr, take)
-            n -= take
-        return bytes(out)
-
-    def release(self, chain: BufferChain) -> None:
-        """Free the guest memory the harness allocated for a completed buffer."""
-        for a in chain.owned:
-            self.mem.free(a)
-        chain.owned = []
-
-    def _bad(self, exc: Exception) -> None:
-        self.broken = exc
-        raise exc
-
     def _timeout(self, count: int, got: int, timeout: float, awaited: str | None) -> DeviceTimeout:
         return DeviceTimeout(
             CLAUSE_PROCESS,
@@ -857,17 +821,6 @@ class SplitVirtqueue:
             return
         if self.callback is not None:
             self.callback(self)
-
-    def wait_interrupt(self, since: int, timeout: float) -> bool:
-        """True once more than ``since`` used buffer notifications have arrived (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while self.interrupts <= since:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self.irq_event.wait(min(left, 0.002))
-            self.irq_event.clear()
-        return True
 
     def resize(self, num: int) -> None:
         """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).
