@@ -12,7 +12,7 @@ import pytest
 
 from virtio.clauses import (
     GROUPS, KEYWORDS, LEVELS, SPEC_VERSIONS, SYNONYMS, CatalogueError, clause_id, level_of,
-    load_catalogue,
+    load_catalogue, vhost_user_clause_id,
 )
 
 COUNTS_DIR = Path(__file__).parent / "data" / "spec-counts"
@@ -233,3 +233,58 @@ def test_definition_entries(full_catalogue):
     for c in defs:
         assert c.id.startswith("def.") and not c.keywords and c.label.startswith("definition:"), c.id
         assert c.section("1.4") is not None, c.id
+
+
+# --- the vhost-user group (QEMU docs/interop/vhost-user.rst) -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def vhost_user(full_catalogue):
+    return full_catalogue.vhost_user()
+
+
+def test_vhost_user_group_is_separate(full_catalogue, catalogue, vhost_user):
+    assert len(vhost_user) >= 30
+    assert all(c.group == "vhost-user" for c in vhost_user)
+    assert not any(c.id.startswith("vu.") for c in catalogue)  # the VIRTIO checks never see them
+    assert len(full_catalogue) == len(catalogue) + len(vhost_user) + sum(c.group == "definition" for c in full_catalogue)
+
+
+def test_vhost_user_ids_derived_and_dense(vhost_user):
+    for c in vhost_user:
+        assert c.id == vhost_user_clause_id(c.label, c.ordinal), c.id
+        assert c.sections == {v: None for v in SPEC_VERSIONS}, c.id
+    for label, members in vhost_user.by_block().items():
+        assert [c.ordinal for c in members] == list(range(1, len(members) + 1)), label
+    assert vhost_user_clause_id("vhost-user:Ring states", 4) == "vu.ring-states.4"
+    with pytest.raises(ValueError):
+        vhost_user_clause_id("devicenormative:Ring states", 1)
+
+
+def test_vhost_user_levels_and_inference(vhost_user):
+    for c in vhost_user:
+        assert c.level in LEVELS, c.id
+        assert c.inferred == (not c.keywords), c.id
+        if c.keywords:
+            assert c.level == level_of(c.keywords), c.id
+    assert any(c.inferred for c in vhost_user) and any(not c.inferred for c in vhost_user)
+
+
+def test_vhost_user_malformed_entries_rejected(tmp_path):
+    good = (
+        '[[clause]]\nid = "vu.ring-states.1"\nlabel = "vhost-user:Ring states"\nordinal = 1\n'
+        'keywords = ["MUST"]\nlevel = "MUST"\ninferred = false\nfeatures = []\nsummary = "x"\n'
+    )
+    path = tmp_path / "vu.toml"
+    path.write_text(good)
+    assert load_catalogue(path)["vu.ring-states.1"].group == "vhost-user"
+    for broken in (
+        good.replace("inferred = false", "inferred = true"),          # keyword given, yet "inferred"
+        good.replace("vu.ring-states.1", "vu.ring-state.1"),          # id not derived
+        good.replace("features = []", 'features = ["REPLY_ACK"]'),   # not a feature bit name
+        good.replace('level = "MUST"', 'level = "MAY"'),
+        good.replace("features = []\n", "features = []\ngroup = \"core\"\n"),  # unknown field
+    ):
+        path.write_text(broken)
+        with pytest.raises(CatalogueError):
+            load_catalogue(path)

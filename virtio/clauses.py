@@ -1,6 +1,8 @@
 """Catalogue of the device-side normative statements of VIRTIO 1.4 (and 1.3) that the harness checks.
 
-Covers the "Device Requirements" blocks of spec chapters 2 (Basic Facilities, incl. 2.12/2.13 admin), 3 and 6.
+Covers the "Device Requirements" blocks of spec chapters 2 (Basic Facilities, incl. 2.12/2.13 admin), 3 and 6,
+and, as the separate group "vhost-user", the back-end's duties from QEMU docs/interop/vhost-user.rst
+(clauses_vhost_user.toml; ids "vu.<section>.<ordinal>").
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ SPEC_VERSIONS = ("1.4", "1.3")  # 1.4 first: the current committee specification
 SYNONYMS = {"REQUIRED": "MUST", "SHALL": "MUST", "RECOMMENDED": "SHOULD"}
 KEYWORDS = LEVELS + tuple(SYNONYMS)
 
-GROUPS = ("core", "admin", "definition")
+GROUPS = ("core", "admin", "definition", "vhost-user")
 
 # Duties the spec states as definitions rather than keyword sentences (e.g. "id indicates the head
 # entry of the descriptor chain"): a device that breaks them is still broken, so the catalogue
@@ -39,6 +41,13 @@ CHAPTER_KEYS = {
 }
 
 DEFAULT_PATH = Path(__file__).with_name("clauses.toml")
+VHOST_USER_PATH = Path(__file__).with_name("clauses_vhost_user.toml")
+
+# vhost-user back-end duties: not OASIS text, so no VIRTIO section numbers; the label carries the
+# section title of vhost-user.rst, and the level is often inferred from plain prose ("inferred").
+VHOST_USER_PREFIX = "vhost-user:"
+_VU_FIELDS = ("id", "label", "ordinal", "keywords", "level", "inferred", "features", "summary")
+_VU_FEATURE_RE = re.compile(r"VHOST_USER_F_PROTOCOL_FEATURES|VHOST_USER_PROTOCOL_F_[A-Z0-9_]+|VIRTIO_[A-Z0-9_]+")
 
 _FIELDS = ("id", "label", "ordinal", "keywords", "level", "sections", "group", "features", "summary")
 _SECTION_RE = re.compile(r"\d+(\.\d+)*")
@@ -100,6 +109,8 @@ class Clause:
     group: str
     features: tuple[str, ...]
     summary: str
+    # True where the level is the catalogue's reading of prose that states no keyword (vhost-user).
+    inferred: bool = False
 
     def section(self, version: str = "1.4") -> str | None:
         if version not in SPEC_VERSIONS:
@@ -135,8 +146,12 @@ class Catalogue:
         return len(self.clauses)
 
     def normative(self) -> "Catalogue":
-        """The keyword statements only (definition entries left out)."""
-        return Catalogue(c for c in self if c.group != "definition")
+        """The VIRTIO keyword statements only (definition and vhost-user entries left out)."""
+        return Catalogue(c for c in self if c.group not in ("definition", "vhost-user"))
+
+    def vhost_user(self) -> "Catalogue":
+        """The vhost-user back-end duties (group "vhost-user")."""
+        return Catalogue(c for c in self if c.group == "vhost-user")
 
     def by_block(self) -> dict[str, list[Clause]]:
         """Normative statements grouped by requirement block (definition entries excluded)."""
@@ -153,6 +168,8 @@ def _parse_clause(n: int, raw: dict) -> Clause:
     def fail(msg):
         raise CatalogueError(f"{where}: {msg}")
 
+    if isinstance(raw.get("label"), str) and raw["label"].startswith(VHOST_USER_PREFIX):
+        return _parse_vhost_user(raw, fail)
     missing = [k for k in _FIELDS if k not in raw]
     unknown = [k for k in raw if k not in _FIELDS]
     if missing:
@@ -200,14 +217,9 @@ def _parse_clause(n: int, raw: dict) -> Clause:
         fail("statement exists in no version")
 
     group = raw["group"]
-    if group not in GROUPS or group == "definition":
+    if group not in GROUPS[:2]:
         fail(f"group must be one of {GROUPS[:2]}")
-    features = raw["features"]
-    if not isinstance(features, list) or not all(isinstance(f, str) and _FEATURE_RE.fullmatch(f) for f in features):
-        fail("features must be a list of VIRTIO_F_* names")
-    summary = raw["summary"]
-    if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
-        fail("summary must be a non-empty single line")
+    features, summary = _features_and_summary(raw, fail, _FEATURE_RE, "a list of VIRTIO_F_* names")
 
     return Clause(
         id=raw["id"], label=label, ordinal=ordinal, level=level, keywords=tuple(keywords),
@@ -235,7 +247,57 @@ def _parse_definition(raw: dict, fail) -> Clause:
     )
 
 
-def _load(path: Path) -> Catalogue:
+def _features_and_summary(raw: dict, fail, pattern, what: str) -> tuple[list, str]:
+    features = raw["features"]
+    if not isinstance(features, list) or not all(isinstance(f, str) and pattern.fullmatch(f) for f in features):
+        fail(f"features must be {what}")
+    summary = raw["summary"]
+    if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
+        fail("summary must be a non-empty single line")
+    return features, summary
+
+
+def vhost_user_clause_id(label: str, ordinal: int) -> str:
+    """Stable id of the ordinal-th back-end duty of a vhost-user.rst section: 'vu.<slug>.<ordinal>'."""
+    if not label.startswith(VHOST_USER_PREFIX) or not label[len(VHOST_USER_PREFIX):].strip():
+        raise ValueError(f"label must be {VHOST_USER_PREFIX!r} + a section title: {label!r}")
+    if not isinstance(ordinal, int) or isinstance(ordinal, bool) or ordinal < 1:
+        raise ValueError(f"ordinal must be a positive int: {ordinal!r}")
+    return f"vu.{_slug(label[len(VHOST_USER_PREFIX):])}.{ordinal}"
+
+
+def _parse_vhost_user(raw: dict, fail) -> Clause:
+    """A vhost-user back-end duty (vhost-user.rst): derived id, keywords as written (maybe none),
+    a level given or inferred, protocol-feature names."""
+    missing = [k for k in _VU_FIELDS if k not in raw]
+    unknown = [k for k in raw if k not in _VU_FIELDS]
+    if missing or unknown:
+        fail(f"vhost-user entries have exactly the fields {_VU_FIELDS}; missing {missing}, unknown {unknown}")
+    try:
+        expected_id = vhost_user_clause_id(raw["label"], raw["ordinal"])
+    except ValueError as exc:
+        fail(str(exc))
+    if raw["id"] != expected_id:
+        fail(f"id does not match label/ordinal; expected {expected_id!r}")
+    keywords, level, inferred = raw["keywords"], raw["level"], raw["inferred"]
+    if not isinstance(keywords, list) or any(k not in KEYWORDS for k in keywords):
+        fail("keywords must be a list of RFC 2119 keywords")
+    if level not in LEVELS:
+        fail(f"unknown level {level!r}")
+    if not isinstance(inferred, bool) or inferred != (not keywords):
+        fail("inferred is true exactly when the text states no keyword")
+    if keywords and level != level_of(keywords):
+        fail(f"level {level!r} inconsistent with keywords {keywords}; expected {level_of(keywords)!r}")
+    features, summary = _features_and_summary(
+        raw, fail, _VU_FEATURE_RE, "names of VHOST_USER_F_PROTOCOL_FEATURES, VHOST_USER_PROTOCOL_F_* or VIRTIO_F_* bits")
+    return Clause(
+        id=raw["id"], label=raw["label"], ordinal=raw["ordinal"], level=level, keywords=tuple(keywords),
+        sections={v: None for v in SPEC_VERSIONS}, group="vhost-user", features=tuple(features),
+        summary=summary, inferred=inferred,
+    )
+
+
+def _entries(path: Path) -> list:
     try:
         with open(path, "rb") as fh:
             data = tomllib.load(fh)
@@ -244,12 +306,18 @@ def _load(path: Path) -> Catalogue:
     entries = data.get("clause")
     if not isinstance(entries, list) or not entries:
         raise CatalogueError(f"{path}: no [[clause]] entries")
-    return Catalogue(_parse_clause(n, raw) for n, raw in enumerate(entries, 1))
+    return entries
+
+
+def _load(path: Path) -> Catalogue:
+    return Catalogue(_parse_clause(n, raw) for n, raw in enumerate(_entries(path), 1))
 
 
 @functools.lru_cache(maxsize=1)
 def _load_default() -> Catalogue:
-    return _load(DEFAULT_PATH)
+    # The VIRTIO statements, then the vhost-user group from its own file.
+    entries = _entries(DEFAULT_PATH) + _entries(VHOST_USER_PATH)
+    return Catalogue(_parse_clause(n, raw) for n, raw in enumerate(entries, 1))
 
 
 def load_catalogue(path=None) -> Catalogue:
