@@ -46,6 +46,7 @@ def test_fields_readable_before_features_ok(session):
     )
 
 
+@pytest.mark.device_duty("generation")
 @pytest.mark.clause("def.config.generation")
 def test_generation_moves_when_config_changes(session):
     """A config change between two reads shows up as a changed generation (2.5; 4.1.4.3.1)."""
@@ -69,6 +70,7 @@ def test_generation_moves_when_config_changes(session):
     )
 
 
+@pytest.mark.device_duty("generation")
 @pytest.mark.clause("def.config.generation")
 def test_generation_loop_sees_a_change_mid_read(session):
     """The driver's read loop (2.5.1) retries when the device changes config halfway through a read."""

@@ -26,6 +26,7 @@ def _reach(session, stage):
         session.start().roundtrip()
 
 
+@pytest.mark.device_duty("status")
 @pytest.mark.clause("dev.basic.device-reset.1")
 @pytest.mark.parametrize("stage", ["acknowledge", "features-ok", "driver-ok", "in-use"])
 def test_status_reads_zero_after_reset(session, stage):

@@ -14,6 +14,7 @@ pytestmark = pytest.mark.usefixtures("target_spec")
 SETTLE = 0.05  # how long a device that is about to misbehave gets to show it
 
 
+@pytest.mark.device_duty("status")
 @pytest.mark.clause("def.status.readback")
 def test_status_reads_back_each_step(driver):
     """Each bit the driver adds during initialization (3.1.1) reads back, and nothing else appears."""
@@ -34,6 +35,7 @@ def test_status_reads_back_each_step(driver):
     require(got == expected, "def.status.readback", "status after DRIVER_OK", expected=C.status_names(expected), observed=C.status_names(got))
 
 
+@pytest.mark.device_duty("driver-ok")
 @pytest.mark.clause("dev.basic.device-status-field.1")
 def test_no_buffers_used_before_driver_ok(session, request):
     """Buffers made available (and even notified) before DRIVER_OK stay untouched until DRIVER_OK."""

@@ -23,6 +23,7 @@ UNOFFERED_KINDS = {
 }
 
 
+@pytest.mark.device_duty("status")
 @pytest.mark.clause("dev.basic.feature-bits.2")
 @pytest.mark.parametrize("kind", list(UNOFFERED_KINDS))
 def test_features_ok_refused_for_unoffered_bit(driver, kind):

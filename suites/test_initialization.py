@@ -12,6 +12,7 @@ from virtio.workloads import workload_for
 pytestmark = pytest.mark.usefixtures("target_spec")
 
 
+@pytest.mark.device_duty("status")
 @pytest.mark.clause("def.status.readback", "dev.basic.feature-bits.2", "def.basic.buffers-are-used")
 def test_initialization_sequence(session):
     """3.1.1 steps 1-8 in order, checking what the device shows after each, then one exchange."""
@@ -39,6 +40,7 @@ def test_initialization_sequence(session):
     workload_for(d, vqs, session.timeout).roundtrip()
 
 
+@pytest.mark.device_duty("status")
 @pytest.mark.clause("def.status.readback")
 def test_failed_status_reads_back(driver):
     """A driver that gives up sets FAILED (2.1); the bit reads back until reset."""

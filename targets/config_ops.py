@@ -59,6 +59,41 @@ class TargetIdentity:
     extra: dict = field(default_factory=dict)
 
 
+def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=None) -> list:
+    """find_vqs as every transport does it: one driver-side queue per info (None stays None) on
+    ``mem``, sized ``info.size`` or ``ops.vq_num_max(i)``; packed when VIRTIO_F_RING_PACKED is
+    negotiated (2.8: then every queue is packed). ``on_create(vq)`` tells the transport's device
+    side. On any error the queues made so far are freed and the error re-raised."""
+    from virtio import constants as C
+    from virtio.errors import HarnessError
+    from virtio.packed_queue import PackedVirtqueue
+    from virtio.split_queue import SplitVirtqueue
+
+    cls = PackedVirtqueue if features >> C.VIRTIO_F_RING_PACKED & 1 else SplitVirtqueue
+    vqs: list = []
+    try:
+        for i, info in enumerate(infos):
+            if info is None:
+                vqs.append(None)
+                continue
+            num_max = ops.vq_num_max(i)
+            if num_max == 0:
+                raise HarnessError(f"queue {i} ({info.name}) does not exist on this device")
+            size = info.size or num_max
+            if size > num_max:
+                raise HarnessError(f"queue {i}: size {size} above the device maximum {num_max}")
+            vq = cls(mem, i, size, notify, features=features, callback=info.callback, name=info.name)
+            vqs.append(vq)
+            if on_create is not None:
+                on_create(vq)
+    except Exception:
+        for vq in vqs:
+            if vq is not None:
+                vq.free_ring()
+        raise
+    return vqs
+
+
 class ConfigOps:
     """Base class: every op unsupported until a transport implements it."""
 
@@ -139,6 +174,12 @@ class ConfigOps:
     def vq_num_max(self, index: int) -> int:
         """Largest size the device allows for queue ``index``; 0 if the queue does not exist."""
         self._unsupported("vq_num_max")
+
+    def missing_duties(self) -> dict[str, str]:
+        """Device duties this target cannot expose to the harness (duty name -> reason), e.g. a
+        vhost-user back-end without PROTOCOL_F_STATUS has no status byte of its own: tests marked
+        ``device_duty(name)`` skip with the reason instead of judging the transport's bookkeeping."""
+        return {}
 
     def trigger_config_change(self) -> None:
         """Make the device change its configuration now (a resize, a link flap), out of band."""

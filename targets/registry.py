@@ -1,7 +1,8 @@
 """Target specs: parse ``--target`` strings and build the config-ops object each one names.
 
-Forms: ``model:NAME[,mode=notify|threaded]`` (a reference model or a mutant) and
-``python:package.module:factory[,mode=...]`` (a user's device model with the same device-side API).
+Forms: ``model:NAME[,mode=notify|threaded]`` (a reference model or a mutant),
+``python:package.module:factory[,mode=...]`` (a user's device model with the same device-side API)
+and ``vhost-user:DEVICE:SOCKET[,timeout=S]`` (a running vhost-user back-end, reached as its front-end).
 """
 
 from __future__ import annotations
@@ -16,10 +17,14 @@ VALID_FORMS = """valid --target forms:
   model:blk | model:net | model:rng | model:console      in-process reference devices
   model:MUTANT                                            a deliberately broken model (python -m targets.model.mutants)
   python:package.module:factory                           your own device model: factory() returns a device object
-options, appended with commas: mode=notify (default) | mode=threaded   e.g. model:blk,mode=threaded"""
+  vhost-user:DEVICE:SOCKET                                a running vhost-user back-end listening on the UNIX socket
+                                                          SOCKET; DEVICE is its device type (blk, net, rng, console)
+options, appended with commas: mode=notify (default) | mode=threaded   e.g. model:blk,mode=threaded
+  vhost-user: timeout=S (seconds to wait for each answer of the back-end, default 5)  e.g. vhost-user:blk:/tmp/qsd.sock,timeout=2"""
 
 _SPEC_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9-]*):(?P<body>[^,]+)(?P<opts>(,[a-z_]+=[A-Za-z0-9_.-]+)*)$")
-_OPTIONS = {"mode": ("notify", "threaded")}
+_OPTIONS = {"mode": ("notify", "threaded"), "timeout": None}  # None: a positive number
+_OPTIONS_BY_KIND = {"model": ("mode",), "python": ("mode",), "vhost-user": ("timeout",)}
 
 
 class TargetSpecError(ValueError):
@@ -59,7 +64,16 @@ def parse_target(text: str) -> TargetSpec:
         k, v = opt.split("=", 1)
         if k not in _OPTIONS:
             raise TargetSpecError(f"unknown option {k!r} in target {text!r}\n{VALID_FORMS}")
-        if v not in _OPTIONS[k]:
+        if k not in _OPTIONS_BY_KIND.get(kind, ()):
+            raise TargetSpecError(f"option {k!r} does not apply to {kind} targets, in {text!r}\n{VALID_FORMS}")
+        if _OPTIONS[k] is None:
+            try:
+                ok = 0 < float(v) < 3600
+            except ValueError:
+                ok = False
+            if not ok:
+                raise TargetSpecError(f"option {k}={v!r} in target {text!r}: expected a number of seconds\n{VALID_FORMS}")
+        elif v not in _OPTIONS[k]:
             raise TargetSpecError(f"option {k}={v!r} in target {text!r}: expected one of {_OPTIONS[k]}\n{VALID_FORMS}")
         options[k] = v
     if kind == "model":
@@ -71,6 +85,14 @@ def parse_target(text: str) -> TargetSpec:
     elif kind == "python":
         if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", body):
             raise TargetSpecError(f"python target {text!r} must be python:package.module:factory\n{VALID_FORMS}")
+    elif kind == "vhost-user":
+        from virtio.constants import DEVICE_TYPES
+
+        device, _, path = body.partition(":")
+        if device not in DEVICE_TYPES.values() or not path:
+            raise TargetSpecError(
+                f"vhost-user target {text!r} must be vhost-user:DEVICE:SOCKET with DEVICE one of {', '.join(sorted(DEVICE_TYPES.values()))}\n{VALID_FORMS}"
+            )
     else:
         raise TargetSpecError(f"unknown target kind {kind!r} in {text!r}\n{VALID_FORMS}")
     return TargetSpec(text.strip(), kind, body, options)
@@ -99,6 +121,12 @@ def build_device(spec: TargetSpec):
 def open_target(spec: TargetSpec):
     """Build the device and the transport in front of it; returns a ConfigOps object."""
     from .model.transport import ModelTransport
+
+    if spec.kind == "vhost-user":
+        from .vhost_user.frontend import VhostUserTransport
+
+        device, _, path = spec.name.partition(":")
+        return VhostUserTransport(path, device, spec.id, timeout=float(spec.options.get("timeout", 5.0)))
 
     device = build_device(spec)
     try:

@@ -113,6 +113,8 @@ PROTOCOL_FEATURE_NAMES = {v: k[len("PROTOCOL_F_"):] for k, v in dict(globals()).
 
 # VIRTIO feature bit 30: the back-end speaks GET/SET_PROTOCOL_FEATURES (vhost-user only).
 VHOST_USER_F_PROTOCOL_FEATURES = 30
+# VIRTIO feature bit 26: the back-end can log dirty pages (vhost's VHOST_F_LOG_ALL, for migration).
+VHOST_F_LOG_ALL = 26
 
 # -- payloads ---------------------------------------------------------------------------------------
 U64 = struct.Struct("<Q")

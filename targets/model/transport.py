@@ -9,10 +9,9 @@ from __future__ import annotations
 from virtio import constants as C
 from virtio.errors import HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
-from virtio.packed_queue import PackedVirtqueue
 from virtio.split_queue import SplitVirtqueue
 
-from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo
+from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
 
 class ModelTransport(ConfigOps):
@@ -80,30 +79,12 @@ class ModelTransport(ConfigOps):
     def find_vqs(self, infos: list[VqInfo]) -> list[SplitVirtqueue]:
         if self.vqs:
             raise HarnessError("find_vqs called twice without del_vqs")
-        vqs = []
-        try:
-            for i, info in enumerate(infos):
-                if info is None:
-                    vqs.append(None)
-                    continue
-                num_max = self.vq_num_max(i)
-                if num_max == 0:
-                    raise HarnessError(f"queue {i} ({info.name}) does not exist on this device")
-                size = info.size or num_max
-                if size > num_max:
-                    raise HarnessError(f"queue {i}: size {size} above the device maximum {num_max}")
-                # 2.8: with VIRTIO_F_RING_PACKED every queue is packed, of any size 1..32768.
-                cls = PackedVirtqueue if self._driver_features >> C.VIRTIO_F_RING_PACKED & 1 else SplitVirtqueue
-                vq = cls(
-                    self.mem, i, size, self._notify, features=self._driver_features, callback=info.callback, name=info.name
-                )
-                self.device.queue_set(i, vq.addrs)
-                self.device.queue_enable(i)
-                vqs.append(vq)
-        except Exception:
-            self.vqs = vqs
-            self.del_vqs()
-            raise
+
+        def attach(vq) -> None:
+            self.device.queue_set(vq.index, vq.addrs)
+            self.device.queue_enable(vq.index)
+
+        vqs = build_vqs(self, self.mem, infos, self._driver_features, self._notify, attach)
         self.vqs = vqs
         return vqs
 

@@ -1,0 +1,99 @@
+"""The front-end's one event thread: eventfds and sockets the back-end signals on, served by epoll.
+
+QEMU docs/interop/vhost-user.rst, "Communication": a back-end signals used buffers on each ring's
+call eventfd (SET_VRING_CALL), errors on its err eventfd (SET_VRING_ERR), and sends its own requests
+(e.g. CONFIG_CHANGE_MSG) on the SET_BACKEND_REQ_FD socket. One thread waits on all of them, so the
+cost is one epoll_wait per batch of signals (backends.md #12), and no wait is unbounded: the thread
+wakes at least every ``POLL_S`` to notice a stop.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import threading
+from typing import Callable
+
+POLL_S = 0.25  # upper bound on how long a stop request waits for the thread
+
+
+def new_eventfd() -> int:
+    """A non-blocking eventfd: a spurious wake-up must never block the event thread."""
+    return os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+
+
+def drain_eventfd(fd: int) -> int:
+    """Read and reset an eventfd's counter; 0 if it was not signalled."""
+    try:
+        return os.eventfd_read(fd)
+    except BlockingIOError:
+        return 0
+
+
+class EventThread:
+    """Calls ``handler()`` in one background thread whenever a registered fd is readable.
+
+    Handlers run in this thread; an exception in one is kept in ``errors`` (the owner reports it)
+    instead of killing the thread. ``unregister`` before closing an fd.
+    """
+
+    def __init__(self, name: str = "vhost-user-events"):
+        self._epoll = select.epoll()
+        self._handlers: dict[int, Callable[[], None]] = {}
+        self._lock = threading.Lock()
+        self._running = threading.Lock()  # held while a handler runs (see synchronize)
+        self._stop = new_eventfd()
+        self._epoll.register(self._stop, select.EPOLLIN)
+        self.errors: list[str] = []
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def register(self, fd: int, handler: Callable[[], None]) -> None:
+        with self._lock:
+            self._handlers[fd] = handler
+            self._epoll.register(fd, select.EPOLLIN)
+
+    def unregister(self, fd: int) -> None:
+        with self._lock:
+            if self._handlers.pop(fd, None) is not None:
+                try:
+                    self._epoll.unregister(fd)
+                except (OSError, ValueError):
+                    pass
+
+    def _run(self) -> None:
+        while True:
+            try:
+                events = self._epoll.poll(POLL_S)
+            except (OSError, ValueError):  # epoll closed under us
+                return
+            for fd, _mask in events:
+                if fd == self._stop:
+                    return
+                with self._lock:
+                    handler = self._handlers.get(fd)
+                if handler is None:
+                    continue
+                with self._running:
+                    try:
+                        handler()
+                    except Exception as e:  # keep serving the other fds; the owner reports it
+                        self.errors.append(f"{type(e).__name__}: {e}")
+                        self.unregister(fd)
+
+    def synchronize(self) -> None:
+        """Return once no handler is mid-flight (a handler started before this call has ended)."""
+        if threading.current_thread() is not self._thread:
+            with self._running:
+                pass
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the thread (bounded join) and close the epoll instance; registered fds stay open."""
+        if self._thread.is_alive():
+            os.eventfd_write(self._stop, 1)
+            if threading.current_thread() is not self._thread:
+                self._thread.join(timeout)
+        with self._lock:
+            self._handlers.clear()
+        self._epoll.close()
+        os.close(self._stop)
