@@ -261,6 +261,12 @@ class Channel:
         self.peer = peer
         self._rx = bytearray()
         self._rx_fds: list[int] = []
+        # Stream offset of _rx[0], and per received fd the stream offset where the recvmsg chunk
+        # that carried it ended: Linux may glue earlier fd-less messages in front of the one with
+        # fds in one read (it stops right after an skb with fds), so the fds belong to the message
+        # holding the chunk's last byte, not to the first message parsed from the chunk.
+        self._rx_pos = 0
+        self._rx_fd_marks: list[int] = []
         self.closed = False
 
     @classmethod
@@ -307,11 +313,13 @@ class Channel:
                 if e.errno in (errno.EAGAIN, errno.EINTR):
                     continue
                 raise
+            chunk_end = self._rx_pos + len(self._rx) + len(data)
             for level, kind, cdata in anc:
                 if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
                     fds = array.array("i")
                     fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
                     self._rx_fds.extend(fds)
+                    self._rx_fd_marks.extend([chunk_end] * len(fds))
             if not data:
                 self.closed = True
                 raise PeerClosed(f"{self.peer}: socket closed while waiting for {what}", bytes(self._rx))
@@ -324,12 +332,17 @@ class Channel:
         request, flags, size = HEADER.unpack_from(self._rx)
         if size > MAX_PAYLOAD:
             seen = bytes(self._rx)
+            self._rx_pos += len(self._rx)
             self._rx.clear()
             raise ProtocolError(f"{self.peer}: {what}: header announces a {size}-byte payload (max {MAX_PAYLOAD})", seen)
         self._fill(HEADER.size + size, deadline, what)
         payload = bytes(self._rx[HEADER.size : HEADER.size + size])
         del self._rx[: HEADER.size + size]
-        fds, self._rx_fds = self._rx_fds, []
+        self._rx_pos += HEADER.size + size
+        end = self._rx_pos
+        n = sum(1 for mark in self._rx_fd_marks if mark <= end)  # marks are in arrival order
+        fds, self._rx_fds = self._rx_fds[:n], self._rx_fds[n:]
+        del self._rx_fd_marks[:n]
         return Message(request, flags, payload, fds)
 
     def pending(self) -> bool:
@@ -347,6 +360,7 @@ class Channel:
             except OSError:
                 pass
         self._rx_fds = []
+        self._rx_fd_marks = []
         try:
             self.sock.close()
         except OSError:
