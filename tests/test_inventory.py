@@ -273,3 +273,11 @@ def test_missing_binary_skips_naming_it(tmp_path):
     assert r.returncode == 0 and "1 skipped" in r.stdout, r.stdout[-2000:]
     assert "file:fake requires vc-no-such-backend-binary: not found on PATH" in r.stdout
     assert not (tmp_path / "pids").exists()
+
+
+def test_target_selects_inventory_entries(tmp_path):
+    p = inventory(tmp_path, entry_toml() + entry_toml(name="other"))
+    r = run_pytest(tmp_path, p, ["tests/examples/inventory_suite.py", "--collect-only", "--target", "file:other"])
+    assert r.returncode == 0 and "[file:other" in r.stdout and "[file:fake" not in r.stdout, r.stdout[-2000:]
+    r = run_pytest(tmp_path, p, ["tests/examples/inventory_suite.py", "--collect-only", "--target", "file:nope"])
+    assert r.returncode == 4 and "file:nope: no such entry" in r.stderr and "file:fake, file:other" in r.stderr
