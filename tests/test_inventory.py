@@ -281,3 +281,23 @@ def test_target_selects_inventory_entries(tmp_path):
     assert r.returncode == 0 and "[file:other" in r.stdout and "[file:fake" not in r.stdout, r.stdout[-2000:]
     r = run_pytest(tmp_path, p, ["tests/examples/inventory_suite.py", "--collect-only", "--target", "file:nope"])
     assert r.returncode == 4 and "file:nope: no such entry" in r.stderr and "file:fake, file:other" in r.stderr
+
+
+EXAMPLE = load_inventory(ROOT / "targets.example.toml")
+
+
+@pytest.mark.parametrize("entry", EXAMPLE, ids=[e.target_id for e in EXAMPLE])
+def test_example_inventory_entries_start_and_stop(tmp_path, entry):
+    """Every shipped entry starts on this machine (real qemu-storage-daemon / testpmd where
+    installed), becomes ready, and leaves no process or socket behind."""
+    missing = entry.missing()
+    if missing:
+        pytest.skip(missing)
+    b = Backend(entry, tmp_path, "gw0")
+    b.start()
+    pid = b.pid
+    try:
+        assert b.alive() and os.path.exists(b.socket)
+    finally:
+        b.close()
+    assert wait_gone(pid) and not os.path.exists(b.socket)
