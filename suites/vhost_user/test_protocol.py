@@ -1,0 +1,286 @@
+"""The vhost-user back-end's duties (QEMU docs/interop/vhost-user.rst), checked over a raw session.
+
+Each test opens its own session (virtio.vhost_user_session.RawSession) on the target's socket and
+tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are bounded by
+--device-timeout; "nothing happens" is judged over a short window (IDLE seconds).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from virtio import constants as C
+from virtio import vhost_user as vu
+from virtio.errors import DeviceViolation
+
+IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
+UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
+BLK_NUM_QUEUES = 34  # virtio_blk_config.num_queues offset (5.2.4)
+
+
+def _need_protocol(s, bit: int) -> None:
+    if not s.offered >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
+        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES")
+    if not s.protocol_offered >> bit & 1:
+        pytest.skip(f"back-end does not offer protocol feature {vu.PROTOCOL_FEATURE_NAMES[bit]}")
+
+
+def _reply_ack_session(vu_backend, clause):
+    s = vu_backend.open(clause)
+    s.handshake()
+    _need_protocol(s, vu.PROTOCOL_F_REPLY_ACK)
+    return s
+
+
+# -- header and replies ------------------------------------------------------------------------------
+@pytest.mark.clause("vu.header.1", "vu.header.2", "vu.communication.1")
+def test_replies_have_reply_header_and_shape(vu_backend):
+    s = vu_backend.open("vu.communication.1")
+    s.send(vu.SET_OWNER)
+    s.offered = s.u64(vu.GET_FEATURES)  # recv_reply checks version, reply bit and request code
+    if s.offered >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
+        s.u64(vu.GET_PROTOCOL_FEATURES)
+    index, _num = s.get_vring_base(0, "vu.communication.1")
+    if index != 0:
+        raise DeviceViolation("vu.front-end-message-types.3", "GET_VRING_BASE reply names another queue", expected="index 0", observed=f"index {index}")
+
+
+@pytest.mark.clause("vu.communication.2")
+def test_no_reply_unless_asked(vu_backend):
+    s = vu_backend.open("vu.communication.2")
+    s.handshake(protocol_mask=0)  # REPLY_ACK not negotiated: nothing below asks for an answer
+    s.send(vu.SET_VRING_NUM, vu.VRING_STATE.pack(0, 64))
+    s.send(vu.SET_VRING_BASE, vu.VRING_STATE.pack(0, 0))
+    s.expect_silence("vu.communication.2", "an answer to requests that need no reply", IDLE)
+
+
+@pytest.mark.clause("vu.vhost-user-protocol-f-reply-ack.1")
+def test_need_reply_is_answered(vu_backend):
+    s = _reply_ack_session(vu_backend, "vu.vhost-user-protocol-f-reply-ack.1")
+    for request, payload in ((vu.SET_VRING_NUM, vu.VRING_STATE.pack(0, 64)), (vu.SET_VRING_BASE, vu.VRING_STATE.pack(0, 0))):
+        msg = s.request(request, payload, need_reply=True)
+        if len(msg.payload) != vu.U64.size:
+            raise DeviceViolation("vu.vhost-user-protocol-f-reply-ack.1", f"ack of {vu.request_name(request)} is not a u64", expected="8-byte payload", observed=f"{len(msg.payload)} bytes: {msg.payload.hex(' ')}")
+
+
+@pytest.mark.clause("vu.vhost-user-protocol-f-reply-ack.2")
+def test_ack_says_success_or_failure(vu_backend):
+    s = _reply_ack_session(vu_backend, "vu.vhost-user-protocol-f-reply-ack.2")
+    ok = s.u64(vu.SET_VRING_NUM, vu.VRING_STATE.pack(0, 64), need_reply=True)
+    if ok != 0:
+        raise DeviceViolation("vu.vhost-user-protocol-f-reply-ack.2", "valid SET_VRING_NUM acked as a failure", expected="0", observed=f"{ok:#x}")
+    bad = s.u64(UNKNOWN_REQUEST, need_reply=True)
+    if bad == 0:
+        gone = " and then closed the connection" if s.silent(IDLE).startswith(b"<EOF>") else ""
+        raise DeviceViolation("vu.vhost-user-protocol-f-reply-ack.2", f"request {UNKNOWN_REQUEST} (undefined) acked as carried out{gone}", expected="non-zero ack", observed="0")
+
+
+@pytest.mark.clause("vu.vhost-user-protocol-f-reply-ack.3")
+def test_need_reply_on_request_with_reply_body(vu_backend):
+    s = _reply_ack_session(vu_backend, "vu.vhost-user-protocol-f-reply-ack.3")
+    features = s.u64(vu.GET_FEATURES, need_reply=True)
+    if features != s.offered:
+        raise DeviceViolation("vu.vhost-user-protocol-f-reply-ack.3", "GET_FEATURES with need_reply answered something other than the features", expected=f"{s.offered:#x}", observed=f"{features:#x}")
+    s.expect_silence("vu.vhost-user-protocol-f-reply-ack.3", "a second answer after the GET_FEATURES reply", IDLE)
+
+
+@pytest.mark.clause("vu.communication.3")
+def test_refused_request_keeps_session(vu_backend):
+    s = vu_backend.open("vu.communication.3")
+    s.handshake()
+    need = s.has_protocol(vu.PROTOCOL_F_REPLY_ACK)
+    s.send(UNKNOWN_REQUEST, need_reply=need)
+    if need:
+        s.recv_reply(UNKNOWN_REQUEST)
+    s.alive()  # a closed socket here is a violation of vu.communication.3 (SHOULD)
+
+
+# -- protocol features ---------------------------------------------------------------------------------
+@pytest.mark.clause("vu.front-end-message-types.1")
+def test_protocol_features_before_set_features(vu_backend):
+    s = vu_backend.open("vu.front-end-message-types.1")
+    s.send(vu.SET_OWNER)
+    s.offered = s.u64(vu.GET_FEATURES)
+    if not s.offered >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
+        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES")
+    s.protocol_offered = s.u64(vu.GET_PROTOCOL_FEATURES)
+    s.send(vu.SET_PROTOCOL_FEATURES, vu.U64.pack(s.protocol_offered & (1 << vu.PROTOCOL_F_REPLY_ACK)))
+    s.alive()
+
+
+@pytest.mark.clause("vu.multiple-queue-support.2")
+def test_mq_protocol_feature_offered(vu_backend):
+    s = vu_backend.open("vu.multiple-queue-support.2")
+    s.handshake()
+    if not s.offered >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
+        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES")
+    if not s.protocol_offered >> vu.PROTOCOL_F_MQ & 1:
+        raise DeviceViolation("vu.multiple-queue-support.2", "protocol features offered without MQ", expected="bit 0 set", observed=f"{s.protocol_offered:#x}")
+
+
+@pytest.mark.clause("vu.multiple-queue-support.1")
+def test_queue_num(vu_backend):
+    s = vu_backend.open("vu.multiple-queue-support.1")
+    s.handshake()
+    _need_protocol(s, vu.PROTOCOL_F_MQ)
+    n = s.u64(vu.GET_QUEUE_NUM)
+    least = 1
+    if s.device_type == "blk" and s.has_protocol(vu.PROTOCOL_F_CONFIG) and s.offered >> C.VIRTIO_BLK_F_MQ & 1:
+        least = int.from_bytes(_get_config(s, BLK_NUM_QUEUES, 2, "vu.multiple-queue-support.1")[12:] or b"\1", "little") or 1
+    if not least <= n <= 0xFFFF:
+        raise DeviceViolation("vu.multiple-queue-support.1", "GET_QUEUE_NUM out of range", expected=f"{least}..65535", observed=n)
+
+
+# -- config space ----------------------------------------------------------------------------------------
+def _get_config(s, offset: int, size: int, clause: str) -> bytes:
+    """The reply payload (config header + bytes), or b"" where the back-end reported an error."""
+    msg = s.request(vu.GET_CONFIG, vu.CONFIG_HEAD.pack(offset, size, 0) + bytes(size), clause=clause)
+    # An error is a zero-length payload (QEMU's front-end and libvhost-user read it so); a bare
+    # config header with no bytes is taken as the same answer.
+    if len(msg.payload) not in (vu.CONFIG_HEAD.size + size, vu.CONFIG_HEAD.size, 0):
+        raise DeviceViolation("vu.front-end-message-types.9", f"GET_CONFIG({offset}, {size}) reply has the wrong size", expected=f"{vu.CONFIG_HEAD.size + size} bytes, or 0 for an error", observed=f"{len(msg.payload)}: {msg.payload[:64].hex(' ')}")
+    return msg.payload if len(msg.payload) > vu.CONFIG_HEAD.size else b""
+
+
+@pytest.mark.clause("vu.front-end-message-types.9")
+def test_get_config_size_and_offset(vu_backend):
+    s = vu_backend.open("vu.front-end-message-types.9")
+    s.handshake()
+    _need_protocol(s, vu.PROTOCOL_F_CONFIG)
+    whole = _get_config(s, 0, 16, "vu.front-end-message-types.9")
+    if not whole:
+        raise DeviceViolation("vu.front-end-message-types.9", "GET_CONFIG of the first 16 bytes reported an error", expected="16 config bytes", observed="empty payload")
+    for size in (vu.CONFIG_MAX - vu.CONFIG_HEAD.size, 4):  # beyond any device's space, then a small read
+        _get_config(s, 0, size, "vu.front-end-message-types.9")
+    part = _get_config(s, 8, 4, "vu.front-end-message-types.9")
+    if part and part[12:] != whole[12 + 8 : 12 + 12]:
+        raise DeviceViolation("vu.front-end-message-types.9", "GET_CONFIG at offset 8 returned other bytes than the whole read shows there", expected=whole[20:24].hex(" "), observed=part[12:].hex(" "))
+
+
+@pytest.mark.clause("vu.front-end-message-types.16")
+def test_status_round_trip(vu_backend):
+    s = vu_backend.open("vu.front-end-message-types.16")
+    s.handshake(protocol_mask=(1 << vu.PROTOCOL_F_STATUS) | (1 << vu.PROTOCOL_F_REPLY_ACK))
+    _need_protocol(s, vu.PROTOCOL_F_STATUS)
+    for status in (C.ACKNOWLEDGE, C.ACKNOWLEDGE | C.DRIVER, C.ACKNOWLEDGE | C.DRIVER | C.FEATURES_OK):
+        s.setup(vu.SET_STATUS, vu.U64.pack(status))
+        got = s.u64(vu.GET_STATUS)
+        if got & status != status:
+            raise DeviceViolation("vu.front-end-message-types.16", "GET_STATUS lost bits SET_STATUS set", expected=f"{status:#x} set", observed=f"{got:#x}")
+
+
+@pytest.mark.clause("vu.front-end-message-types.13")
+def test_max_mem_slots(vu_backend):
+    s = vu_backend.open("vu.front-end-message-types.13")
+    s.handshake(protocol_mask=(1 << vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS) | (1 << vu.PROTOCOL_F_REPLY_ACK))
+    _need_protocol(s, vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS)
+    slots = s.u64(vu.GET_MAX_MEM_SLOTS)
+    if not 1 <= slots <= 4096:
+        raise DeviceViolation("vu.front-end-message-types.13", "GET_MAX_MEM_SLOTS out of range", expected="1..4096", observed=slots)
+
+
+# -- rings -------------------------------------------------------------------------------------------------
+def _run_session(vu_ring_backend, clause, **handshake):
+    s = vu_ring_backend.open(clause)
+    s.handshake(**handshake)
+    s.set_mem_table()
+    return s
+
+
+@pytest.mark.clause("vu.memory-access.1", "vu.ring-states.3")
+def test_request_completes(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.ring-states.3")
+    ring = s.setup_device_rings()
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.ring-states.3", f"a kicked {s.device_type} request")
+
+
+@pytest.mark.clause("vu.ring-states.1")
+def test_no_processing_before_kick_fd(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.ring-states.1")
+    ring = s.setup_device_rings(kick=False)
+    s.add_request(ring, kick=False)
+    if not s.stays_unused(ring, IDLE):
+        raise DeviceViolation("vu.ring-states.1", "back-end used a buffer on a ring that was never kicked (stopped)", queue=ring.index)
+
+
+@pytest.mark.clause("vu.ring-states.3")
+def test_kick_before_set_vring_kick_not_lost(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.ring-states.3")
+    ring = s.setup_device_rings(kick=False)
+    s.add_request(ring)  # the eventfd is written before the back-end has it
+    for index in list(s.rings):
+        s.set_kick(index)
+    s.wait_used(ring, 1, "vu.ring-states.3", "a request kicked before SET_VRING_KICK")
+
+
+@pytest.mark.clause("vu.ring-states.6", "vu.ring-states.2")
+def test_ring_disabled_until_enable(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.ring-states.6")
+    if not s.features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
+        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES")
+    ring = s.setup_device_rings(enable=False)
+    watch = ring
+    if s.device_type == "net":  # a disabled TX ring may be drained; RX must stay untouched
+        watch = s.rings[0]
+        watch.chains.append(watch.vq.add([], [1526], "rx"))
+        watch.vq.kick()
+    s.add_request(ring)
+    if not s.stays_unused(watch, IDLE):
+        raise DeviceViolation("vu.ring-states.6", "back-end used a buffer before SET_VRING_ENABLE 1", queue=watch.index)
+    for index in list(s.rings):
+        s.enable(index, 1)
+    ring.vq.notify()
+    s.wait_used(ring, 1, "vu.ring-states.6", "a request after SET_VRING_ENABLE 1")
+
+
+@pytest.mark.clause("vu.ring-states.5")
+def test_ring_enabled_without_protocol_features(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.ring-states.5", protocol=False)
+    ring = s.setup_device_rings(enable=False)
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.ring-states.5", "a request with no SET_VRING_ENABLE (protocol features not negotiated)")
+
+
+@pytest.mark.parametrize("layout", ["split", "packed"])
+@pytest.mark.clause("vu.ring-states.4", "vu.front-end-message-types.3", "vu.front-end-message-types.4")
+def test_get_vring_base_stops_ring(vu_ring_backend, layout):
+    packed = layout == "packed"
+    s = vu_ring_backend.open("vu.ring-states.4")
+    s.send(vu.SET_OWNER)
+    offered = s.u64(vu.GET_FEATURES)
+    s.close()
+    if packed and not offered >> C.VIRTIO_F_RING_PACKED & 1:
+        pytest.skip("back-end does not offer VIRTIO_F_RING_PACKED")
+    s = _run_session(vu_ring_backend, "vu.ring-states.4",
+                     features=(1 << C.VIRTIO_F_VERSION_1) | (int(packed) << C.VIRTIO_F_RING_PACKED))
+    ring = s.setup_device_rings(packed=packed)
+    for _ in range(3):
+        s.add_request(ring)
+    s.wait_used(ring, 3, "vu.ring-states.4", "3 requests before GET_VRING_BASE")
+    clause = "vu.front-end-message-types.4" if packed else "vu.front-end-message-types.3"
+    index, num = s.get_vring_base(ring.index, clause)
+    if packed:
+        avail, wrap, _used, _used_wrap = vu.split_vring_base_packed(num)
+        got, want = (index, avail, wrap), (ring.index, 3, 1)
+    else:
+        got, want = (index, num), (ring.index, 3)
+    if got != want:
+        raise DeviceViolation(clause, "GET_VRING_BASE after 3 used requests", expected=want, observed=f"{got} (num {num:#x})", queue=ring.index)
+    s.add_request(ring)
+    if not s.stays_unused(ring, IDLE):
+        raise DeviceViolation("vu.ring-states.4", "back-end used a buffer after GET_VRING_BASE stopped the ring", queue=ring.index)
+
+
+@pytest.mark.clause("vu.memory-access.2")
+def test_mem_table_change_while_stopped(vu_ring_backend):
+    s = _run_session(vu_ring_backend, "vu.memory-access.2")
+    ring = s.setup_device_rings()
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.memory-access.2", "a request before the memory table changes")
+    bases = {i: s.get_vring_base(i, "vu.memory-access.2")[1] for i in s.rings}  # stops every ring
+    extra = s.add_region(1 << 20)  # as a memory hot-plug would: a second region, first one kept
+    for i in s.rings:
+        s.restart_ring(i, bases[i])
+    s.add_request(ring, data_at=extra)
+    s.wait_used(ring, 1, "vu.memory-access.2", "a request whose data lies in the region added by the new SET_MEM_TABLE")
