@@ -229,6 +229,8 @@ def test_plugin_reports_a_death_and_restarts(tmp_path):
         assert "died (exit status 3)" in res["message"] and "a client asked me to die" in res["message"], res
     assert b["kind"] == "harness-error"
     assert results["test_d_serves_again"]["outcome"] == "passed" and results["test_a_serves"]["outcome"] == "passed"
+    assert results["test_a1_skipped_in_the_target_fixture"]["outcome"] == "skipped"
+    assert results["test_a2_serves_after_a_skip"]["outcome"] == "passed", "a skip in the target fixture leaked the connection"
     pids = {t: pid for t, _, pid in pidlog(log)}
     assert pids["a"] != pids["d"], "the back-end was not started again after it died"
     assert all(gone(pid) for pid in pids.values())

@@ -20,6 +20,15 @@ def test_a_serves(target, i):
     _log("a", target)
 
 
+@pytest.mark.device_types("blk")
+def test_a1_skipped_in_the_target_fixture(target):
+    raise AssertionError("the fake back-end serves an rng device: never reached")
+
+
+def test_a2_serves_after_a_skip(target):
+    _log("a2", target)  # the fake serves one connection at a time: a leaked one would block this
+
+
 def test_b_backend_dies_unnoticed(target):
     if os.environ.get("VC_KILL") == "1":
         target.kill_backend()  # the test itself sees nothing wrong: the plugin must report the death
