@@ -6,6 +6,8 @@ session (virtio/vhost_user_session.py).
 2. The suite against the real back-ends installed here (qemu-storage-daemon, DPDK testpmd): each
    test's outcome is pinned -- pass, skip (feature not offered), or the clause the back-end is
    seen to break (evidence in the report of the suite's author; waivers are the lead's call).
+3. Our back-end server (targets/vhost_user/serve.py) passes the suite; each protocol mutant
+   (tests/mutants/vhost_user.py) fails the clause it breaks; every clause the suite claims has one.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
 from virtio.vhost_user_session import BackEndUnderTest, RawSession
 
+from .mutants.vhost_user import PROTOCOL_MUTANTS
+from .test_vhost_user_backend import server  # noqa: F401  (fixture: our back-end server, by PID)
 from .test_vhost_user_frontend import ScriptedBackend, _stop, _wait_socket
 from .test_vhost_user_frontend import _reply as reply
 
@@ -171,3 +175,32 @@ def test_suite_on_real_backend(real_backend, case):
     got = run_case(fn, kwargs, backend)
     want = EXPECTED[which].get(name)
     assert got == want if want else got in ("pass", "skip"), f"{which} {name}: {got}"
+
+
+# -- 3. our own back-end server, clean and mutated ------------------------------------------------------
+def claimed(fn) -> set[str]:
+    return {cid for mark in getattr(fn, "pytestmark", []) if mark.name == "clause" for cid in mark.args}
+
+
+SUITE_CLAUSES = set().union(*(claimed(fn) for _, fn, _ in CASES))
+
+
+@pytest.mark.parametrize("device", ["blk", "net"])
+def test_suite_passes_on_clean_server(server, device):
+    backend = BackEndUnderTest(server(device), device, timeout=3.0)
+    outcomes = {name: run_case(fn, kwargs, backend) for name, fn, kwargs in CASES}
+    assert {n: o for n, o in outcomes.items() if o not in ("pass", "skip")} == {}
+    assert list(outcomes.values()).count("pass") >= len(CASES) - 2  # what our server offers is tested
+
+
+def test_every_claimed_clause_has_a_mutant():
+    assert SUITE_CLAUSES == {m.breaks for m in PROTOCOL_MUTANTS.values()}
+
+
+@pytest.mark.parametrize("name", sorted(PROTOCOL_MUTANTS))
+def test_suite_catches_protocol_mutant(server, name):
+    mutant = PROTOCOL_MUTANTS[name]
+    backend = BackEndUnderTest(server(mutant.device, "--protocol-mutant", name), mutant.device, timeout=1.0)
+    outcomes = {case: run_case(fn, kwargs, backend) for case, fn, kwargs in CASES if mutant.breaks in claimed(fn)}
+    assert outcomes, f"no suite test claims {mutant.breaks}"
+    assert mutant.breaks in outcomes.values(), f"{name} breaks {mutant.breaks}; the tests claiming it gave {outcomes}"
