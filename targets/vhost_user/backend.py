@@ -598,8 +598,14 @@ class Backend:
     def _stop(self, ring: Ring) -> None:
         """GET_VRING_BASE: stop the ring; its kick and call fds are dropped (a restart brings
         new ones, as with QEMU)."""
-        with self.device.lock:
+        dev = self.device
+        with dev.lock:
             self._deactivate(ring)
+            # Buffers the device held are dropped, as the model's own queue reset does: after a
+            # stop the front-end owns them again, and a restart must not complete them.
+            dev.held.pop(ring.index, None)
+            if hasattr(dev, "on_queue_reset"):
+                dev.on_queue_reset(ring.index)
         ring.started = False
         ring.polling = False
         self._set_kick(ring, -1)
