@@ -149,7 +149,7 @@ def main() -> None:
     ap.add_argument("--device", action="append", choices=("rng", "blk"), help="default rng and blk")
     ap.add_argument("--mode", action="append", choices=("notify", "threaded"), help="default both")
     ap.add_argument("--batch", type=int, action="append", help=f"default {' '.join(map(str, BATCHES))}")
-    ap.add_argument("--cpu", type=int, default=0, help="CPU the notify-driven rows are pinned to (default 0)")
+    ap.add_argument("--cpu", type=int, help="CPU the notify-driven rows are pinned to (default: the first this process may use)")
     ap.add_argument("--json", metavar="PATH", help="write the figures here (for pytest --throughput-json)")
     a = ap.parse_args()
 
@@ -159,6 +159,8 @@ def main() -> None:
         layouts = [x for x in layouts if x != "packed"]
         notes.append(f"packed rows skipped: {why}")
     all_cpus = sorted(os.sched_getaffinity(0))
+    if a.cpu is None:
+        a.cpu = all_cpus[0]  # e.g. the CPU `taskset -c N` gave
     if a.cpu not in all_cpus:
         sys.exit(f"--cpu {a.cpu} is not one this process may run on ({all_cpus})")
     print(f"notify rows: pinned to CPU {a.cpu} (os.sched_setaffinity; the model device runs inside the kick)")

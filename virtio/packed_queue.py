@@ -6,17 +6,24 @@ avail and used wrap counters, driver event suppression (enable / disable / descr
 EVENT_IDX), and reads the device event suppression structure to decide on a kick. Everything read
 from the ring is validated; a bad value raises a DeviceViolation naming the clause and marks the
 queue broken (Linux's BAD_RING), never an IndexError.
+
+As on the split queue, buffers go one at a time (``add`` / ``get_buf``) or in batches (``add_batch``
+/ ``get_used_batch`` / ``wait_used_batch``: numpy fancy indexing over the descriptor ring, every used
+descriptor still validated: flags against the used wrap counter, id in flight and not repeated, len
+within the buffer). The in-flight state of both is per buffer id in numpy arrays (see
+``reset_state``), so either API completes buffers made available by the other.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from typing import Callable, Sequence
 
+import numpy as np
+
 from . import constants as C
-from .errors import DeviceTimeout, HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen
+from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen
 from .memory import GuestMemory
 from .packed import (
     DESC_SIZE,
@@ -34,7 +41,7 @@ from .packed import (
     off_wrap,
     split_event,
 )
-from .split_queue import BufferChain, Sg, virtio_mb
+from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, virtio_mb
 from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
@@ -47,6 +54,10 @@ CLAUSE_PROCESS = "def.basic.buffers-are-used"
 # Written into the id field of the non-last descriptors of a list when ``id_in_every_desc`` is
 # off: never a buffer id in flight (ids are < queue size <= 32768).
 ID_DECOY = 0xFFFF
+
+_AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
+_NO_IDS = np.empty(0, dtype=np.intp)
+_NO_LENS = np.empty(0, dtype=np.uint32)
 
 
 def _pair(flags: int) -> str:
@@ -96,13 +107,43 @@ class PackedVirtqueue(VirtqueueBase):
 
     # -- state ---------------------------------------------------------------------------------
     def reset_state(self) -> None:
-        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed."""
-        self.mem.fill(self.addrs.desc, DESC_SIZE * self.num, 0)
+        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed.
+
+        In-flight bookkeeping, one entry per buffer id (both APIs):
+
+        - ``_room[b]``: 1 + the device-writable bytes of buffer ``b``, 0 when ``b`` is not in flight
+          (``_room[num]`` is a 0 sentinel; an id read from the ring is an index only after a bounds
+          check or inside try/except IndexError).
+        - ``_nd[b]``: ring descriptors the buffer took (1 unless a list is in flight; ``_multi``
+          counts those); ``_chains``: BufferChain objects (from ``add``, and ``add_batch`` lists);
+          ``_baddr[b]`` / ``_bword[b]`` (len | flags << 32): the driver's private copy of a
+          one-descriptor ``add_batch`` buffer, since the device may overwrite its ring slot with
+          another buffer's used descriptor while it is still in flight (2.8.12).
+        - ``_free[:_nfree_ids]``: a stack of free buffer ids; ``free_desc``: free ring slots.
+        - not yet published heads: ``_pending`` (slot -> flags, from ``add``) and ``_pending_runs``
+          (slot and flags arrays, from ``add_batch``); ``_unpub_bufs`` / ``_unpub_desc`` count them.
+        """
+        num = self.num
+        self.mem.fill(self.addrs.desc, DESC_SIZE * num, 0)
         self.mem.fill(self.addrs.driver, EVENT_SUPPRESS_SIZE, 0)
         self.mem.fill(self.addrs.device, EVENT_SUPPRESS_SIZE, 0)
-        self._free_ids = list(range(self.num - 1, -1, -1))  # a stack of free buffer ids
-        self.free_desc = self.num
-        self.in_flight: dict[int, BufferChain] = {}
+        self._room = np.zeros(num + 1, dtype=np.uint64)
+        self._nd = np.ones(num, dtype=np.intp)
+        self._multi = 0
+        self._nflight = 0
+        self._chains: dict[int, BufferChain] = {}
+        self._baddr = np.zeros(num, dtype=np.uint64)
+        self._bword = np.zeros(num, dtype=np.uint64)
+        self._free = np.arange(num - 1, -1, -1, dtype=np.intp)
+        self._nfree_ids = num
+        self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
+        lap = np.arange(2 * num) < num  # index i of a run from slot 0: still in the first lap?
+        # Flags of an available (AVAIL=w, USED=!w) and of a used (AVAIL=USED=w) descriptor at ring
+        # index i of a run starting in a lap whose wrap counter is w (2.8.1): [w][i].
+        a, u = C.VIRTQ_DESC_F_AVAIL, C.VIRTQ_DESC_F_USED
+        self._availf = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
+        self._usedf = (np.where(lap, 0, _AU).astype(np.uint16), np.where(lap, _AU, 0).astype(np.uint16))
+        self.free_desc = num
         self.next_avail_idx = 0
         self.avail_wrap_counter = 1
         self.last_used_idx = 0
@@ -112,6 +153,9 @@ class PackedVirtqueue(VirtqueueBase):
         self.num_added = 0  # buffers added since the last kick_prepare (as SplitVirtqueue)
         self._descs_added = 0  # descriptors added since the last kick_prepare (Linux num_added)
         self._pending: dict[int, int] = {}  # head slot -> head flags, added but not yet published
+        self._pending_runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._unpub_bufs = 0
+        self._unpub_desc = 0
         self._avail_order: deque[int] = deque()  # IN_ORDER: buffer ids in the order made available
         self._batch: deque[BufferChain] = deque()  # IN_ORDER: buffers a batch used descriptor returned
         self.event_flags_shadow = C.RING_EVENT_FLAGS_ENABLE  # the driver area starts zeroed
@@ -129,7 +173,36 @@ class PackedVirtqueue(VirtqueueBase):
     @property
     def num_in_flight(self) -> int:
         """Buffers made available and not yet taken back (used or detached)."""
-        return len(self.in_flight)
+        return self._nflight
+
+    @property
+    def in_flight(self) -> dict[int, BufferChain]:
+        """Buffer ids in flight -> their BufferChain (read back from the driver's copy for
+        one-descriptor buffers from add_batch)."""
+        return {b: self._chains.get(b) or self._synth_chain(b) for b in np.flatnonzero(self._room[: self.num]).tolist()}
+
+    @property
+    def _free_ids(self) -> list[int]:
+        return self._free[: self._nfree_ids].tolist()
+
+    def _synth_chain(self, bid: int) -> BufferChain:
+        addr, word = int(self._baddr[bid]), int(self._bword[bid])
+        sg = [Sg(addr, word & 0xFFFF_FFFF)]
+        write = (word >> 32) & C.VIRTQ_DESC_F_WRITE
+        return BufferChain(bid, None, [] if write else sg, sg if write else [], 1, batch=True)
+
+    def _complete(self, bid: int, used_len: int | None) -> BufferChain:
+        """Take buffer ``bid`` out of flight (its ring slots are counted back by the caller)."""
+        chain = self._chains.pop(bid, None) or self._synth_chain(bid)
+        chain.used_len = used_len
+        self._room[bid] = 0
+        if self._nd[bid] > 1:
+            self._nd[bid] = 1
+            self._multi -= 1
+        self._free[self._nfree_ids] = bid
+        self._nfree_ids += 1
+        self._nflight -= 1
+        return chain
 
     def resize(self, num: int) -> None:
         """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).
@@ -163,23 +236,7 @@ class PackedVirtqueue(VirtqueueBase):
         descriptors before an indirect one, so ``direct_before_indirect`` must be 0.
         """
         self._check_broken()
-        owned: list[int] = []
-        out_sgs, in_sgs = [], []
-        for o in out:
-            if isinstance(o, Sg):
-                out_sgs.append(o)
-            else:
-                a = self.mem.alloc(max(1, len(o)), 8)
-                self.mem.write(a, o)
-                owned.append(a)
-                out_sgs.append(Sg(a, len(o)))
-        for i in in_:
-            if isinstance(i, Sg):
-                in_sgs.append(i)
-            else:
-                a = self.mem.alloc(max(1, i), 8)
-                owned.append(a)
-                in_sgs.append(Sg(a, i))
+        out_sgs, in_sgs, owned = self._buffer_sgs(out, in_)
         segs = [(s, 0) for s in out_sgs] + [(s, C.VIRTQ_DESC_F_WRITE) for s in in_sgs]
 
         def refuse(msg: str):
@@ -203,9 +260,10 @@ class PackedVirtqueue(VirtqueueBase):
         else:
             ring_segs = segs
         n = len(ring_segs)
-        if n > self.free_desc or not self._free_ids:
+        if n > self.free_desc or not self._nfree_ids:
             refuse(f"{n} descriptors needed, {self.free_desc} free")
-        bid = self._free_ids.pop()
+        self._nfree_ids -= 1
+        bid = int(self._free[self._nfree_ids])
         ring = self.ring
         head_slot = pos = self.next_avail_idx
         wrap = self.avail_wrap_counter
@@ -230,27 +288,121 @@ class PackedVirtqueue(VirtqueueBase):
         self.next_avail_idx, self.avail_wrap_counter = pos, wrap
         self.free_desc -= n
         chain = BufferChain(bid, token, out_sgs, in_sgs, n, table, owned, slots)
-        self.in_flight[bid] = chain
+        self._chains[bid] = chain
+        self._room[bid] = chain.writable + 1
+        if n > 1:
+            self._nd[bid] = n
+            self._multi += 1
+        self._nflight += 1
         self._pending[head_slot] = head_flags
+        self._unpub_bufs += 1
+        self._unpub_desc += n
         if self.in_order:
             self._avail_order.append(bid)
         self.num_added += 1
         self._descs_added += n
         return chain
 
+    def add_batch(self, out: Sequence[Sg | SgArray] = (), in_: Sequence[Sg | SgArray] = (), count: int = 1) -> np.ndarray:
+        """Make ``count`` buffers of one shape available with vectorized ring writes, as
+        SplitVirtqueue.add_batch: one descriptor per element (``out`` device-readable, then ``in_``
+        device-writable), an ``Sg`` the same memory in every buffer, an ``SgArray`` one address per
+        buffer. Each buffer's descriptors go in consecutive ring slots, all but the head's flags
+        stored now; the heads' flags wait for ``publish``/``kick`` (2.8.21.1). Returns the buffer
+        ids (intp, in ring order)."""
+        nd, count, need = self._batch_shape(out, in_, count, self.free_desc, self._nfree_ids)
+        if count <= 0:
+            return _NO_IDS.copy()
+        top = self._nfree_ids
+        bids = self._free[top - count : top][::-1].copy()  # as ``count`` pops of the free stack
+        self._nfree_ids = top - count
+        pos, wrap = self.next_avail_idx, self.avail_wrap_counter
+        ring = self.ring
+        availf = self._availf[wrap][pos : pos + need]  # AVAIL/USED of each slot's lap
+        if nd == 1:
+            x = (out or in_)[0]
+            fl = C.VIRTQ_DESC_F_WRITE if in_ else 0
+            slots = self._idx2[pos : pos + count]
+            ring.desc_addr[slots] = x.addr
+            ring.desc_len[slots] = x.len
+            ring.desc_id[slots] = bids
+            self._room[bids] = (x.len + 1) if in_ else 1
+            self._baddr[bids] = x.addr
+            self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
+            heads, head_flags = slots, availf | fl
+        else:
+            grid = self._idx2[pos : pos + need].reshape(count, nd)
+            fgrid = availf.reshape(count, nd)
+            segs = [(x, 0) for x in out] + [(x, C.VIRTQ_DESC_F_WRITE) for x in in_]
+            for j, (x, fl) in enumerate(segs):
+                col, last = grid[:, j], j == nd - 1
+                ring.desc_addr[col] = x.addr
+                ring.desc_len[col] = x.len
+                ring.desc_id[col] = bids if (last or self.id_in_every_desc) else ID_DECOY
+                f = fgrid[:, j] | (fl if last else fl | C.VIRTQ_DESC_F_NEXT)
+                if j == 0:
+                    heads, head_flags = col, f
+                else:
+                    ring.desc_flags[col] = f  # after the rest of each descriptor
+            # Lists are rare: a BufferChain each (token None), as add would keep.
+            addr_cols = [np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,)).tolist() for x, _ in segs]
+            len_cols = [np.broadcast_to(np.asarray(x.len), (count,)).tolist() for x, _ in segs]
+            for i, b in enumerate(bids.tolist()):
+                o = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out))]
+                w = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out), nd)]
+                c = BufferChain(b, None, o, w, nd, ids=grid[i].tolist(), batch=True)
+                self._chains[b] = c
+                self._room[b] = c.writable + 1
+            self._nd[bids] = nd
+            self._multi += count
+        self._pending_runs.append((heads.copy(), head_flags))
+        pos += need
+        if pos >= self.num:
+            pos -= self.num
+            self.avail_wrap_counter ^= 1
+            self.avail_wraps += 1
+        self.next_avail_idx = pos
+        self.free_desc -= need
+        self._nflight += count
+        if self.in_order:
+            self._avail_order.extend(bids.tolist())
+        self.num_added += count
+        self._descs_added += need
+        self._unpub_bufs += count
+        self._unpub_desc += need
+        return bids
+
+    def _unpublished(self, slot: int) -> bool:
+        """Is ``slot`` the head of a buffer added but not yet published?"""
+        return slot in self._pending or any(_count_nonzero(s == slot) for s, _ in self._pending_runs)
+
     def publish(self) -> None:
         """Make added buffers available: one 16-bit store of each head's flags, in ring order."""
         flags = self.ring.desc_flags
-        for slot, f in self._pending.items():
-            flags[slot] = f
-        self._pending.clear()
+        if self._pending_runs:
+            if self._pending:  # both APIs since the last publish: merge into ring order
+                start = (self.next_avail_idx - self._unpub_desc) % self.num
+                slots = np.concatenate([np.fromiter(self._pending, np.intp)] + [r[0] for r in self._pending_runs])
+                fl = np.concatenate([np.fromiter(self._pending.values(), np.uint16)] + [r[1] for r in self._pending_runs])
+                order = np.argsort((slots - start) % self.num, kind="stable")
+                self._pending_runs = [(slots[order], fl[order])]
+                self._pending.clear()
+            for slots, fl in self._pending_runs:
+                flags[slots] = fl
+            self._pending_runs.clear()
+        else:
+            for slot, f in self._pending.items():
+                flags[slot] = f
+            self._pending.clear()
+        self._unpub_bufs = self._unpub_desc = 0
 
     def expose_pending(self, i: int) -> None:
-        """Publish only the ``i``-th buffer added since the last publish, ahead of the ones added
-        before it. Never done by a normal driver: tests use it to show a device that polls past
-        the next descriptor (2.8.12)."""
+        """Publish only the ``i``-th buffer added by ``add`` since the last publish, ahead of the
+        ones added before it. Never done by a normal driver: tests use it to show a device that
+        polls past the next descriptor (2.8.12)."""
         slot = list(self._pending)[i]
         self.ring.desc_flags[slot] = self._pending.pop(slot)
+        self._unpub_bufs -= 1
 
     def kick_prepare(self) -> bool:
         """Publish, then read the device event suppression structure (one 32-bit load) to decide
@@ -287,7 +439,7 @@ class PackedVirtqueue(VirtqueueBase):
         slot, wrap = self.last_used_idx, self.used_wrap_counter
         flags = int(ring.desc_flags[slot])  # flags first; id and len only once it reads used
         outstanding = self.num - self.free_desc
-        ours = outstanding > 0 and slot not in self._pending  # we wrote this slot in this lap
+        ours = outstanding > 0 and not self._unpublished(slot)  # we wrote this slot in this lap
         if not is_used(flags, wrap):
             if ours and not is_avail(flags, wrap):
                 self._bad(
@@ -305,51 +457,35 @@ class PackedVirtqueue(VirtqueueBase):
                 InvalidUsedFlags(
                     CLAUSE_USED_POSITION,
                     "used descriptor where the driver made none available",
-                    expected=f"no used descriptor at slot {slot} ({len(self.in_flight)} buffers in flight, "
-                    f"{'its head not yet published' if slot in self._pending else 'none available there'})",
+                    expected=f"no used descriptor at slot {slot} ({self._nflight} buffers in flight, "
+                    f"{'its head not yet published' if outstanding else 'none available there'})",
                     observed=f"{_pair(flags)} id {int(ring.desc_id[slot])} at ring slot {slot}",
                     queue=self.name,
                 )
             )
         bid = int(ring.desc_id[slot])
         ulen = int(ring.desc_len[slot])
-        chain = self.in_flight.get(bid)
-        if chain is None:
-            self._bad(
-                InvalidUsedId(
-                    CLAUSE_USED_ID,
-                    "used descriptor's buffer id is not a buffer in flight",
-                    expected=f"one of ids {sorted(self.in_flight)[:16]} (queue size {self.num})",
-                    observed=f"id {bid} at ring slot {slot}",
-                    queue=self.name,
-                )
-            )
+        writable = int(self._room[min(bid, self.num)]) - 1
+        if writable < 0:
+            self._bad_id(bid, slot)
         if flags & C.VIRTQ_DESC_F_WRITE:
-            if ulen > chain.writable:
-                self._bad(
-                    InvalidUsedLen(
-                        CLAUSE_USED_LEN,
-                        "used len exceeds the device-writable bytes of the buffer",
-                        expected=f"len <= {chain.writable}",
-                        observed=f"len {ulen} for id {bid}",
-                        queue=self.name,
-                    )
-                )
+            if ulen > writable:
+                self._bad_len(bid, ulen, writable, slot)
             used_len = ulen
         else:
             # 2.8.4: without WRITE, len is reserved; Linux reads it anyway, so a plausible one is kept.
-            used_len = ulen if ulen <= chain.writable else 0
+            used_len = ulen if ulen <= writable else 0
         batch: list[BufferChain] = []
         if self.in_order:
             # 2.8.8: one used descriptor may stand for every buffer made available before it; the
             # skipped ones count as used completely.
             while self._avail_order and self._avail_order[0] != bid:
-                earlier = self.in_flight.pop(self._avail_order.popleft())
+                earlier = self._complete(self._avail_order.popleft(), None)
                 earlier.used_len = earlier.writable
                 batch.append(earlier)
             if self._avail_order:
                 self._avail_order.popleft()
-        del self.in_flight[bid]
+        chain = self._complete(bid, used_len)
         skip = chain.ndesc + sum(c.ndesc for c in batch)
         pos = self.last_used_idx + skip
         if pos >= self.num:
@@ -358,10 +494,6 @@ class PackedVirtqueue(VirtqueueBase):
             self.used_wraps += 1
         self.last_used_idx = pos
         self.free_desc += skip
-        for c in batch:
-            self._free_ids.append(c.head)
-        self._free_ids.append(bid)
-        chain.used_len = used_len
         if self.event_flags_shadow == C.RING_EVENT_FLAGS_DESC and not self._event_manual:
             # Ask to be notified for the next used descriptor, as Linux does.
             ring.driver_event_desc[0] = off_wrap(self.last_used_idx, self.used_wrap_counter)
@@ -371,46 +503,133 @@ class PackedVirtqueue(VirtqueueBase):
             return batch[0]
         return chain
 
-    def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None) -> list[BufferChain]:
-        """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing."""
+    def _bad_id(self, bid: int, slot: int, note: str = "") -> None:
+        self._bad(
+            InvalidUsedId(
+                CLAUSE_USED_ID,
+                f"used descriptor's buffer id is not a buffer in flight{note}",
+                expected=f"one of ids {np.flatnonzero(self._room[: self.num])[:16].tolist()} (queue size {self.num})",
+                observed=f"id {bid} at ring slot {slot}",
+                queue=self.name,
+            )
+        )
+
+    def _bad_len(self, bid: int, ulen: int, writable: int, slot: int) -> None:
+        self._bad(
+            InvalidUsedLen(
+                CLAUSE_USED_LEN,
+                "used len exceeds the device-writable bytes of the buffer",
+                expected=f"len <= {writable}",
+                observed=f"len {ulen} for id {bid} at ring slot {slot}",
+                queue=self.name,
+            )
+        )
+
+    def get_used_batch(self, max_count: int | None = None, chains: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Take up to ``max_count`` used buffers at once: ``(ids, lens)`` arrays (intp buffer ids,
+        uint32 used lens, in ring order), empty when the device has returned nothing new.
+
+        Validated exactly as ``get_buf`` would one by one: the run of used descriptors is the
+        leading slots whose AVAIL and USED both equal their lap's used wrap counter, never beyond
+        the published buffers in flight; each id a buffer in flight and not named twice; each len
+        within the buffer's writable bytes when WRITE is set (reserved, kept only if plausible,
+        without it). Vectorized while every buffer in flight takes one descriptor and IN_ORDER is
+        off; otherwise ``get_buf`` one by one. Buffers made available by ``add()`` get their
+        BufferChain's used_len set and are appended to ``chains`` (else their memory is released).
+        """
+        if self.broken is not None:
+            raise self.broken
+        if max_count is not None and max_count <= 0:
+            return _NO_IDS, _NO_LENS
+        if self._multi or self.in_order or self._batch:
+            return self._get_used_one_by_one(max_count, chains)
+        pos, wrap = self.last_used_idx, self.used_wrap_counter
+        m = self._nflight - self._unpub_bufs  # published, in flight: one slot each, from pos on
+        if max_count is not None and max_count < m:
+            m = max_count
+        flags = self.ring.desc_flags
+        if m <= 0 or (int(flags[pos]) & _AU) != (_AU if wrap else 0):
+            return self._get_used_one_by_one(1, chains)  # none used: get_buf's checks of the slot
+        slots = self._idx2[pos : pos + m]
+        fl = flags[slots]  # flags first (one copy); id and len only of the used ones
+        used = (fl & _AU) == self._usedf[wrap][pos : pos + m]
+        if not used.all():
+            m = int(used.argmin())
+            slots, fl = slots[:m], fl[:m]
+        ids = self.ring.desc_id[slots].astype(np.intp)
+        lens = self.ring.desc_len[slots]
+        try:
+            room = self._room[ids]
+        except IndexError:  # an id beyond the queue (and beyond the sentinel)
+            return self._batch_violation(m, chains)
+        write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
+        fits = lens < room
+        if _count_nonzero(room == 0) or _count_nonzero(write & ~fits):
+            return self._batch_violation(m, chains)
+        room_arr = self._room
+        room_arr[ids] = 0
+        if _count_nonzero(room_arr) != self._nflight - m:  # an id named twice
+            room_arr[ids] = room  # undo: get_buf finds the repeat in ring order
+            return self._batch_violation(m, chains)
+        used_lens = lens if _count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
+        top = self._nfree_ids
+        self._free[top : top + m] = ids
+        self._nfree_ids = top + m
+        self._nflight -= m
+        self.free_desc += m
+        if self._chains:
+            self._collect_chains(ids, used_lens, chains)
+        pos += m
+        if pos >= self.num:
+            pos -= self.num
+            self.used_wrap_counter ^= 1
+            self.used_wraps += 1
+        self.last_used_idx = pos
+        if self.event_flags_shadow == C.RING_EVENT_FLAGS_DESC and not self._event_manual:
+            self.ring.driver_event_desc[0] = off_wrap(pos, self.used_wrap_counter)  # as get_buf
+        return ids, used_lens
+
+    def _batch_violation(self, m: int, chains: list | None):
+        """A bad used descriptor in the run: get_buf, one by one, reports the first in ring order."""
+        self._get_used_one_by_one(m, chains)
+        raise HarnessError(f"{self.name}: batch validation flagged a used descriptor that checks out one by one")
+
+    def _get_used_one_by_one(self, max_count: int | None, chains: list | None) -> tuple[np.ndarray, np.ndarray]:
         got: list[BufferChain] = []
-        deadline = time.monotonic() + timeout
-        idle = 0
-        while True:
-            while len(got) < count:
-                c = self.get_buf()
-                if c is None:
-                    break
-                got.append(c)
-            if len(got) >= count:
-                return got
-            left = deadline - time.monotonic()
-            if left <= 0:
-                slot = self.last_used_idx
-                raise DeviceTimeout(
-                    CLAUSE_PROCESS,
-                    awaited or f"{count} used buffer(s)",
-                    timeout=timeout,
-                    queue=self.name,
-                    observed=f"{len(got)} used; slot {slot} {_pair(int(self.ring.desc_flags[slot]))}, "
-                    f"used wrap counter {self.used_wrap_counter}, {len(self.in_flight)} in flight",
-                )
-            idle += 1
-            if idle < 50:
-                time.sleep(0)
-            else:
-                self.irq_event.wait(min(left, 0.00005 * min(idle - 49, 40)))
-                self.irq_event.clear()
+        while max_count is None or len(got) < max_count:
+            c = self.get_buf()
+            if c is None:
+                break
+            got.append(c)
+        for c in got:
+            if not c.batch:
+                if chains is not None:
+                    chains.append(c)
+                else:
+                    self.release(c)
+        if not got:
+            return _NO_IDS, _NO_LENS
+        return np.array([c.head for c in got], dtype=np.intp), np.array([c.used_len for c in got], dtype=np.uint32)
+
+    def device_area(self) -> bytes:
+        """A copy of everything the device writes in this queue (2.8: the descriptor ring, where
+        it writes used descriptors, and the device event suppression structure): two copies
+        differ iff someone wrote in between (the driver, too, writes the ring when it adds)."""
+        return self.mem.read(self.addrs.desc, DESC_SIZE * self.num) + self.mem.read(self.addrs.device, EVENT_SUPPRESS_SIZE)
+
+    def used_state(self) -> str:
+        """The next used position and what is there, for messages (what a wait saw)."""
+        slot = self.last_used_idx
+        return f"slot {slot} {_pair(int(self.ring.desc_flags[slot]))}, used wrap counter {self.used_wrap_counter}"
 
     def detach_unused_buf(self) -> BufferChain | None:
         """Reclaim a buffer the device never used (only after reset / queue reset)."""
-        if not self.in_flight:
+        if not self._nflight:
             return None
-        bid, chain = next(iter(self.in_flight.items()))
-        del self.in_flight[bid]
+        bid = next(iter(self._chains)) if self._chains else int(np.flatnonzero(self._room[: self.num])[0])
         if bid in self._avail_order:
             self._avail_order.remove(bid)
-        self._free_ids.append(bid)
+        chain = self._complete(bid, None)
         self.free_desc += chain.ndesc
         return chain
 

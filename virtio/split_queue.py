@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import constants as C
-from .errors import DeviceTimeout, HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
+from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from .memory import GuestMemory
 from .split import VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
 from .virtqueue import VirtqueueBase
@@ -87,7 +87,6 @@ class BufferChain:
 
 _NO_IDS = np.empty(0, dtype=np.intp)
 _NO_LENS = np.empty(0, dtype=np.uint32)
-_U32_MAX = 0xFFFF_FFFF
 
 
 class SplitVirtqueue(VirtqueueBase):
@@ -312,23 +311,7 @@ class SplitVirtqueue(VirtqueueBase):
         descriptors before the indirect one (2.7.5.3.2 allows that layout).
         """
         self._check_broken()
-        owned: list[int] = []
-        out_sgs, in_sgs = [], []
-        for o in out:
-            if isinstance(o, Sg):
-                out_sgs.append(o)
-            else:
-                a = self.mem.alloc(max(1, len(o)), 8)
-                self.mem.write(a, o)
-                owned.append(a)
-                out_sgs.append(Sg(a, len(o)))
-        for i in in_:
-            if isinstance(i, Sg):
-                in_sgs.append(i)
-            else:
-                a = self.mem.alloc(max(1, i), 8)
-                owned.append(a)
-                in_sgs.append(Sg(a, i))
+        out_sgs, in_sgs, owned = self._buffer_sgs(out, in_)
         segs = [(s, 0) for s in out_sgs] + [(s, C.VIRTQ_DESC_F_WRITE) for s in in_sgs]
         if not segs:
             raise HarnessError("a buffer needs at least one element")
@@ -384,20 +367,9 @@ class SplitVirtqueue(VirtqueueBase):
         Returns the head descriptor ids (intp, in the order made available). No BufferChain is
         kept: complete them with ``get_used_batch`` (or ``get_buf``, which reads the table back).
         """
-        self._check_broken()
-        nd = len(out) + len(in_)
-        if not nd:
-            raise HarnessError("a buffer needs at least one element")
-        count = int(count)
+        nd, count, need = self._batch_shape(out, in_, count, self._nfree, self._nfree)
         if count <= 0:
             return _NO_IDS.copy()
-        need = nd * count
-        if need > self._nfree:
-            raise HarnessError(f"{self.name}: {need} descriptors needed, {self._nfree} free")
-        for x in out:
-            self._check_elem(x, count)
-        for x in in_:
-            self._check_elem(x, count)
         if nd == 1:  # the common shape: one descriptor per buffer
             heads = self._take_ids(count)
             if in_:
@@ -435,24 +407,6 @@ class SplitVirtqueue(VirtqueueBase):
         self.avail_idx_shadow = (self.avail_idx_shadow + count) & 0xFFFF
         self.num_added += count
         return heads
-
-    def _check_elem(self, x: Sg | SgArray, count: int) -> None:
-        """Refuse a malformed element before anything is taken or written."""
-        if type(x) is Sg:
-            if not (0 <= x.len <= _U32_MAX and 0 <= x.addr < 1 << 64):
-                raise HarnessError(f"descriptor {x} does not fit the table's fields")
-        elif type(x) is SgArray:
-            if not isinstance(x.addr, np.ndarray) or x.addr.shape != (count,):
-                raise HarnessError(f"{self.name}: SgArray.addr must be an array of {count} addresses")
-            if isinstance(x.len, np.ndarray):
-                if x.len.shape != (count,):
-                    raise HarnessError(f"{self.name}: SgArray.len must be one length or {count} of them")
-                if count and (int(x.len.min()) < 0 or int(x.len.max()) > _U32_MAX):
-                    raise HarnessError("SgArray lengths must fit le32")
-            elif not 0 <= int(x.len) <= _U32_MAX:
-                raise HarnessError("SgArray length must fit le32")
-        else:
-            raise HarnessError(f"add_batch takes Sg or SgArray elements, not {type(x).__name__}")
 
     def _write_descs(self, ids: np.ndarray, x: Sg | SgArray, flags: int, nxt: np.ndarray | None, count: int):
         """Store addr, then len | flags << 32 | next << 48 as one 8-byte store, per descriptor (all
@@ -672,17 +626,6 @@ class SplitVirtqueue(VirtqueueBase):
         self._after_used()
         return heads, all_lens
 
-    def _collect_chains(self, heads, lens, chains) -> None:
-        pop = self._chains.pop
-        for h, n in zip(heads.tolist(), lens.tolist()):
-            c = pop(h, None)
-            if c is not None:
-                c.used_len = n
-                if chains is not None:
-                    chains.append(c)
-                else:
-                    self.release(c)
-
     def _hand_out_ready(self, max_count, chains) -> tuple[np.ndarray, np.ndarray]:
         out = []
         while self._ready and (max_count is None or len(out) < max_count):
@@ -720,70 +663,14 @@ class SplitVirtqueue(VirtqueueBase):
         avail idx the driver will write next, whose bit 15 is the wrap bit."""
         return self.avail_idx_shadow & 0xFFFF
 
-    def _timeout(self, count: int, got: int, timeout: float, awaited: str | None) -> DeviceTimeout:
-        return DeviceTimeout(
-            CLAUSE_PROCESS,
-            awaited or f"{count} used buffer(s)",
-            timeout=timeout,
-            queue=self.name,
-            observed=f"{got} used; used idx {int(self.ring.used_idx[0])}, "
-            f"last_used_idx {self.last_used_idx}, {self._nflight} in flight",
-        )
+    def device_area(self) -> bytes:
+        """A copy of everything the device writes in this queue (2.7.8: the used ring, flags,
+        idx and avail_event): two copies differ iff the device wrote in between."""
+        return self.mem.read(self.addrs.used, 4 + 8 * self.num + 2)
 
-    def _idle_wait(self, idle: int, left: float) -> None:
-        # A concurrent device usually answers within microseconds: yield first, then sleep
-        # in growing steps (woken early by a used buffer notification).
-        if idle < 50:
-            time.sleep(0)
-        else:
-            self.irq_event.wait(min(left, 0.00005 * min(idle - 49, 40)))
-            self.irq_event.clear()
-
-    def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None) -> list[BufferChain]:
-        """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing."""
-        got: list[BufferChain] = []
-        deadline = time.monotonic() + timeout
-        idle = 0
-        while True:
-            while len(got) < count:
-                c = self.get_buf()
-                if c is None:
-                    break
-                got.append(c)
-            if len(got) >= count:
-                return got
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise self._timeout(count, len(got), timeout, awaited)
-            idle += 1
-            self._idle_wait(idle, left)
-
-    def wait_used_batch(
-        self, count: int, timeout: float = 5.0, awaited: str | None = None, chains: list | None = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """``get_used_batch`` until ``count`` buffers are back (exactly ``count``), bounded by ``timeout``."""
-        parts: list[tuple[np.ndarray, np.ndarray]] = []
-        got = 0
-        deadline = None
-        idle = 0
-        while True:
-            ids, lens = self.get_used_batch(count - got, chains)
-            if len(ids):
-                if not parts and len(ids) >= count:
-                    return ids, lens
-                parts.append((ids, lens))
-                got += len(ids)
-                if got >= count:
-                    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-                continue
-            now = time.monotonic()
-            if deadline is None:
-                deadline = now + timeout
-            left = deadline - now
-            if left <= 0:
-                raise self._timeout(count, got, timeout, awaited)
-            idle += 1
-            self._idle_wait(idle, left)
+    def used_state(self) -> str:
+        """The device area's indexes, for messages (what a wait saw)."""
+        return f"used idx {int(self.ring.used_idx[0])}, last_used_idx {self.last_used_idx}"
 
     def detach_unused_buf(self) -> BufferChain | None:
         """Reclaim a buffer the device never used (only after reset / queue reset)."""

@@ -24,7 +24,13 @@ from virtio.packed import (
     used_flags,
 )
 
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+from .split_ring import ChainError, DeviceChain, DeviceSplitQueue, _count_nonzero
+
+_AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
+# Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
+# the first descriptor with NEXT or INDIRECT set, or not available in its lap.
+_SIMPLE_MASK = _AU | C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT
+_RUN_MAX = 1024  # slots looked at per pop_simple: bounds the work of one call
 
 
 class DevicePackedQueue:
@@ -54,6 +60,102 @@ class DevicePackedQueue:
             self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_DESC
         else:
             self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_ENABLE
+        self._init_batch_views(mem, addrs)
+
+    # -- batch fast path: runs of simple lists, vectorized (the interface of DeviceSplitQueue's) --
+    # A simple list is one descriptor: available in its lap, neither NEXT nor INDIRECT, its buffer
+    # inside guest memory, its id not in flight. Anything else ends the run and goes through
+    # pop()/walk(), which take or reject it exactly as before (ChainError).
+    def _init_batch_views(self, mem: GuestMemory, addrs: PackedRingAddrs) -> None:
+        num = self.num
+        self._idx2 = np.arange(2 * num, dtype=np.intp) % num
+        lap = np.arange(2 * num) < num
+        a, u = C.VIRTQ_DESC_F_AVAIL, C.VIRTQ_DESC_F_USED
+        # [w][i]: flags of an available / used descriptor at index i of a run that starts in a lap
+        # whose wrap counter is w (the lap flips at i == num), 2.8.1.
+        self._availf = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
+        self._usedf = (np.where(lap, 0, _AU).astype(np.uint16), np.where(lap, _AU, 0).astype(np.uint16))
+        self._basec = np.full(num, mem.base, dtype=np.uint64)
+        self._sizec = np.full(num, mem.size, dtype=np.uint64)
+        self._mem_bytes = mem.bytes
+        self._tiles: dict[int, np.ndarray] = {}
+        self._run: tuple = (None, None)
+        cls = type(self)
+        # A subclass that changes how lists are taken or used descriptors written (a mutant)
+        # keeps the per-list path, and so its own behaviour.
+        self._batch_ok = all(getattr(cls, m) is getattr(DevicePackedQueue, m) for m in ("pop", "walk", "push"))
+
+    def pop_simple(self):
+        """Take the leading run of simple available lists at once: ``(ids, addrs, lens, flags)``
+        arrays (one descriptor each); None when nothing is available; False when the next list is
+        not simple (then ``pop()`` takes, or rejects, it as usual)."""
+        if not self._batch_ok:
+            return False  # before anything is read: pop() decides what is available
+        pos, wrap = self.last_avail_idx, self.avail_wrap_counter
+        flags = self.ring.desc_flags
+        f0 = int(flags[pos])
+        if not is_avail(f0, wrap):
+            return None
+        if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and self.pending):
+            return False
+        w = min(self.num - sum(self.pending.values()) if self.pending else self.num, _RUN_MAX)
+        slots = self._idx2[pos : pos + w]
+        fl = flags[slots]  # flags first (one copy), then the rest of the run's descriptors
+        simple = (fl & _SIMPLE_MASK) == self._availf[wrap][pos : pos + w]
+        n = w if simple.all() else int(simple.argmin())
+        if n == 0:
+            return False
+        slots, fl = slots[:n], fl[:n]
+        ids = self.ring.desc_id[slots].astype(np.intp)
+        addrs = self.ring.desc_addr[slots]
+        lens = self.ring.desc_len[slots].astype(np.uint64)
+        off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
+        bad = np.maximum(off, off + lens) > self._sizec[:n]
+        # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
+        seen = set(self.pending)
+        id_list = ids.tolist()
+        if len(seen.union(id_list)) != len(seen) + n:
+            for j, b in enumerate(id_list):
+                if b in seen:
+                    bad[j:] = True
+                    break
+                seen.add(b)
+        if _count_nonzero(bad):
+            n = int(bad.argmax())
+            if n == 0:
+                return False
+            ids, addrs, lens, off, fl, id_list = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n], id_list[:n]
+        self._run = (addrs, off)  # write_batch reuses the checked offsets
+        self.pending.update(dict.fromkeys(id_list, 1))
+        pos += n
+        if pos >= self.num:
+            pos -= self.num
+            self.avail_wrap_counter ^= 1
+        self.last_avail_idx = pos
+        if self.event_idx:
+            self.ring.device_event_desc[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
+        return ids, addrs, lens, fl
+
+    def push_batch(self, ids: np.ndarray, lens: np.ndarray) -> None:
+        """Write the used descriptors of a run from pop_simple, one slot each: ids and lens, then
+        the flags (one 16-bit store each, after its descriptor's id and len)."""
+        n = len(ids)
+        pend = self.pending
+        for b in ids.tolist():
+            del pend[b]
+        pos, wrap = self.used_idx, self.used_wrap_counter
+        slots = self._idx2[pos : pos + n]
+        self.ring.desc_id[slots] = ids
+        self.ring.desc_len[slots] = lens
+        self.ring.desc_flags[slots] = self._usedf[wrap][pos : pos + n] | np.where(lens != 0, C.VIRTQ_DESC_F_WRITE, 0).astype(np.uint16)
+        pos += n
+        if pos >= self.num:
+            pos -= self.num
+            self.used_wrap_counter ^= 1
+        self.used_idx = pos
+        self.pushed += n
+
+    write_batch = DeviceSplitQueue.write_batch
 
     def has_avail(self) -> bool:
         return is_avail(int(self.ring.desc_flags[self.last_avail_idx]), self.avail_wrap_counter)
