@@ -19,7 +19,7 @@ from virtio.checks import require
 from virtio.errors import DeviceViolation, HarnessError
 from virtio.messages import blk_outhdr
 from virtio.split_queue import Sg
-from virtio.workloads import BlkWorkload, Shape
+from virtio.workloads import POISON, BlkWorkload, Shape
 
 pytestmark = pytest.mark.usefixtures("target_spec")
 
@@ -30,6 +30,7 @@ EVENT_IDX = C.VIRTIO_F_EVENT_IDX
 
 FRAMING = "dev.basic.message-framing.1"
 RING_ORDER = "dev.basic.packed-virtqueues.1"
+COMPLETION_ORDER = "dev.basic.packed-virtqueues.2"
 READONLY = "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1"
 AVAIL_CHANGE = "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.2"
 USED_UNTOUCHED = "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.3"
@@ -432,6 +433,55 @@ def test_descriptors_taken_in_ring_order(session):
     vq.notify()
     got = vq.wait_used(2, session.timeout, awaited="both buffers once the first is available too")
     require({id(c) for c in got} == {id(first), id(second)}, USED_ID, "other buffers came back", queue=vq.name)
+
+
+def _blk_status(vq, chain) -> int:
+    return vq.mem.read(chain.in_sgs[-1].addr + chain.in_sgs[-1].len - 1, 1)[0]
+
+
+@pytest.mark.device_types("blk")
+@pytest.mark.clause(COMPLETION_ORDER)
+def test_used_descriptors_in_completion_order(session):
+    """2.8.12: the device writes used descriptors in the order it completes buffers, which need
+    not be the order they were made available. GET_ID, then a read behind it, in one notification:
+    once the read is complete (its status byte written) while GET_ID is not, the next used
+    descriptor must be the read's. A device that completes both in order leaves nothing to judge."""
+    work = start(session, refuse=(C.VIRTIO_F_IN_ORDER,))
+    vq = work.vq
+    slow = vq.add([blk_outhdr(C.VIRTIO_BLK_T_GET_ID, 0)], [C.VIRTIO_BLK_ID_BYTES, 1], "get-id")
+    fast = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [C.SECTOR_SIZE, 1], "read")
+    for c in (slow, fast):
+        vq.mem.fill(c.in_sgs[-1].addr, c.in_sgs[-1].len, POISON)
+    vq.kick()
+    deadline = time.monotonic() + session.timeout
+    while _blk_status(vq, slow) == POISON and _blk_status(vq, fast) == POISON and not vq.more_used():
+        if time.monotonic() > deadline:
+            raise DeviceViolation(PROCESS, "neither request completed", expected="GET_ID or the read answered",
+                                  observed=vq.used_state(), queue=vq.name)
+        time.sleep(0.0005)
+    time.sleep(SETTLE)  # what the device completed, it has had time to return
+    got = []
+    while (c := vq.get_buf()) is not None:
+        got.append(c)
+    slow_done, fast_done = _blk_status(vq, slow) != POISON, _blk_status(vq, fast) != POISON
+    if not slow_done:
+        names = [c.token for c in got]
+        require(
+            names == (["read"] if fast_done else []),
+            COMPLETION_ORDER,
+            "used descriptors are not in the order the device completed the buffers",
+            expected="the read's used descriptor first (the read is complete, GET_ID is not)" if fast_done else "nothing used",
+            observed=f"used descriptors for {names or 'nothing'}; read status {'written' if fast_done else 'not written'}, "
+            f"GET_ID status not written; {vq.used_state()}",
+            queue=vq.name,
+        )
+    # Whatever the device still holds comes back once more work arrives.
+    more = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 1)], [C.SECTOR_SIZE, 1], "release")
+    vq.kick()
+    got += vq.wait_used(3 - len(got), session.timeout, awaited="GET_ID and the read, after another request")
+    require({id(c) for c in got} == {id(slow), id(fast), id(more)}, USED_ID, "other buffers came back", queue=vq.name)
+    if slow_done:
+        pytest.skip("the device completed GET_ID no later than the read behind it: no out-of-order completion to judge")
 
 
 # -- indirect tables (2.8.7) -------------------------------------------------------------------------

@@ -303,6 +303,33 @@ def test_spurious_notifications_handled(session):
     work.roundtrip()
 
 
+# -- queue size (2.7: a power of 2, at most 32768; the driver may choose less than the maximum) -----
+@pytest.mark.clause("def.basic.buffers-are-used", "def.split.used-elem-id", "def.split.used-idx")
+@pytest.mark.parametrize("divisor", [2, 8, "4-entries"])
+def test_queue_size_below_maximum(session, divisor):
+    """A split queue of fewer entries than the device's maximum (the driver's choice, a power of 2
+    as 2.7 requires): the device must index its rings by that size, so buffers keep coming back
+    over several laps of the smaller ring."""
+    top = session.driver.ops.vq_num_max(0)
+    largest = 1 << (top.bit_length() - 1)  # the device's maximum, or the power of 2 below it
+    num = 4 if divisor == "4-entries" else largest // divisor
+    if not 1 <= num < top:
+        pytest.skip(f"device queue maximum {top} leaves no smaller power of 2 for this case")
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,), sizes={n: num for n in session.driver.default_vq_names()})
+    vq = work.vq
+    require(vq.num == num, "def.basic.buffers-are-used", "harness: the queue was not given the size asked for",
+            expected=num, observed=vq.num, queue=vq.name)
+    out, in_ = work.light_buffers()
+    per = max(1, min(3, num // (len(out) + len(in_))))  # buffers in flight at once
+    done = 0
+    while done < 3 * num + 1:  # three laps and a bit: the device must wrap at ``num``
+        for _ in range(per):
+            vq.add(out, in_)
+        vq.kick()
+        vq.wait_used(per, session.timeout, awaited=f"{per} buffer(s) after {done}, on a queue of {num} (device maximum {top})")
+        done += per
+
+
 # -- 16-bit indexes wrap (2.7.6, 2.7.8) ------------------------------------------------------------
 @pytest.mark.heavy
 @pytest.mark.clause("def.split.used-idx", "def.split.used-elem-id", "def.basic.buffers-are-used")

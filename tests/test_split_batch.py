@@ -289,3 +289,31 @@ def test_model_batch_path_only_for_devices_that_keep_handle():
 class _FakeSplitQueue:
     def pop_simple(self):
         return None
+
+
+def test_split_queue_size_must_be_a_power_of_two():
+    """2.7: the split driver side takes only powers of 2 up to 32768 (at creation and on resize),
+    with an error naming the rule; the packed layout takes any size (2.8)."""
+    from virtio.errors import HarnessError
+    from virtio.memory import GuestMemory
+    from virtio.packed_queue import PackedVirtqueue
+    from virtio.split_queue import SplitVirtqueue, check_split_queue_size
+
+    for num in (1, 2, 4, 256, 32768):
+        check_split_queue_size(num)
+    for num in (0, 3, 100, 255, 32767, 65536):
+        with pytest.raises(HarnessError, match=r"not a power of 2 .*\(2\.7\)"):
+            check_split_queue_size(num)
+    mem = GuestMemory(4 << 20)
+    try:
+        with pytest.raises(HarnessError):
+            SplitVirtqueue(mem, 0, 100, lambda vq: None)
+        vq = SplitVirtqueue(mem, 0, 8, lambda vq: None)
+        with pytest.raises(HarnessError):
+            vq.resize(12)
+        assert vq.num == 8
+        vq.resize(16)
+        assert vq.num == 16
+        assert PackedVirtqueue(mem, 1, 100, lambda vq: None, features=1 << C.VIRTIO_F_RING_PACKED).num == 100
+    finally:
+        mem.close()

@@ -24,7 +24,7 @@ import numpy as np
 from . import constants as C
 from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from .memory import GuestMemory
-from .split import VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
+from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
 from .virtqueue import VirtqueueBase
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
@@ -85,6 +85,14 @@ class BufferChain:
         return sum(s.len for s in self.in_sgs)
 
 
+def check_split_queue_size(num: int, name: str = "") -> None:
+    """2.7: a split queue's size is a power of 2, at most 32768 (the ring indexes are taken
+    modulo the size as 16-bit counters wrap, which only works for a power of 2). Linux refuses
+    any other size the same way (vring_alloc_queue_split)."""
+    if not (1 <= num <= MAX_QUEUE_SIZE and num & (num - 1) == 0):
+        raise HarnessError(f"{name or 'split queue'}: size {num} is not a power of 2 in 1..{MAX_QUEUE_SIZE} (2.7)")
+
+
 _NO_IDS = np.empty(0, dtype=np.intp)
 _NO_LENS = np.empty(0, dtype=np.uint32)
 
@@ -110,10 +118,11 @@ class SplitVirtqueue(VirtqueueBase):
         name: str = "",
         addrs: SplitRingAddrs | None = None,
     ):
+        self.name = name or f"vq{index}"
+        check_split_queue_size(num, self.name)
         self.mem = mem
         self.index = index
         self.num = num
-        self.name = name or f"vq{index}"
         self.notify_fn = notify
         self.callback = callback
         self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
@@ -714,6 +723,7 @@ class SplitVirtqueue(VirtqueueBase):
 
         Buffers still in flight are forgotten: reclaim them with detach_unused_buf first.
         """
+        check_split_queue_size(num, self.name)
         if self._owns_ring:
             free_split_ring(self.mem, self.addrs)
         self.addrs = alloc_split_ring(self.mem, num)

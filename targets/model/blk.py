@@ -116,6 +116,12 @@ class BlkDevice(Device):
         # 5.2.5: the cache mode after reset may be either; this model always comes back writeback.
         # Capacity and disk contents are the medium, so they survive a device reset.
         self._poke_config(writeback=1)
+        self._deferred: list[tuple[int, object, DeviceChain, int]] = []  # (queue, its ring, chain, pass)
+        self._passes = 0
+        self._handled_in_pass = 0
+
+    def on_queue_reset(self, index: int) -> None:
+        self._deferred = [d for d in self._deferred if d[0] != index]  # dropped, as held chains are
 
     def set_status(self, status: int) -> None:
         with self.lock:
@@ -164,9 +170,43 @@ class BlkDevice(Device):
             raise ValueError(f"no shared memory at region {region_id} [{offset}, +{length})")
         return self.stats_page()[offset : offset + length]
 
+    # -- out-of-order completion (2.7.8, 2.8.12) -----------------------------------------------------
+    # A GET_ID request with other requests behind it in the same pass is answered after them, at
+    # the next pass (the next notification with buffers), as a device whose identify path is
+    # slower than its data path would: the suites see buffers completed out of the order they were
+    # made available, with the earlier one still outstanding. Never with VIRTIO_F_IN_ORDER (2.7.9).
+    # A GET_ID that nothing follows in its pass completes at the end of that pass.
+    def _defers(self, chain: DeviceChain, queue) -> bool:
+        if self.driver_features >> C.VIRTIO_F_IN_ORDER & 1 or not chain.readable or not chain.writable:
+            return False  # a request with nowhere to put a status is refused in handle, at once
+        addr, n = chain.readable[0]
+        return n >= BLK_OUTHDR.size and BLK_OUTHDR.unpack_from(queue.mem.read(addr, BLK_OUTHDR.size))[0] == C.VIRTIO_BLK_T_GET_ID
+
+    def after_process(self, index: int) -> None:
+        keep = []
+        for entry in self._deferred:
+            qi, queue, chain, since = entry
+            if qi != index:
+                keep.append(entry)
+            elif since == self._passes and self._handled_in_pass > chain.seq:
+                keep.append(entry)  # requests behind it completed in this pass: it waits a pass
+            else:
+                self.complete(index, chain, self._serve(queue, chain))
+        self._deferred = keep
+        self._passes += 1
+        self._handled_in_pass = 0
+
     # -- requests (5.2.6) -----------------------------------------------------------------------
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
         """One request: header (readable), data, status byte (the last writable byte)."""
+        self._handled_in_pass += 1
+        if self._defers(chain, queue):
+            chain.seq = self._handled_in_pass
+            self._deferred.append((qindex, queue, chain, self._passes))
+            return None  # held: answered in after_process
+        return self._serve(queue, chain)
+
+    def _serve(self, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
         self.stats["requests"] += 1
         if chain.writable_len == 0:
             # Nowhere to put a status: the request cannot be completed at all (2.1.2).

@@ -354,3 +354,30 @@ class RngPackedDescFlagWithoutEventIdx(RngDevice):
     name = "rng-packed-desc-flag-without-event-idx"
     clause = "def.packed.device-event-flags"
     packed_queue_class = _DescWithoutEventIdxQueue
+
+
+class _AvailOrderQueue(DevicePackedQueue):
+    def __init__(self, mem, index, addrs, features):
+        super().__init__(mem, index, addrs, features)
+        self.stash: dict[int, int] = {}
+
+    def push(self, head: int, length: int) -> None:
+        # BUG: a buffer completed ahead of an earlier one waits for it: used descriptors are
+        # written in the order the buffers were made available, not the order they completed.
+        self.stash[head] = length
+        while self.pending and next(iter(self.pending)) in self.stash:
+            oldest = next(iter(self.pending))
+            super().push(oldest, self.stash.pop(oldest))
+
+
+class BlkPackedUsedInAvailOrder(BlkDevice):
+    """Completes requests out of order (GET_ID after the requests behind it) but writes the used
+    descriptors in the order the buffers were made available.
+
+    dev.basic.packed-virtqueues.2 (2.8.12): the device MUST start writing used descriptors in the
+    order in which it completes the buffers.
+    """
+
+    name = "blk-packed-used-in-avail-order"
+    clause = "dev.basic.packed-virtqueues.2"
+    packed_queue_class = _AvailOrderQueue

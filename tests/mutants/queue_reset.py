@@ -1,9 +1,15 @@
-"""Mutants of per-queue reset (VIRTIO 1.4, 2.6.1, VIRTIO_F_RING_RESET)."""
+"""Mutants of per-queue reset (VIRTIO 1.4, 2.6.1, VIRTIO_F_RING_RESET), on either ring layout: they
+offer VIRTIO_F_RING_PACKED (``both_layouts``), so the reset suite catches them on split and packed
+rings alike."""
 
 from __future__ import annotations
 
+import dataclasses
+
 from targets.model.rng import RngDevice
-from virtio.split import SplitRingAddrs
+
+# Where a queue stands, on either layout (a packed queue adds its wrap counters, 2.8.1).
+_POSITION = ("last_avail_idx", "used_idx", "signalled_used", "avail_wrap_counter", "used_wrap_counter", "signalled_wrap")
 
 
 class RngQueueResetIgnored(RngDevice):
@@ -14,6 +20,7 @@ class RngQueueResetIgnored(RngDevice):
     """
 
     name = "rng-queue-reset-ignored"
+    both_layouts = True
     clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.1"
 
     def queue_reset(self, index: int) -> None:
@@ -28,19 +35,20 @@ class RngQueueResetKeepsIndexes(RngDevice):
     """
 
     name = "rng-queue-reset-keeps-indexes"
+    both_layouts = True
     clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-reset.2"
 
     def queue_reset(self, index: int) -> None:
         old = self.queues[index]
-        self._kept = (old.last_avail_idx, old.used_idx) if old is not None else None
+        self._kept = {k: getattr(old, k) for k in _POSITION if hasattr(old, k)} if old is not None else None
         super().queue_reset(index)
 
     def queue_enable(self, index: int) -> None:
         super().queue_enable(index)
         q, kept = self.queues[index], getattr(self, "_kept", None)
         if q is not None and kept is not None:
-            q.last_avail_idx, q.used_idx = kept  # BUG: state survives the reset
-            q.signalled_used = q.used_idx
+            for k, v in kept.items():
+                setattr(q, k, v)  # BUG: state survives the reset
             self._kept = None
 
 
@@ -52,6 +60,7 @@ class RngQueueResizeIgnored(RngDevice):
     """
 
     name = "rng-queue-resize-ignored"
+    both_layouts = True
     clause = "dev.basic.virtqueues.virtqueue-reset.virtqueue-re-enable.1"
 
     def queue_reset(self, index: int) -> None:
@@ -61,5 +70,5 @@ class RngQueueResizeIgnored(RngDevice):
     def queue_set(self, index: int, addrs) -> None:
         old = getattr(self, "_old_num", None)
         if old and old != addrs.num:
-            addrs = SplitRingAddrs(old, addrs.desc, addrs.avail, addrs.used)  # BUG: new size ignored
+            addrs = dataclasses.replace(addrs, num=old)  # BUG: new size ignored (either layout)
         super().queue_set(index, addrs)

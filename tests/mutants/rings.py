@@ -3,6 +3,7 @@ used ring, and notification suppression both ways. Each overrides one method of 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from targets.model.blk import BlkDevice
@@ -125,6 +126,23 @@ class RngHoldsLargeBuffers(RngDevice):
         if chain.writable_len >= 4096:
             return None  # BUG: held, and nothing ever completes it
         return super().handle(qindex, queue, chain)
+
+
+class RngIgnoresQueueSize(RngDevice):
+    """Sizes its split ring by its own maximum, whatever smaller size the driver chose at setup.
+
+    def.basic.buffers-are-used (2.7, 2.6): the driver may give a queue fewer entries than the
+    device's maximum (any power of 2, for a split ring); a device that indexes the rings by its
+    maximum reads avail entries the driver never wrote and loses the buffers it did make available.
+    """
+
+    name = "rng-ignores-queue-size"
+    clause = "def.basic.buffers-are-used"
+
+    def queue_set(self, index: int, addrs) -> None:
+        if not self.status & C.DRIVER_OK:  # at initialization (a queue reset is another clause)
+            addrs = dataclasses.replace(addrs, num=self.queue_max(index))  # BUG: the driver's size ignored
+        super().queue_set(index, addrs)
 
 
 # -- indirect descriptors (2.7.5.3) ---------------------------------------------------------------
