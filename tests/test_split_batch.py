@@ -317,3 +317,27 @@ def test_split_queue_size_must_be_a_power_of_two():
         assert PackedVirtqueue(mem, 1, 100, lambda vq: None, features=1 << C.VIRTIO_F_RING_PACKED).num == 100
     finally:
         mem.close()
+
+
+@pytest.mark.parametrize("size, shift", [(8, 0), (16, 0), (8, 3), (5, 0), (24, 1)])
+def test_rng_batch_write_paths(size, shift):
+    """The model's batch write: 8-byte stores when every buffer is 8-aligned and a multiple of 8
+    long, the byte scatter otherwise; either way every byte of every buffer, and nothing beyond."""
+    ops, d, vqs = bring_up("model:rng")
+    try:
+        vq = vqs[0]
+        n = 40
+        stride = size + 8
+        base = vq.mem.alloc(stride * n + 16, 8) + shift
+        vq.mem.fill(base - shift, stride * n + 16, POISON)
+        vq.add_batch((), (SgArray(base + stride * np.arange(n, dtype=np.uint64), size),), n)
+        vq.kick()
+        ids, lens = vq.wait_used_batch(n, TIMEOUT)
+        assert lens.tolist() == [size] * n
+        raw = vq.mem.read(base, stride * n)
+        for k in range(n):
+            gap = raw[k * stride + size : (k + 1) * stride]
+            assert gap == bytes([POISON]) * 8  # untouched between buffers
+        assert ops.device.bytes_supplied == size * n
+    finally:
+        ops.close()

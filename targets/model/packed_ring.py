@@ -78,6 +78,7 @@ class DevicePackedQueue:
         self._basec = np.full(num, mem.base, dtype=np.uint64)
         self._sizec = np.full(num, mem.size, dtype=np.uint64)
         self._mem_bytes = mem.bytes
+        self._mem_u64 = mem.bytes.view(np.uint64)
         self._tiles: dict[int, np.ndarray] = {}
         self._run: tuple = (None, None)
         cls = type(self)

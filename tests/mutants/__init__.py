@@ -43,7 +43,7 @@ MUTANT_CLASSES = [
     rings.RngWritesDescriptorTable,
     rings.BlkOneDescriptorPerPart,
     rings.RngHoldsLargeBuffers,
-    rings.RngIgnoresQueueSize,
+    rings.RngIgnoresSmallQueueSize,
     rings.RngRejectsWriteFlagOnIndirect,
     rings.RngRejectsDirectThenIndirect,
     rings.RngIgnoresNoInterrupt,

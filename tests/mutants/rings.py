@@ -128,20 +128,20 @@ class RngHoldsLargeBuffers(RngDevice):
         return super().handle(qindex, queue, chain)
 
 
-class RngIgnoresQueueSize(RngDevice):
-    """Sizes its split ring by its own maximum, whatever smaller size the driver chose at setup.
+class RngIgnoresSmallQueueSize(RngDevice):
+    """Rounds a split queue size below 8 up to 8 at setup (a ring minimum it never advertised).
 
     def.basic.buffers-are-used (2.7, 2.6): the driver may give a queue fewer entries than the
-    device's maximum (any power of 2, for a split ring); a device that indexes the rings by its
-    maximum reads avail entries the driver never wrote and loses the buffers it did make available.
+    device's maximum, any power of 2 for a split ring; a device that indexes the rings by another
+    size misplaces avail_event and the used elems, and the buffers made available never come back.
     """
 
-    name = "rng-ignores-queue-size"
+    name = "rng-ignores-small-queue-size"
     clause = "def.basic.buffers-are-used"
 
     def queue_set(self, index: int, addrs) -> None:
-        if not self.status & C.DRIVER_OK:  # at initialization (a queue reset is another clause)
-            addrs = dataclasses.replace(addrs, num=self.queue_max(index))  # BUG: the driver's size ignored
+        if not self.status & C.DRIVER_OK and addrs.num < 8:  # at initialization (queue reset: another clause)
+            addrs = dataclasses.replace(addrs, num=8)  # BUG: the driver's size ignored
         super().queue_set(index, addrs)
 
 
