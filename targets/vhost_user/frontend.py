@@ -157,7 +157,7 @@ class VhostUserTransport(ConfigOps):
         self.lost: str | None = None  # why the connection is gone, once it is
         try:
             self._connect()
-        except vu.ProtocolError as e:
+        except (vu.ProtocolError, DeviceViolation) as e:  # before the session exists: unreachable target
             self.close()
             raise TargetError(f"{spec_id}: {socket_path} does not speak vhost-user: {e}") from None
         except BaseException:
@@ -407,7 +407,7 @@ class VhostUserTransport(ConfigOps):
     def finalize_features(self, features: int) -> None:
         """SET_FEATURES; bit 30 rides along when offered, since it decides the ring enable rules."""
         if features >> 64:
-            raise HarnessError("vhost-user carries 64 feature bits; features above bit 63 cannot be sent")
+            raise UnsupportedOp("finalize_features", "SET_FEATURES carries 64 bits: feature bits above 63 cannot reach a vhost-user back-end")
         self._driver_features = features
         wire = features | (self.backend_features & 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES)
         self._features_accepted = self._call_ack(vu.SET_FEATURES, vu.U64.pack(wire)) == 0
