@@ -625,3 +625,53 @@ def test_fast_path_off_for_queues_that_change_pop(transports):
     vq.add_batch((), (_sga(vq, 4),), 4)
     vq.kick()
     assert len(vq.wait_used_batch(4, TIMEOUT)[0]) == 4
+
+
+# -- the blk model's out-of-order completion (GET_ID after the requests behind it) ------------------
+def _get_id_then_read(vq):
+    slow = vq.add([blk_outhdr(C.VIRTIO_BLK_T_GET_ID, 0)], [C.VIRTIO_BLK_ID_BYTES, 1], "get-id")
+    fast = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [C.SECTOR_SIZE, 1], "read")
+    vq.kick()
+    return slow, fast
+
+
+def test_blk_get_id_completes_after_requests_behind_it(transports):
+    import time
+
+    from targets.model import blk as blk_model
+
+    dev = BlkDevice()
+    t, (vq,) = bring_up(transports, dev, ["requestq"])
+    slow, fast = _get_id_then_read(vq)
+    assert vq.get_buf() is fast and vq.get_buf() is None  # GET_ID held past this pass
+    more = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 1)], [C.SECTOR_SIZE, 1], "next")
+    vq.kick()
+    assert [c.token for c in vq.wait_used(2, TIMEOUT)] == ["next", "get-id"]
+    assert vq.read_in(slow).startswith(b"vconf-model-blk")
+    # Nothing more arrives: the held GET_ID still completes, within DEFER_LIMIT.
+    slow, fast = _get_id_then_read(vq)
+    t0 = time.monotonic()
+    assert vq.wait_used(1, TIMEOUT)[0] is fast
+    assert vq.wait_used(1, blk_model.DEFER_LIMIT + TIMEOUT)[0] is slow
+    assert time.monotonic() - t0 < blk_model.DEFER_LIMIT + 1.0
+    # A GET_ID alone completes in its own pass; with IN_ORDER nothing is deferred.
+    alone = vq.add([blk_outhdr(C.VIRTIO_BLK_T_GET_ID, 0)], [C.VIRTIO_BLK_ID_BYTES, 1], "alone")
+    vq.kick()
+    assert vq.get_buf() is alone
+
+
+def test_blk_no_deferral_with_in_order(transports):
+    dev = BlkDevice()
+    t, (vq,) = bring_up(transports, dev, ["requestq"], features=(1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_IN_ORDER))
+    slow, fast = _get_id_then_read(vq)
+    assert [c.token for c in vq.wait_used(2, TIMEOUT)] == ["get-id", "read"]
+
+
+def test_blk_deferred_get_id_dropped_by_reset(transports):
+    dev = BlkDevice()
+    t, (vq,) = bring_up(transports, dev, ["requestq"])
+    _get_id_then_read(vq)
+    assert len(dev._deferred) == 1
+    timer = dev._deferred[0][4]
+    t.reset()
+    assert not dev._deferred and timer.finished.is_set()  # cancelled

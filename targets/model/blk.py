@@ -6,6 +6,8 @@ byte of the buffer and the used len always covers it (see ``_finish``).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from virtio import constants as C
@@ -22,6 +24,7 @@ DISCARD_SECTOR_ALIGNMENT = 8  # 4 KiB, in 512-byte units
 MAX_WRITE_ZEROES_SECTORS = 32768
 MAX_WRITE_ZEROES_SEG = 8
 RESIZE_STEP = 8  # sectors added by each change_config()
+DEFER_LIMIT = 1.0  # seconds a deferred GET_ID waits at most for the next pass (then it completes anyway)
 
 # Model extension (not in the spec): a read-only statistics page exposed as shared memory
 # region 0 (2.10), so that get_shm_region() has something real to report. Counters neither
@@ -116,12 +119,24 @@ class BlkDevice(Device):
         # 5.2.5: the cache mode after reset may be either; this model always comes back writeback.
         # Capacity and disk contents are the medium, so they survive a device reset.
         self._poke_config(writeback=1)
-        self._deferred: list[tuple[int, object, DeviceChain, int]] = []  # (queue, its ring, chain, pass)
+        for entry in getattr(self, "_deferred", ()):
+            entry[4].cancel()
+        # (queue index, its ring, chain, pass, timer): GET_IDs held for a later pass
+        self._deferred: list[tuple[int, object, DeviceChain, int, threading.Timer]] = []
         self._passes = 0
         self._handled_in_pass = 0
 
     def on_queue_reset(self, index: int) -> None:
-        self._deferred = [d for d in self._deferred if d[0] != index]  # dropped, as held chains are
+        for entry in self._deferred:
+            if entry[0] == index:
+                entry[4].cancel()  # dropped, as held chains are
+        self._deferred = [d for d in self._deferred if d[0] != index]
+
+    def detach(self) -> None:
+        with self.lock:
+            for entry in self._deferred:
+                entry[4].cancel()
+        super().detach()
 
     def set_status(self, status: int) -> None:
         with self.lock:
@@ -175,7 +190,8 @@ class BlkDevice(Device):
     # the next pass (the next notification with buffers), as a device whose identify path is
     # slower than its data path would: the suites see buffers completed out of the order they were
     # made available, with the earlier one still outstanding. Never with VIRTIO_F_IN_ORDER (2.7.9).
-    # A GET_ID that nothing follows in its pass completes at the end of that pass.
+    # A GET_ID that nothing follows in its pass completes at the end of that pass, and none waits
+    # longer than DEFER_LIMIT: a driver that sends nothing more still gets it in bounded time.
     def _defers(self, chain: DeviceChain, queue) -> bool:
         if self.driver_features >> C.VIRTIO_F_IN_ORDER & 1 or not chain.readable or not chain.writable:
             return False  # a request with nowhere to put a status is refused in handle, at once
@@ -185,16 +201,27 @@ class BlkDevice(Device):
     def after_process(self, index: int) -> None:
         keep = []
         for entry in self._deferred:
-            qi, queue, chain, since = entry
+            qi, queue, chain, since, timer = entry
             if qi != index:
                 keep.append(entry)
             elif since == self._passes and self._handled_in_pass > chain.seq:
                 keep.append(entry)  # requests behind it completed in this pass: it waits a pass
             else:
+                timer.cancel()
                 self.complete(index, chain, self._serve(queue, chain))
         self._deferred = keep
         self._passes += 1
         self._handled_in_pass = 0
+
+    def _deferred_expired(self, chain: DeviceChain) -> None:
+        """DEFER_LIMIT passed with no other pass on the queue: answer the GET_ID now."""
+        with self.lock:
+            entry = next((e for e in self._deferred if e[2] is chain), None)
+            if entry is None or not self.running() or self.queues[entry[0]] is not entry[1]:
+                return  # completed, or its queue (or the device) was reset meanwhile
+            self._deferred.remove(entry)
+            self.complete(entry[0], chain, self._serve(entry[1], chain))
+            self.signal(entry[0])
 
     # -- requests (5.2.6) -----------------------------------------------------------------------
     def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
@@ -202,7 +229,10 @@ class BlkDevice(Device):
         self._handled_in_pass += 1
         if self._defers(chain, queue):
             chain.seq = self._handled_in_pass
-            self._deferred.append((qindex, queue, chain, self._passes))
+            timer = threading.Timer(DEFER_LIMIT, self._deferred_expired, (chain,))
+            timer.daemon = True
+            self._deferred.append((qindex, queue, chain, self._passes, timer))
+            timer.start()
             return None  # held: answered in after_process
         return self._serve(queue, chain)
 
