@@ -341,3 +341,17 @@ def test_rng_batch_write_paths(size, shift):
         assert ops.device.bytes_supplied == size * n
     finally:
         ops.close()
+
+
+def test_u64_view_only_for_8_aligned_memory():
+    """The model's 8-byte store path needs guest memory that starts 8-aligned; a vhost-user region
+    mapped at another offset (or of a length not a multiple of 8) gets the byte path instead."""
+    from targets.model.split_ring import u64_view
+
+    raw = np.zeros(4099, dtype=np.uint8)
+    assert raw.ctypes.data % 8 == 0
+    words = u64_view(raw)
+    assert words.shape == (512,)
+    words[3] = 0x0102030405060708
+    assert raw[24:32].tolist() == [8, 7, 6, 5, 4, 3, 2, 1]
+    assert u64_view(raw[1:]) is None

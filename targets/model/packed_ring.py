@@ -24,7 +24,7 @@ from virtio.packed import (
     used_flags,
 )
 
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue, _count_nonzero
+from .split_ring import ChainError, DeviceChain, DeviceSplitQueue, _count_nonzero, u64_view
 
 _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
 # Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
@@ -78,7 +78,7 @@ class DevicePackedQueue:
         self._basec = np.full(num, mem.base, dtype=np.uint64)
         self._sizec = np.full(num, mem.size, dtype=np.uint64)
         self._mem_bytes = mem.bytes
-        self._mem_u64 = mem.bytes.view(np.uint64)
+        self._mem_u64 = u64_view(mem.bytes)
         self._tiles: dict[int, np.ndarray] = {}
         self._run: tuple = (None, None)
         cls = type(self)

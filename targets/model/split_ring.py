@@ -21,6 +21,14 @@ try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called 
 except ImportError:  # pragma: no cover
     _count_nonzero = np.count_nonzero
 
+def u64_view(mem_bytes: np.ndarray) -> np.ndarray | None:
+    """Guest memory as le64 words, for 8-byte stores at 8-aligned offsets; None when the mapping
+    does not start 8-aligned (a vhost-user region may start anywhere)."""
+    if mem_bytes.ctypes.data % 8:
+        return None
+    return mem_bytes[: len(mem_bytes) // 8 * 8].view(np.uint64)
+
+
 class ChainError(Exception):
     """The driver made a malformed descriptor chain available (a harness bug when we are the driver)."""
 
@@ -148,7 +156,7 @@ class DeviceSplitQueue:
         self._used_id = self.ring.used_ring[:, 0]
         self._used_len = self.ring.used_ring[:, 1]
         self._mem_bytes = mem.bytes
-        self._mem_u64 = mem.bytes.view(np.uint64)  # the mapping is page-aligned and whole pages
+        self._mem_u64 = u64_view(mem.bytes)
         self._tiles: dict[int, np.ndarray] = {}
         self._run: tuple = (None, None)
         # The NEXT/INDIRECT trick in pop_simple needs guest memory below 4 GiB (it always is here).
@@ -229,7 +237,7 @@ class DeviceSplitQueue:
             if _count_nonzero((off >= self._sizec[:n]) | (off + lens > self._sizec[:n])):
                 raise ChainError("write_batch: a buffer outside guest memory")
         off = off.view(np.intp)  # offsets within guest memory: far below 2**63
-        if width is not None and width & 7 == 0 and not _count_nonzero(off & 7):
+        if width is not None and width & 7 == 0 and self._mem_u64 is not None and not _count_nonzero(off & 7):
             # Every buffer 8-byte aligned and a multiple of 8 long: 8-byte stores, 1/8 the indexes.
             words = width >> 3
             if words == 1:
