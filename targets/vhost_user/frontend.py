@@ -124,7 +124,7 @@ def violation(clause_id: str, message: str, *, expected=None, observed=None, que
 class VhostUserTransport(ConfigOps):
     transport = "vhost-user"
 
-    def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20):
+    def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX):
         super().__init__()
         if device_type not in DEVICE_IDS:
             raise TargetError(f"{spec_id}: unknown device type {device_type!r}; known: {', '.join(sorted(DEVICE_IDS))}")
@@ -133,6 +133,7 @@ class VhostUserTransport(ConfigOps):
         self.spec = spec_id
         self.timeout = timeout
         self.mem_size = mem_size
+        self.ring_size_max = vq_num_max  # the largest ring we offer to set up (vhost-user has no query)
         self.device_id = DEVICE_IDS[device_type]
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
         self._lock = threading.RLock()  # one request/reply pair at a time on the channel
@@ -420,7 +421,7 @@ class VhostUserTransport(ConfigOps):
         return 2 * self.queue_num if self.device_id == C.VIRTIO_ID_NET else max(self.queue_num, 1)
 
     def vq_num_max(self, index: int) -> int:
-        return VQ_NUM_MAX if 0 <= index < self._queue_count() else 0
+        return self.ring_size_max if 0 <= index < self._queue_count() else 0
 
     def find_vqs(self, infos: list[VqInfo]) -> list:
         """Driver-side queues on our memory, as ModelTransport builds them; the back-end learns of
