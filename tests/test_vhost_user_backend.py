@@ -250,6 +250,31 @@ def test_disabled_ring_runs_only_after_enable(server, client_for):
     assert done.used_len == 32
 
 
+def test_disabled_net_tx_is_processed_and_discarded(server, client_for):
+    """vhost-user.rst "Ring states": a started but disabled net ring supplies no RX packet but
+    processes and discards TX packets -- the frame is used (len 0) and never looped back."""
+    c = client_for(server("net"))
+    c.setup()
+    rx, tx = c.ring(0, enable=False), c.ring(1, enable=False)
+    rx.vq.add((), [1526])
+    rx.vq.kick()
+    frame = bytes(12) + b"\xff" * 6 + b"\x02\x00\x00\x00\x00\x01" + b"\x88\xb5" + bytes(46)
+    tx.vq.add([frame], ())
+    tx.vq.kick()
+    (done,) = tx.wait_used(1)  # consumed while disabled
+    assert done.used_len == 0
+    with pytest.raises(AssertionError, match="0 of 1 used"):
+        rx.wait_used(1, timeout=0.3)
+    for index in (0, 1):
+        assert c.ack(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(index, 1)) == 0
+    with pytest.raises(AssertionError, match="0 of 1 used"):
+        rx.wait_used(1, timeout=0.3)  # the discarded frame is gone, not delivered late
+    tx.vq.add([frame], ())
+    tx.vq.kick()
+    assert tx.wait_used(1)[0].used_len == 0
+    assert rx.wait_used(1)[0].used_len == len(frame)  # enabled: the model loops it back (header + frame)
+
+
 def test_without_protocol_features_the_ring_starts_enabled(server, client_for):
     c = client_for(server("rng"))
     c.setup(features=1 << C.VIRTIO_F_VERSION_1, protocol=0)

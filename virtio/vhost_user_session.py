@@ -40,6 +40,7 @@ DEFAULT_PROTOCOL = (1 << vu.PROTOCOL_F_MQ) | (1 << vu.PROTOCOL_F_REPLY_ACK) | (1
 # traffic (blk: requestq 0; net: transmitq 1, whose receiveq 0 a net back-end also wants set up).
 PROBE_RING = {"blk": 0, "net": 1}
 RINGS_NEEDED = {"blk": (0,), "net": (0, 1)}
+READ_POISON = b"\xa5"  # fills a read buffer before the back-end is asked to write it
 
 
 @dataclass
@@ -270,6 +271,29 @@ class RawSession:
         else:
             ring.vq.publish()
         return chain
+
+    def add_blk(self, ring: RawRing, kind: int, sector: int, data: bytes = b"", kick: bool = True):
+        """A block request (5.2.6): VIRTIO_BLK_T_OUT writes ``data`` at ``sector``;
+        VIRTIO_BLK_T_IN reads one sector there. The status byte is the last writable one."""
+        if kind == C.VIRTIO_BLK_T_OUT:
+            chain = ring.vq.add([blk_outhdr(kind, sector), data], [1], "write")
+        else:
+            # Filled with a poison first: a back-end that reports a read without writing the
+            # buffer (null-co without read-zeroes) must not seem to return what was there before.
+            buf = self.mem.alloc(C.SECTOR_SIZE)
+            self.mem.write(buf, READ_POISON * C.SECTOR_SIZE)
+            chain = ring.vq.add([blk_outhdr(kind, sector)], [Sg(buf, C.SECTOR_SIZE), 1], "read")
+        ring.chains.append(chain)
+        if kick:
+            ring.vq.kick()
+        return chain
+
+    def blk_result(self, ring: RawRing, chain) -> tuple[int | None, bytes]:
+        """(status byte, data read) of a used block request; status None if none was written."""
+        got = ring.vq.read_in(chain, chain.writable)
+        if chain.used_len is None or chain.used_len < 1:
+            return None, got[:-1]
+        return got[-1], got[:-1]
 
     def wait_used(self, ring: RawRing, count: int, clause: str, what: str, timeout: float | None = None) -> list:
         """``count`` buffers completed on ``ring`` within the bound (DeviceTimeout against ``clause``)."""

@@ -7,6 +7,8 @@ tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are boun
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from virtio import constants as C
@@ -16,6 +18,7 @@ from virtio.errors import DeviceViolation
 IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
 UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
 BLK_NUM_QUEUES = 34  # virtio_blk_config.num_queues offset (5.2.4)
+DISABLED_WRITE_SECTOR = 8  # where a write made available on a disabled ring is looked for
 
 
 def _need_protocol(s, bit: int) -> None:
@@ -217,24 +220,75 @@ def test_kick_before_set_vring_kick_not_lost(vu_ring_backend):
     s.wait_used(ring, 1, "vu.ring-states.3", "a request kicked before SET_VRING_KICK")
 
 
-@pytest.mark.clause("vu.ring-states.6", "vu.ring-states.2")
-def test_ring_disabled_until_enable(vu_ring_backend):
-    s = _run_session(vu_ring_backend, "vu.ring-states.6")
+def _disabled_session(vu_ring_backend, clause, device_type):
+    if vu_ring_backend.device_type != device_type:
+        pytest.skip(f"the {clause} workload is for a {device_type} back-end, not {vu_ring_backend.device_type}")
+    s = _run_session(vu_ring_backend, clause)
     if not s.features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
-        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES")
+        pytest.skip("back-end does not offer VHOST_USER_F_PROTOCOL_FEATURES (rings start enabled)")
+    return s
+
+
+@pytest.mark.clause("vu.ring-states.6")
+def test_disabled_ring_write_has_no_effect(vu_ring_backend):
+    """vhost-user.rst "Ring states": with protocol features a ring starts disabled, and a started
+    but disabled ring is processed without side effects. A WRITE made available before
+    SET_VRING_ENABLE 1 may be held (and carried out after it) or consumed, but if it completes
+    while the ring is disabled its data must not be on the disk. Completing a READ is no side
+    effect and is not judged."""
+    s = _disabled_session(vu_ring_backend, "vu.ring-states.6", "blk")
+    if s.offered >> C.VIRTIO_BLK_F_RO & 1:
+        pytest.skip("the back-end offers VIRTIO_BLK_F_RO: a write cannot have an effect to observe")
     ring = s.setup_device_rings(enable=False)
-    watch, clause = ring, "vu.ring-states.6"
-    if s.device_type == "net":  # a disabled TX ring may be drained; RX must get no packet
-        watch, clause = s.rings[0], "vu.ring-states.2"
-        watch.chains.append(watch.vq.add([], [1526], "rx"))
-        watch.vq.kick()
-    s.add_request(ring)
-    if not s.stays_unused(watch, IDLE):
-        raise DeviceViolation(clause, "back-end used a buffer before SET_VRING_ENABLE 1", queue=watch.index)
+    # Unique to this run, so what a previous run left on the disk cannot look like an effect.
+    pattern = (b"vu.ring-states.6 " + os.urandom(15)) * (C.SECTOR_SIZE // 32)
+    s.add_blk(ring, C.VIRTIO_BLK_T_OUT, DISABLED_WRITE_SECTOR, pattern)
+    held = s.stays_unused(ring, IDLE)
     for index in list(s.rings):
         s.enable(index, 1)
     ring.vq.notify()
-    s.wait_used(ring, 1, "vu.ring-states.6", "a request after SET_VRING_ENABLE 1")
+    [write] = s.wait_used(ring, 1, "vu.ring-states.6", "the WRITE made available before SET_VRING_ENABLE 1, after it")
+    if held:
+        return  # nothing done while disabled; carrying it out once enabled is the device's job
+    status, _ = s.blk_result(ring, write)
+    s.add_blk(ring, C.VIRTIO_BLK_T_IN, DISABLED_WRITE_SECTOR)
+    [read] = s.wait_used(ring, 1, "vu.ring-states.6", "a READ after SET_VRING_ENABLE 1")
+    _, seen = s.blk_result(ring, read)
+    if seen != pattern:
+        # Not there: unless the disk keeps nothing (null-co), the device did no harm.
+        probe = bytes(reversed(pattern))
+        s.add_blk(ring, C.VIRTIO_BLK_T_OUT, DISABLED_WRITE_SECTOR, probe)
+        s.wait_used(ring, 1, "vu.ring-states.6", "a WRITE on the enabled ring")
+        s.add_blk(ring, C.VIRTIO_BLK_T_IN, DISABLED_WRITE_SECTOR)
+        [check] = s.wait_used(ring, 1, "vu.ring-states.6", "a READ of what the enabled ring wrote")
+        if s.blk_result(ring, check)[1] != probe:
+            pytest.skip("the back-end does not keep written data (e.g. a null-co export): whether the WRITE "
+                        "completed while the ring was disabled reached the disk cannot be observed")
+        return
+    raise DeviceViolation("vu.ring-states.6", "a WRITE made available before SET_VRING_ENABLE 1 completed while the ring was disabled, "
+                          f"and its data is on the disk (sector {DISABLED_WRITE_SECTOR}): a side effect of a disabled ring",
+                          expected="the WRITE held until enabled, or its data not written",
+                          observed=f"completed within {IDLE}s with status {status}; read back after enable: {seen[:32].hex(' ')}...",
+                          queue=ring.index)
+
+
+@pytest.mark.clause("vu.ring-states.2")
+def test_disabled_ring_supplies_no_rx(vu_ring_backend):
+    """A started but disabled net ring pair: no new RX packet is supplied (a transmitted frame the
+    back-end could loop back included); TX may be consumed (processed and discarded). After
+    SET_VRING_ENABLE 1 the transmitted buffer is used."""
+    s = _disabled_session(vu_ring_backend, "vu.ring-states.2", "net")
+    ring = s.setup_device_rings(enable=False)
+    rx = s.rings[0]
+    rx.chains.append(rx.vq.add([], [1526], "rx"))
+    rx.vq.kick()
+    s.add_request(ring)
+    if not s.stays_unused(rx, IDLE):
+        raise DeviceViolation("vu.ring-states.2", "back-end supplied an RX packet before SET_VRING_ENABLE 1", queue=rx.index)
+    for index in list(s.rings):
+        s.enable(index, 1)
+    ring.vq.notify()
+    s.wait_used(ring, 1, "vu.ring-states.2", "the transmitted buffer, once SET_VRING_ENABLE 1 came (if not consumed before)")
 
 
 @pytest.mark.clause("vu.ring-states.5")

@@ -28,6 +28,8 @@ from virtio.errors import GuestMemoryError
 from virtio.packed import MAX_QUEUE_SIZE, PackedRingAddrs, off_wrap
 from virtio.split import SplitRingAddrs
 
+from targets.model.split_ring import ChainError
+
 from .backend_memory import MAX_MEM_SLOTS, BackendMemory
 
 BIT_PROTOCOL_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES
@@ -56,6 +58,7 @@ class Ring:
     err_fd: int = -1
     polling: bool = False  # kick "no fd" flag: the back-end polls
     started: bool = False
+    discarding: bool = False  # started but disabled, its buffers consumed without effect
     enabled: bool | None = None  # None: never set by SET_VRING_ENABLE
     queue: object = None  # the model's queue object running this ring, once started
 
@@ -212,7 +215,7 @@ class Backend:
                     elif ring.kick_fd == key.fd:  # else the fd went away earlier in this batch
                         self._on_kick(ring)
                 for ring in polling:
-                    self.notify(ring.index)
+                    self.service(ring)
         except SessionEnd as e:
             return str(e)
 
@@ -241,7 +244,7 @@ class Backend:
             self._set_kick(ring, -1)
             return
         if ring.queue is not None:
-            self.notify(ring.index)
+            self.service(ring)
         elif not ring.started:
             ring.started = True  # "start ring upon receiving a kick"
             self._try_update()
@@ -542,25 +545,60 @@ class Backend:
             return ring.enabled
         return not self.protocol_negotiated
 
-    def runnable(self, ring: Ring) -> bool:
-        if not (ring.started and self.enabled(ring) and ring.addr is not None and ring.num):
-            return False
-        if self.has_protocol(vu.PROTOCOL_F_STATUS):
-            return bool(self.device.get_status() & C.DRIVER_OK)
-        return True
+    def discards_while_disabled(self, ring: Ring) -> bool:
+        """vhost-user.rst "Ring states": a started but disabled ring is processed without side
+        effects -- for a net device, no new RX packets, but TX packets processed and discarded.
+        So a net transmit queue (odd index; the control queue's index is even) is drained while
+        disabled; other rings are left untouched (held), which has no side effect either."""
+        return self.device.device_id == C.VIRTIO_ID_NET and ring.index % 2 == 1
+
+    def ring_mode(self, ring: Ring) -> str | None:
+        """"run", "discard" (started but disabled, see discards_while_disabled) or None."""
+        if not (ring.started and ring.addr is not None and ring.num):
+            return None
+        if self.has_protocol(vu.PROTOCOL_F_STATUS) and not self.device.get_status() & C.DRIVER_OK:
+            return None
+        if self.enabled(ring):
+            return "run"
+        return "discard" if self.discards_while_disabled(ring) else None
 
     def update_rings(self) -> None:
         """Bring the model's queues in line with the ring states after a request."""
         for ring in self.rings:
             if ring.queue is not None and self.device.queues[ring.index] is not ring.queue:
                 ring.queue = None  # the model dropped it (reset)
-            want = self.runnable(ring)
-            if want and ring.queue is None:
+            mode = self.ring_mode(ring)
+            ring.discarding = mode == "discard"
+            if mode and ring.queue is None:
                 self._activate(ring)
-                self.notify(ring.index)  # kicks read while it was not running
-            elif not want and ring.queue is not None:
+                self.service(ring)  # kicks read while it was not running
+            elif not mode and ring.queue is not None:
                 with self.device.lock:
                     self._deactivate(ring)
+
+    def service(self, ring: Ring) -> None:
+        """A kick (or a poll) of an active ring: the model processes it, or, while it is
+        disabled, its buffers are discarded."""
+        if ring.discarding:
+            self._discard(ring)
+        else:
+            self.notify(ring.index)
+
+    def _discard(self, ring: Ring) -> None:
+        """Consume every available buffer as used with length 0, nothing carried out."""
+        dev = self.device
+        with dev.lock:
+            q = ring.queue
+            if q is None or dev.queues[ring.index] is not q:
+                return
+            try:
+                while (chain := q.pop()) is not None:
+                    q.push(chain.head, 0)
+            except ChainError as e:  # a broken chain: the device reports it (2.1.2)
+                self.log(f"vring {ring.index}: discarding while disabled failed ({type(e).__name__}: {e}); DEVICE_NEEDS_RESET")
+                dev.needs_reset()
+                return
+            dev.signal(ring.index)
 
     def _try_update(self) -> None:
         try:

@@ -209,8 +209,9 @@ class LosesEarlyKick(Backend):
 
 
 class EnabledFromStart(Backend):
-    """Rings run before SET_VRING_ENABLE 1 although protocol features were negotiated
-    (vu.ring-states.6), as qemu-storage-daemon 7.2 does."""
+    """Rings run before SET_VRING_ENABLE 1 although protocol features were negotiated: a WRITE
+    made available on the disabled ring reaches the disk (vu.ring-states.6: a disabled ring has
+    no side effects), as qemu-storage-daemon 7.2 does with a file export."""
 
     breaks, device = "vu.ring-states.6", "blk"
 
