@@ -245,6 +245,23 @@ def test_unused_waivers_listed_in_json_and_html(catalogue):
     assert "Unused (1)" in section and "model:net" in section
 
 
+def test_html_waived_rows_show_reason_evidence_and_device_values(catalogue):
+    """A waived failure of a third-party back-end shows why it is waived, the evidence, the waiver
+    entry, and what the device did in this run; a partly waived result says what still fails."""
+    full = {**result("a", "violation", [MUST]), "expected": "byte 0 = 0xeb", "observed": "0x69"}
+    partial = result("b", "violation", [MUST, SHOULD])
+    w = waiver(entry=7, reason="qsd 7.2 ignores the offset", evidence="GET_CONFIG reply bytes 00 00 02 00",
+               source="waivers/third-party.toml")
+    page = render_html(build_report(run_of([full, partial]), catalogue, [w]))
+    section = page[page.index('id="waived"'):page.index('id="harness-errors"')]
+    for text in ("qsd 7.2 ignores the offset", "GET_CONFIG reply bytes 00 00 02 00", "waivers/third-party.toml #7",
+                 "byte 0 = 0xeb", "0x69", "still failing: <code>" + SHOULD):
+        assert text in section, text
+    assert section.count("still failing") == 1
+    card = page[page.index('id="targets"'):page.index('id="failures"')]
+    assert "with 1 waived" in card
+
+
 def test_waiver_does_not_cover_harness_errors(catalogue):
     report = build_report(run_of([result("a", "harness-error", [MUST])]), catalogue, [waiver()])
     assert report["verdict"] == "INCONCLUSIVE" and report["waivers"]["applied"] == []
