@@ -42,16 +42,38 @@ def test_descriptor_table_not_written(session):
     tables = {vq.name: vq.ring.desc for vq in work.vqs if vq is not None}
     ex = work.submit(Shape(segments=3), size=1024)
     snapshot = {n: t.copy() for n, t in tables.items()}
+    early = list(ex.chains)
     work.kick()
     work.finish(ex)
+    # A chain the workload made available during finish() (blk's read back, after its write) was
+    # written by the driver after the snapshot: its entries are checked against what the driver
+    # wrote for it -- the driver never rewrites a table entry between add and the next add.
+    late = [c for c in ex.chains if all(c is not e for e in early)]
+    for c in late:
+        table = work.vq.ring.desc
+        sgs = [(s, 0) for s in c.out_sgs] + [(s, C.VIRTQ_DESC_F_WRITE) for s in c.in_sgs]
+        for i, (d, (sg, write)) in enumerate(zip(c.ids, sgs)):
+            last = i == len(sgs) - 1
+            want = (sg.addr, sg.len, write | (0 if last else C.VIRTQ_DESC_F_NEXT), None if last else c.ids[i + 1])
+            row = table[d]
+            got = (int(row["addr"]), int(row["len"]), int(row["flags"]), None if last else int(row["next"]))
+            require(
+                got == want,
+                "dev.basic.virtqueues.the-virtqueue-descriptor-table.2",
+                "device modified descriptor table entries",
+                expected=f"entry {d} as the driver wrote it: addr/len/flags/next {want}",
+                observed=f"{got}",
+                queue=work.vq.name,
+            )
     for name, table in tables.items():
-        changed = np.nonzero(table != snapshot[name])[0]
+        rewritten = {d for c in late for d in c.ids} if name == work.vq.name else set()
+        changed = [d for d in np.nonzero(table != snapshot[name])[0].tolist() if d not in rewritten]
         require(
-            changed.size == 0,
+            not changed,
             "dev.basic.virtqueues.the-virtqueue-descriptor-table.2",
             "device modified descriptor table entries",
             expected="descriptor table unchanged",
-            observed=f"entries {changed[:8].tolist()} changed",
+            observed=f"entries {changed[:8]} changed",
             queue=name,
         )
 
@@ -233,12 +255,20 @@ def test_event_idx_notifies_at_used_event(session):
 def test_event_idx_quiet_elsewhere(session):
     work = session.start(want=(C.VIRTIO_F_EVENT_IDX,))
     vq, counts = _event_idx_steps(work, session, flags=0)
+    quiet = counts[0] == 0 and counts[1] == 0 and counts[3] == counts[2]
+    observed = f"cumulative notifications per exchange {counts}"
+    if not quiet:
+        # Tell the report which kind of stray notification it was: a device that notifies the first
+        # used buffer after its ring started (it has no last-notified index to compare used_event
+        # with; libvhost-user's signalled_used_valid) is quiet on the same steps run a second time.
+        _, again = _event_idx_steps(work, session, flags=0)
+        observed += f"; the same steps run again on the running ring: {again}"
     require(
-        counts[0] == 0 and counts[1] == 0 and counts[3] == counts[2],
+        quiet,
         "dev.basic.virtqueues.used-buffer-notification-suppression.6",
         "notifications sent for used elems other than the one at used_event",
         expected="notifications only at the third exchange",
-        observed=f"cumulative notifications per exchange {counts}",
+        observed=observed,
         queue=vq.name,
     )
 

@@ -166,7 +166,13 @@ class Workload:
 
 
 class BlkWorkload(Workload):
-    """A write of known data, then a read of it back, as two chains (5.2.6)."""
+    """A write of known data, then a read of it back, as two chains (5.2.6).
+
+    The read goes out only once the write is used: 5.2.6 orders no two requests in flight together
+    (VIRTIO_F_IN_ORDER, 2.7.9, orders their use, not their execution; qemu-storage-daemon runs them
+    concurrently), so a read made available beside the write may legally return the old data. ``submit`` makes the
+    write available; ``finish`` waits for it, then makes the read available, kicks and waits.
+    """
 
     sector_base = 0
 
@@ -188,17 +194,34 @@ class BlkWorkload(Workload):
         data = os.urandom(sectors * C.SECTOR_SIZE)
         ex = Exchange(expect={"data": data, "sector": sector})
         hdr_w = blk_outhdr(C.VIRTIO_BLK_T_IN if self.read_only else C.VIRTIO_BLK_T_OUT, sector)
-        if not self.read_only:
+        if self.read_only:
+            self._add_read(ex, shape)
+        else:
             w = self.vq.add([hdr_w] + split_bytes(data, shape.segments), [1], "write", **shape.kw())
             self._remember_readable(ex, w)
             ex.chains.append(w)
-        hdr_r = blk_outhdr(C.VIRTIO_BLK_T_IN, sector)
-        r = self.vq.add([hdr_r], split_len(len(data), shape.segments) + [1], "read", **shape.kw())
+            ex.expect["read_shape"] = shape  # the read back goes out in finish(), after the write
+        return ex
+
+    def _add_read(self, ex: Exchange, shape: Shape) -> BufferChain:
+        hdr_r = blk_outhdr(C.VIRTIO_BLK_T_IN, ex.expect["sector"])
+        r = self.vq.add([hdr_r], split_len(len(ex.expect["data"]), shape.segments) + [1], "read", **shape.kw())
         for s in r.in_sgs:
             self.vq.mem.fill(s.addr, s.len, POISON)
         self._remember_readable(ex, r)
         ex.chains.append(r)
-        return ex
+        return r
+
+    def _complete(self, c: BufferChain) -> None:
+        """Wait (bounded) for one request and check its status and used len."""
+        self.wait(self.vq, c, f"blk {c.token} request (head {c.head})")
+        status = self.vq.read_in(c, c.writable)[-1]
+        if status != C.VIRTIO_BLK_S_OK:
+            raise DeviceViolation(CLAUSE_FRAMING, f"blk {c.token} failed for a valid request", expected="status VIRTIO_BLK_S_OK", observed=f"status {status}", queue=self.vq.name)
+        if c.used_len != c.writable:
+            # 5.2.6: the device writes every data byte plus the status byte of a good request;
+            # an underestimate is allowed by 2.7.8 only where the device does not know.
+            raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), f"used len of a completed blk {c.token}", expected=f"{c.writable} (data + status)", observed=c.used_len, queue=self.vq.name)
 
     def light_buffers(self):
         if (self.driver.negotiated or 0) >> C.VIRTIO_BLK_F_FLUSH & 1:
@@ -207,16 +230,13 @@ class BlkWorkload(Workload):
 
     def finish(self, ex: Exchange) -> None:
         data = ex.expect["data"]
-        for c in ex.chains:
-            self.wait(self.vq, c, f"blk {c.token} request (head {c.head})")
-        for c in ex.chains:
-            status = self.vq.read_in(c, c.writable)[-1]
-            if status != C.VIRTIO_BLK_S_OK:
-                raise DeviceViolation(CLAUSE_FRAMING, f"blk {c.token} failed for a valid request", expected="status VIRTIO_BLK_S_OK", observed=f"status {status}", queue=self.vq.name)
-            if c.used_len != c.writable:
-                # 5.2.6: the device writes every data byte plus the status byte of a good request;
-                # an underestimate is allowed by 2.7.8 only where the device does not know.
-                raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), f"used len of a completed blk {c.token}", expected=f"{c.writable} (data + status)", observed=c.used_len, queue=self.vq.name)
+        for c in list(ex.chains):
+            self._complete(c)
+        shape = ex.expect.pop("read_shape", None)
+        if shape is not None:  # the write is used: only now may the read back go out
+            self._add_read(ex, shape)
+            self.vq.kick()
+            self._complete(ex.chains[-1])
         r = ex.chains[-1]
         got = self.vq.read_in(r, len(data))
         if not self.read_only and got != data:
