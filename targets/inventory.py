@@ -50,7 +50,7 @@ PLACEHOLDERS = {
     "root": "the repository root",
 }
 _KEYS = {"device", "command", "description", "ready", "ready_timeout", "stop_timeout", "env", "requires",
-         "disk", "stdin", "transport", "timeout", "cwd"}
+         "disk", "stdin", "transport", "timeout", "cwd", "config_change"}
 _READY_KEYS = {"socket", "stdout", "stderr", "command"}
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
@@ -106,6 +106,9 @@ class Entry:
     transport: str = "vhost-user"
     timeout: float = 5.0  # the front-end's bound on every message
     cwd: str | None = None
+    # How to make the back-end change its device config out of band (trigger_config_change):
+    # ("signal", "SIGUSR1") sent to its PID, or ("command", argv...) that must exit 0; None: no way.
+    config_change: tuple[str, ...] | None = None
 
     @property
     def target_id(self) -> str:
@@ -260,15 +263,32 @@ def load_inventory(path: str | os.PathLike) -> list[Entry]:
             if not isinstance(cwd, str):
                 raise InventoryError(f"{at('cwd')}: expected a path, got {cwd!r}")
             _check_placeholders([cwd], at("cwd"), allowed)
+        config_change = None
+        if "config_change" in t:
+            config_change = _config_change(t["config_change"], at("config_change"), allowed)
         description = t.get("description", "")
         if not isinstance(description, str):
             raise InventoryError(f"{at('description')}: expected a string")
         entries.append(Entry(
             name=name, device=device, command=command, source=f"{path}:{line}", description=description,
             ready=ready, env=dict(env), requires=tuple(requires), disk_size=disk_size, stdin=stdin,
-            transport=transport, cwd=cwd, **kw,
+            transport=transport, cwd=cwd, config_change=config_change, **kw,
         ))
     return entries
+
+
+def _config_change(value, where: str, allowed: set) -> tuple[str, ...]:
+    """``"signal:NAME"`` (e.g. "signal:USR1": sent to the back-end's PID, from its pidfile if it
+    wrote one, else the process started) or a command (string or list, placeholders allowed)."""
+    if isinstance(value, str) and value.startswith("signal:"):
+        name = value[len("signal:"):].upper()
+        name = name if name.startswith("SIG") else "SIG" + name
+        if name not in signal.Signals.__members__ or name in ("SIGKILL", "SIGSTOP"):
+            raise InventoryError(f"{where}: {value!r} names no signal a back-end can handle (e.g. \"signal:USR1\")")
+        return ("signal", name)
+    argv = _argv(value, where)
+    _check_placeholders(argv, where, allowed)
+    return ("command",) + argv
 
 
 def _readiness(value, where: str, allowed: set) -> Readiness:
@@ -442,6 +462,50 @@ class Backend:
                 self._fail(f"not ready after {e.ready_timeout:g}s waiting for {self._awaited()}")
             time.sleep(0.01)
 
+    def config_change_hook(self):
+        """A callable that makes this back-end change its device config now (the entry's
+        ``config_change``), or None. Failures are TargetErrors naming what was tried."""
+        how = self.entry.config_change
+        if how is None:
+            return None
+        if how[0] == "signal":
+            sig = signal.Signals[how[1]]
+
+            def send_signal() -> None:
+                pid = self._own_pid()
+                if pid is None:
+                    raise BackendError(f"{self.label()}: config change: the back-end is not running")
+                try:
+                    os.kill(pid, sig)
+                except ProcessLookupError:
+                    raise BackendError(f"{self.label()}: config change: no process {pid} for {sig.name}") from None
+
+            return send_signal
+        argv = self.expand(list(how[1:]))
+
+        def run_command() -> None:
+            try:
+                r = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=self.entry.timeout, cwd=str(ROOT))
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                raise BackendError(f"{self.label()}: config change `{shlex.join(argv)}` failed: {exc}") from None
+            if r.returncode != 0:
+                raise BackendError(f"{self.label()}: config change `{shlex.join(argv)}` exited {r.returncode}: {r.stderr.decode(errors='replace')[-400:]}")
+
+        return run_command
+
+    def _own_pid(self) -> int | None:
+        """The PID the back-end wrote to {pidfile} (the program itself, not a wrapper), else the
+        process started, while it runs."""
+        if not self.alive():
+            return None
+        try:
+            pid = int(Path(self.pidfile).read_text().split()[0])
+            if pid > 0:
+                return pid
+        except (OSError, ValueError, IndexError):
+            pass
+        return self.proc.pid
+
     def _awaited(self) -> str:
         return self.entry.ready.describe().replace("{socket}", self.socket)
 
@@ -554,7 +618,7 @@ def connect(backend: Backend, spec_id: str):
             from targets.vhost_user.frontend import VhostUserTransport
         except ImportError as exc:
             raise TargetError(f"{spec_id}: the vhost-user front-end is not available: {exc}") from None
-        return VhostUserTransport(backend.socket, e.device, spec_id, timeout=e.timeout)
+        return VhostUserTransport(backend.socket, e.device, spec_id, timeout=e.timeout, config_change_hook=backend.config_change_hook())
     import importlib
 
     _, module, func = e.transport.split(":")

@@ -415,3 +415,60 @@ def test_unknown_device_and_protocol_mutant_are_refused(tmp_path):
     r = subprocess.run([sys.executable, "-m", "targets.vhost_user.serve", "--device", "rng", "--socket", str(tmp_path / "x"),
                         "--protocol-mutant", "no-such-mutant"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no-such-mutant" in r.stderr
+
+
+# -- out-of-band config change (serve.py SIGUSR1, inventory config_change) ------------------------------
+def test_sigusr1_changes_config_through_inventory_hook(tmp_path):
+    """An inventory entry with config_change = "signal:USR1": trigger_config_change signals the
+    served model, which resizes (blk) and sends BACKEND_CONFIG_CHANGE_MSG; on return the new
+    capacity is readable and the driver was told."""
+    from targets import inventory
+    from virtio.driver import VirtioDriver
+
+    toml = tmp_path / "inv.toml"
+    toml.write_text(
+        '[targets.b]\ndevice = "blk"\nconfig_change = "signal:USR1"\nready = {socket = true, stdout = "listening on"}\n'
+        'command = ["{python}", "-m", "targets.vhost_user.serve", "--device", "blk", "--socket", "{socket}", "--pidfile", "{pidfile}"]\n'
+    )
+    (entry,) = inventory.load_inventory(toml)
+    assert entry.config_change == ("signal", "SIGUSR1")
+    be = inventory.Backend(entry, tmp_path)
+    be.start()
+    t = None
+    try:
+        t = inventory.connect(be, "file:b")
+        d = VirtioDriver(t, timeout=TIMEOUT)
+        d.initialize()
+        before, notified = t.get(0, 8), d.config_notifications
+        t.trigger_config_change()
+        after = t.get(0, 8)
+        assert struct.unpack("<Q", after)[0] > struct.unpack("<Q", before)[0]
+        assert d.config_notifications == notified + 1 and t.generation() == 1
+    finally:
+        if t is not None:
+            t.close()
+        be.stop()
+    assert "Traceback" not in be.stderr_tail(50)
+
+
+@pytest.mark.parametrize("value, words", [("signal:NOPE", "names no signal"), ("signal:KILL", "names no signal"), (["x", "{nope}"], "nope")])
+def test_bad_config_change_is_an_inventory_error(tmp_path, value, words):
+    from targets import inventory
+
+    toml = tmp_path / "inv.toml"
+    rendered = f'"{value}"' if isinstance(value, str) else "[" + ", ".join(f'"{v}"' for v in value) + "]"
+    toml.write_text(f'[targets.b]\ndevice = "blk"\ncommand = ["true"]\nconfig_change = {rendered}\n')
+    with pytest.raises(inventory.InventoryError, match=words):
+        inventory.load_inventory(toml)
+
+
+def test_no_hook_means_unsupported(server):
+    from targets.vhost_user.frontend import VhostUserTransport
+    from virtio.errors import UnsupportedOp
+
+    t = VhostUserTransport(server("blk"), "blk", "vhost-user:blk", timeout=TIMEOUT)
+    try:
+        with pytest.raises(UnsupportedOp, match="config_change"):
+            t.trigger_config_change()
+    finally:
+        t.close()

@@ -35,6 +35,7 @@ from .backend_memory import MAX_MEM_SLOTS, BackendMemory
 BIT_PROTOCOL_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES
 STATUS_BEFORE_DRIVER_OK = C.ACKNOWLEDGE | C.DRIVER | C.FEATURES_OK
 POLL_INTERVAL = 0.001  # rings in polling mode (SET_VRING_KICK with the no-fd flag)
+CONFIG_CHANGE = object()  # selector key data of the config-change eventfd
 
 
 class RequestFailed(Exception):
@@ -133,6 +134,9 @@ class Backend:
         self.backend_channel: vu.Channel | None = None
         self._backend_lock = threading.Lock()
         self.sel = selectors.DefaultSelector()
+        # Written by request_config_change (from a signal handler or another thread), read by run.
+        self._config_change_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.config_changes = 0
         self.requests = 0
         self.failures = 0
         self.stray_interrupts = 0
@@ -205,6 +209,7 @@ class Backend:
     def run(self) -> str:
         """Serve until the front-end goes; returns why the session ended."""
         self.sel.register(self.channel.sock, selectors.EVENT_READ, None)
+        self.sel.register(self._config_change_fd, selectors.EVENT_READ, CONFIG_CHANGE)
         try:
             while True:
                 polling = [r for r in self.rings if r.polling and r.queue is not None]
@@ -212,12 +217,39 @@ class Backend:
                     ring = key.data
                     if ring is None:
                         self._serve_messages()
+                    elif ring is CONFIG_CHANGE:
+                        self._on_config_change()
                     elif ring.kick_fd == key.fd:  # else the fd went away earlier in this batch
                         self._on_kick(ring)
                 for ring in polling:
                     self.service(ring)
         except SessionEnd as e:
             return str(e)
+
+    # -- out-of-band configuration change ---------------------------------------------------------
+    def request_config_change(self) -> None:
+        """Ask for a device config change (a resize, a link flap); safe from a signal handler or
+        another thread: the session loop carries it out between requests."""
+        os.eventfd_write(self._config_change_fd, 1)
+
+    def _on_config_change(self) -> None:
+        try:
+            count = os.eventfd_read(self._config_change_fd)
+        except (BlockingIOError, InterruptedError):
+            return
+        for _ in range(count):
+            try:
+                # The model changes its config under its lock; with DRIVER_OK it calls
+                # interrupt_config, which sends BACKEND_CONFIG_CHANGE_MSG on the back-end channel.
+                self.device.change_config()
+            except NotImplementedError as e:
+                self.log(f"config change asked for, but {e}")
+                return
+            except Exception as e:  # a broken model must not end the session
+                self.log(f"config change failed: {type(e).__name__}: {e}")
+                return
+            self.config_changes += 1
+        self.log(f"device config changed ({self.config_changes} so far)")
 
     def _serve_messages(self) -> None:
         while True:
@@ -752,5 +784,7 @@ class Backend:
         if self.backend_channel is not None:
             self.backend_channel.close()
         self.sel.close()
+        _close(self._config_change_fd)
+        self._config_change_fd = -1
         self.channel.close()
         self.mem.clear()

@@ -31,6 +31,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtio import constants as C
@@ -124,8 +125,12 @@ def violation(clause_id: str, message: str, *, expected=None, observed=None, que
 class VhostUserTransport(ConfigOps):
     transport = "vhost-user"
 
-    def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX):
+    def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX,
+                 config_change_hook: Callable[[], None] | None = None):
         super().__init__()
+        # How to make the back-end change its device config out of band (a signal to its process,
+        # a management command); None: trigger_config_change is unsupported.
+        self.config_change_hook = config_change_hook
         if device_type not in DEVICE_IDS:
             raise TargetError(f"{spec_id}: unknown device type {device_type!r}; known: {', '.join(sorted(DEVICE_IDS))}")
         self.socket_path = socket_path
@@ -606,6 +611,20 @@ class VhostUserTransport(ConfigOps):
         if not self.has_protocol(vu.PROTOCOL_F_CONFIG):
             missing["config"] = "the back-end does not offer VHOST_USER_PROTOCOL_F_CONFIG: no config space over vhost-user"
         return missing
+
+    def trigger_config_change(self) -> None:
+        """Run the target's config-change hook, then wait (bounded by the message timeout) for the
+        back-end's BACKEND_CONFIG_CHANGE_MSG, so that on return the change is as visible as on a
+        model. No message within the bound is not an error here: whether and when the device
+        notifies is what the tests judge (e.g. none after a reset)."""
+        if self.config_change_hook is None:
+            self._unsupported("trigger_config_change", "no way to make this vhost-user back-end change its config "
+                              "(an inventory entry can give one: config_change = \"signal:USR1\" or a command)")
+        before = self.config_interrupts
+        self.config_change_hook()
+        deadline = time.monotonic() + self.timeout
+        while self.config_interrupts == before and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def identity(self) -> TargetIdentity:
         names = lambda bits: [vu.PROTOCOL_FEATURE_NAMES.get(b, f"bit {b}") for b in range(64) if bits >> b & 1]  # noqa: E731

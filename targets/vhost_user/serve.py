@@ -6,7 +6,11 @@
 Listens on the UNIX socket PATH (a stale socket file is removed first), prints "listening on PATH"
 on stdout when ready, and serves one front-end at a time with a fresh device each, then the next
 (or exits after the first with --once). SIGTERM ends it with status 0, removing the socket and the
-pidfile (QEMU docs/interop/vhost-user.rst, "Backend program conventions").
+pidfile (QEMU docs/interop/vhost-user.rst, "Backend program conventions"). SIGUSR1 makes the
+connected front-end's device change its configuration (blk: a resize; console: a terminal resize;
+net: a link flap), which the front-end hears as BACKEND_CONFIG_CHANGE_MSG when it negotiated
+VHOST_USER_PROTOCOL_F_CONFIG and set up the back-end channel: the harness's inventory field
+``config_change = "signal:USR1"`` uses it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,17 @@ class Terminate(BaseException):
 
 def _on_sigterm(signum, frame):
     raise Terminate()
+
+
+_session = None  # the Backend serving the connected front-end, if any
+
+
+def _on_sigusr1(signum, frame):
+    backend = _session
+    if backend is not None:
+        backend.request_config_change()  # an eventfd write: the session loop does the rest
+    else:
+        print("vhost-user backend: SIGUSR1 with no front-end connected: no config change", file=sys.stderr, flush=True)
 
 
 def backend_class(mutant: str | None):
@@ -81,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     factory = factories[args.device]
     cls = backend_class(args.protocol_mutant)
 
+    global _session
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGUSR1, _on_sigusr1)
     _remove_stale(args.socket)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
     pidfile = None
@@ -99,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 backend = cls(factory(mode=args.mode), Channel(conn, "front-end"), timeout=args.timeout)
                 backend.log(f"front-end connected ({args.device}, {args.mode} mode)")
+                _session = backend
                 why = backend.run()
                 backend.log(f"session ended: {why} ({backend.requests} requests, {backend.failures} refused)")
             except Terminate:
@@ -106,6 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # never let one session take the server down
                 print(f"vhost-user backend: session failed: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
             finally:
+                _session = None
                 if backend is not None:
                     backend.close()
                 else:
