@@ -185,17 +185,27 @@ class RawSession:
         """SET_MEM_TABLE with every region the session has, each at user address USER_BASE + its
         offset from the first region's guest address."""
         mems = [self.mem] + self.extra_mems
-        regions = [vu.MemRegion(m.base, m.size, self.user_addr(m.base), 0) for m in mems]
+        regions = [self.region(m) for m in mems]
         self.setup(vu.SET_MEM_TABLE, vu.pack_mem_table(regions), [m.fd for m in mems])
 
-    def add_region(self, size: int) -> GuestMemory:
+    def add_region(self, size: int, *, single: bool = False) -> GuestMemory:
         """A further memfd region above the others (as a memory hot-plug adds one), sent with a
-        new SET_MEM_TABLE that keeps the existing regions."""
+        new SET_MEM_TABLE that keeps the existing regions, or alone with ADD_MEM_REG (``single``)."""
         last = ([self.mem] + self.extra_mems)[-1]
         mem = GuestMemory(size, base=last.base + last.size + (1 << 30), name="vu-protocol-extra")
         self.extra_mems.append(mem)
-        self.set_mem_table()
+        if single:
+            self.add_mem_reg(mem)
+        else:
+            self.set_mem_table()
         return mem
+
+    def region(self, mem: GuestMemory) -> vu.MemRegion:
+        return vu.MemRegion(mem.base, mem.size, self.user_addr(mem.base), 0)
+
+    def add_mem_reg(self, mem: GuestMemory) -> None:
+        """ADD_MEM_REG of one region (CONFIGURE_MEM_SLOTS), its fd alone with it."""
+        self.setup(vu.ADD_MEM_REG, vu.pack_single_region(self.region(mem)), [mem.fd])
 
     # -- rings -----------------------------------------------------------------------------------
     def setup_ring(self, index: int, num: int = 64, *, packed: bool = False, enable: bool | None = None,

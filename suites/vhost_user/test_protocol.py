@@ -8,12 +8,14 @@ tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are boun
 from __future__ import annotations
 
 import os
+import socket
 
 import pytest
 
 from virtio import constants as C
 from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
+from virtio.vhost_user_session import DEFAULT_PROTOCOL
 
 IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
 UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
@@ -341,3 +343,88 @@ def test_mem_table_change_while_stopped(vu_ring_backend):
         s.restart_ring(i, bases[i])
     s.add_request(ring, data_at=extra)
     s.wait_used(ring, 1, "vu.memory-access.2", "a request whose data lies in the region added by the new SET_MEM_TABLE")
+
+
+@pytest.mark.clause("vu.front-end-message-types.14")
+def test_add_mem_reg_maps_regions(vu_ring_backend):
+    """With CONFIGURE_MEM_SLOTS the memory is given region by region: the rings' region by
+    ADD_MEM_REG instead of SET_MEM_TABLE, then a second region while the rings run; requests in
+    either resolve."""
+    s = vu_ring_backend.open("vu.front-end-message-types.14")
+    s.handshake(protocol_mask=DEFAULT_PROTOCOL | (1 << vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS))
+    _need_protocol(s, vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS)
+    s.add_mem_reg(s.mem)
+    ring = s.setup_device_rings()
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.front-end-message-types.14", "a request on rings in the region given by ADD_MEM_REG")
+    extra = s.add_region(1 << 20, single=True)
+    s.add_request(ring, data_at=extra)
+    s.wait_used(ring, 1, "vu.front-end-message-types.14", "a request whose data lies in a second region added by ADD_MEM_REG")
+
+
+@pytest.mark.clause("vu.front-end-message-types.12")
+def test_reset_device_disables_rings_keeps_session(vu_ring_backend):
+    """RESET_DEVICE: the rings no longer run (a buffer kicked afterwards stays unused) while the
+    connection and ownership stay: the same session sets the device up again and it runs."""
+    s = vu_ring_backend.open("vu.front-end-message-types.12")
+    s.handshake(protocol_mask=DEFAULT_PROTOCOL | (1 << vu.PROTOCOL_F_RESET_DEVICE))
+    _need_protocol(s, vu.PROTOCOL_F_RESET_DEVICE)
+    s.set_mem_table()
+    ring = s.setup_device_rings()
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.front-end-message-types.12", "a request before RESET_DEVICE")
+    s.setup(vu.RESET_DEVICE)
+    s.add_request(ring)
+    if not s.stays_unused(ring, IDLE):
+        raise DeviceViolation("vu.front-end-message-types.12", "back-end used a buffer on a ring after RESET_DEVICE", queue=ring.index)
+    # As QEMU's next vhost_dev_start: features, memory table, fresh rings from index 0.
+    s.setup(vu.SET_FEATURES, vu.U64.pack(s.features))
+    s.set_mem_table()
+    fresh = s.setup_device_rings()
+    s.add_request(fresh)
+    s.wait_used(fresh, 1, "vu.front-end-message-types.12", "a request on rings set up again after RESET_DEVICE, same connection")
+
+
+@pytest.mark.clause("vu.front-end-message-types.7")
+def test_backend_req_fd_acked(vu_backend):
+    s = vu_backend.open("vu.front-end-message-types.7")
+    s.handshake(protocol_mask=DEFAULT_PROTOCOL | (1 << vu.PROTOCOL_F_BACKEND_REQ))
+    _need_protocol(s, vu.PROTOCOL_F_BACKEND_REQ)
+    _need_protocol(s, vu.PROTOCOL_F_REPLY_ACK)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+    try:
+        ack = s.u64(vu.SET_BACKEND_REQ_FD, b"", [theirs.fileno()], need_reply=True, clause="vu.front-end-message-types.7")
+        theirs.close()
+        if ack != 0:
+            raise DeviceViolation("vu.front-end-message-types.7", "SET_BACKEND_REQ_FD with a UNIX socket acked as a failure",
+                                  expected="ack 0", observed=f"ack {ack:#x}")
+        s.alive()
+    finally:
+        theirs.close()
+        ours.close()
+
+
+@pytest.mark.clause("vu.front-end-message-types.10")
+def test_set_config_keeps_read_only_fields(vu_backend):
+    """SET_CONFIG from the front-end (flags 0, not the live-migration flag) must not change a
+    read-only field: blk capacity (5.2.4) stays what GET_CONFIG said."""
+    if vu_backend.device_type != "blk":
+        pytest.skip(f"the read-only field probed is blk capacity; this is a {vu_backend.device_type} back-end")
+    s = vu_backend.open("vu.front-end-message-types.10")
+    s.handshake()
+    _need_protocol(s, vu.PROTOCOL_F_CONFIG)
+    before = _get_config(s, 0, 8, "vu.front-end-message-types.9")
+    if not before:
+        pytest.skip("GET_CONFIG of the capacity reported an error: nothing to compare SET_CONFIG against")
+    changed = vu.U64.pack(vu.U64.unpack(before[12:])[0] ^ 0x5A5A)
+    # No ack asked: refusing is fine, and how it refuses is not this clause's business.
+    s.send(vu.SET_CONFIG, vu.CONFIG_HEAD.pack(0, 8, vu.CONFIG_F_WRITABLE) + changed)
+    if s.silent(IDLE).startswith(b"<EOF>"):
+        # qemu-storage-daemon 7.2 refuses by closing the connection (vu_panic): the device is
+        # still there, so read the capacity through a new session.
+        s = vu_backend.open("vu.front-end-message-types.10")
+        s.handshake()
+    after = _get_config(s, 0, 8, "vu.front-end-message-types.9")
+    if after and after[12:] != before[12:]:
+        raise DeviceViolation("vu.front-end-message-types.10", "SET_CONFIG without the live-migration flag changed the read-only capacity",
+                              expected=before[12:].hex(" "), observed=after[12:].hex(" "))

@@ -282,6 +282,46 @@ class KeepsFirstMemTable(Backend):
         super().on_set_mem_table(msg)
 
 
+class AddMemRegIgnored(Backend):
+    """Acks ADD_MEM_REG without mapping the region (vu.front-end-message-types.14)."""
+
+    breaks, device = "vu.front-end-message-types.14", "blk"
+
+    def on_add_mem_reg(self, msg):
+        return None  # BUG: the region is never mapped
+
+
+class ResetDeviceKeepsRings(Backend):
+    """RESET_DEVICE resets nothing: the rings keep running (vu.front-end-message-types.12)."""
+
+    breaks, device = "vu.front-end-message-types.12", "blk"
+
+    def on_reset_device(self, msg):
+        return None  # BUG: rings neither disabled nor reset
+
+
+class RefusesBackendChannel(Backend):
+    """Refuses a valid SET_BACKEND_REQ_FD although it offers BACKEND_REQ
+    (vu.front-end-message-types.7)."""
+
+    breaks, device = "vu.front-end-message-types.7", "blk"
+
+    def on_set_backend_req_fd(self, msg):
+        raise RequestFailed("no back-end channel")  # BUG: offered, then refused
+
+
+class SetConfigWritesReadOnly(Backend):
+    """SET_CONFIG stores the bytes it is given, read-only fields included
+    (vu.front-end-message-types.10)."""
+
+    breaks, device = "vu.front-end-message-types.10", "blk"
+
+    def on_set_config(self, msg):
+        offset, size, _flags = self._config_head(msg)
+        with self.device.lock:
+            self.device.config[offset : offset + size] = msg.payload[vu.CONFIG_HEAD.size :]  # BUG: no read-only check
+
+
 PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
     cls.__name__: cls
     for cls in (
@@ -290,6 +330,7 @@ PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
         NoMqProtocolFeature, ZeroQueues, ConfigIgnoresOffset, StatusForgotten, ZeroMemSlots,
         RingAddressesAsGuest, RunsBeforeKick, LosesEarlyKick, EnabledFromStart, NetEnabledFromStart,
         NeverEnabledWithoutEnable, KeepsRunningAfterGetVringBase, VringBaseOffByOne,
-        PackedBaseWithoutWrap, KeepsFirstMemTable,
+        PackedBaseWithoutWrap, KeepsFirstMemTable, AddMemRegIgnored, ResetDeviceKeepsRings,
+        RefusesBackendChannel, SetConfigWritesReadOnly,
     )
 }
