@@ -157,7 +157,11 @@ EXPECTED = {
         # allowed for a read; a write that does so is judged only where the export keeps data,
         # which the null-co export here does not: test_disabled_ring_write_has_no_effect skips)
     },
-    "testpmd": {},
+    "testpmd": {
+        # RESET_OWNER resets the device and frees the memory table (GET_VRING_BASE answers 0
+        # afterwards; SET_VRING_ADDR is refused: "processing VHOST_USER_SET_VRING_ADDR failed")
+        "test_reset_owner_keeps_session_state": "vu.front-end-message-types.2",
+    },
 }
 CASES = suite_cases()
 

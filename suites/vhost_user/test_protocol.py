@@ -428,3 +428,22 @@ def test_set_config_keeps_read_only_fields(vu_backend):
     if after and after[12:] != before[12:]:
         raise DeviceViolation("vu.front-end-message-types.10", "SET_CONFIG without the live-migration flag changed the read-only capacity",
                               expected=before[12:].hex(" "), observed=after[12:].hex(" "))
+
+
+@pytest.mark.clause("vu.front-end-message-types.2")
+def test_reset_owner_keeps_session_state(vu_ring_backend):
+    """RESET_OWNER (deprecated) is ignored or disables the rings, and nothing more: after it the
+    rings are stopped and restarted (GET_VRING_BASE, then size/addresses/base/fds/enable) with
+    the memory table and features given before, and a request completes."""
+    s = _run_session(vu_ring_backend, "vu.front-end-message-types.2")
+    ring = s.setup_device_rings()
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.front-end-message-types.2", "a request before RESET_OWNER")
+    s.send(vu.RESET_OWNER)
+    s.send(vu.SET_OWNER)
+    bases = {i: s.get_vring_base(i, "vu.front-end-message-types.2")[1] for i in s.rings}
+    for i in s.rings:
+        s.restart_ring(i, bases[i])
+    s.add_request(ring)
+    s.wait_used(ring, 1, "vu.front-end-message-types.2",
+                "a request after RESET_OWNER on rings restarted without a new SET_MEM_TABLE or SET_FEATURES")

@@ -322,6 +322,18 @@ class SetConfigWritesReadOnly(Backend):
             self.device.config[offset : offset + size] = msg.payload[vu.CONFIG_HEAD.size :]  # BUG: no read-only check
 
 
+class ResetOwnerForgetsMemory(Backend):
+    """RESET_OWNER throws the memory table away with the rings (vu.front-end-message-types.2:
+    it is ignored or disables the rings, nothing more)."""
+
+    breaks, device = "vu.front-end-message-types.2", "blk"
+
+    def on_reset_owner(self, msg):
+        super().on_reset_owner(msg)
+        with self.device.lock:
+            self.mem.clear()  # BUG: session state discarded
+
+
 PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
     cls.__name__: cls
     for cls in (
@@ -331,6 +343,6 @@ PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
         RingAddressesAsGuest, RunsBeforeKick, LosesEarlyKick, EnabledFromStart, NetEnabledFromStart,
         NeverEnabledWithoutEnable, KeepsRunningAfterGetVringBase, VringBaseOffByOne,
         PackedBaseWithoutWrap, KeepsFirstMemTable, AddMemRegIgnored, ResetDeviceKeepsRings,
-        RefusesBackendChannel, SetConfigWritesReadOnly,
+        RefusesBackendChannel, SetConfigWritesReadOnly, ResetOwnerForgetsMemory,
     )
 }
