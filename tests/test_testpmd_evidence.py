@@ -36,6 +36,7 @@ from targets.model.net import NetDevice
 from targets.model.transport import ModelTransport
 from targets.vhost_user.frontend import VhostUserTransport
 from virtio import constants as C
+from virtio import vhost_user as vu
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.feature_table import unmet_requirements
 from virtio.messages import NET_HDR_SIZE, NetHdr
@@ -148,3 +149,54 @@ def test_host_ecn_offered_without_host_tso(testpmd_socket):
     assert offered >> C.VIRTIO_NET_F_HOST_ECN & 1
     assert not offered >> C.VIRTIO_NET_F_HOST_TSO4 & 1 and not offered >> C.VIRTIO_NET_F_HOST_TSO6 & 1
     assert C.VIRTIO_NET_F_HOST_ECN in [bit for bit, _ in unmet_requirements(offered, C.VIRTIO_ID_NET)]
+
+
+# -- the front-end's side: a ring stopped by GET_VRING_BASE is restarted with SET_VRING_NUM first ----
+FD_REQUESTS = (vu.SET_VRING_KICK, vu.SET_VRING_CALL, vu.SET_VRING_ERR)
+RING_REQUESTS = (vu.SET_VRING_NUM, vu.SET_VRING_BASE, vu.SET_VRING_ADDR, vu.GET_VRING_BASE, vu.SET_VRING_ENABLE) + FD_REQUESTS
+SERVE_NET = next(e for e in load_inventory(Path(__file__).resolve().parent.parent / "targets.example.toml") if e.name == "serve-net")
+
+
+def test_ring_restarted_after_get_vring_base_begins_with_set_vring_num(tmp_path):
+    """DPDK 22.11 frees a ring's state on GET_VRING_BASE and segfaulted when the ring was restarted
+    without a new SET_VRING_NUM; QEMU's vhost_virtqueue_start always sends it first. Our front-end
+    must too, on every restart path: per-queue reset (VIRTIO_F_RING_RESET) and device reset."""
+    backend = Backend(SERVE_NET, tmp_path, "evidence")
+    backend.start()
+    ops = VhostUserTransport(backend.socket, "net", "file:serve-net", timeout=TIMEOUT)
+    sent: list[tuple[int, int]] = []  # (request, queue index) of the per-ring requests
+    request = ops.request
+
+    def recording(code, payload=b"", fds=(), **kw):
+        if code in RING_REQUESTS:
+            # vring state / address: u32 index first; kick, call, err: u64 with the index in bits 0-7
+            sent.append((code, int.from_bytes(payload[:4], "little") & (0xFF if code in FD_REQUESTS else 0xFFFFFFFF)))
+        return request(code, payload, fds, **kw)
+
+    ops.request = recording
+    try:
+        d, work = start(ops, want=(C.VIRTIO_F_RING_RESET,), refuse=(C.VIRTIO_F_RING_PACKED,))
+        work.roundtrip()
+        for vq in (work.rx, work.tx):
+            d.reset_vq(vq)
+        work.roundtrip()  # the restarted rings work
+        d.reset()
+        _, work = start(ops, refuse=(C.VIRTIO_F_RING_PACKED,))
+        work.roundtrip()
+    finally:
+        ops.close()
+        backend.close()
+    stopped: set[int] = set()
+    for code, index in sent:
+        if code == vu.GET_VRING_BASE:
+            stopped.add(index)
+        elif code == vu.SET_VRING_NUM:
+            stopped.discard(index)
+        else:
+            assert index not in stopped, (
+                f"{vu.request_name(code)} for queue {index} after GET_VRING_BASE without a new SET_VRING_NUM: "
+                f"{[(vu.request_name(c), i) for c, i in sent]}")
+    # Per-queue reset stops each ring with GET_VRING_BASE. A device reset sends none today: the
+    # driver's del_vqs empties the transport's queue list before reset() would stop them, and the
+    # rings come back on RESET_DEVICE or a new connection -- still with SET_VRING_NUM first.
+    assert sum(code == vu.GET_VRING_BASE for code, _ in sent) == 2
