@@ -128,8 +128,10 @@ def test_blk_capacity_is_little_endian(session):
     capacity = session.driver.config_field("capacity")
     require(0 < capacity < 1 << 48, "def.config.little-endian", "capacity is implausible when decoded little-endian", expected="0 < capacity < 2^48 sectors", observed=capacity)
     vq = work.vq
-    c = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, capacity - 1)], [C.SECTOR_SIZE, 1], "last sector")
+    block = work.block  # the last whole logical block (blk_size), as a driver would read it
+    last = max(0, capacity // block - 1) * block
+    c = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, last)], [block * C.SECTOR_SIZE, 1], "last block")
     vq.kick()
-    vq.wait_used(1, session.timeout, awaited="read of the last sector")
+    vq.wait_used(1, session.timeout, awaited=f"read of the last block (sectors {last}..{last + block - 1})")
     status = vq.read_in(c, c.writable)[-1]
-    require(status == C.VIRTIO_BLK_S_OK, "def.config.little-endian", f"reading the last sector ({capacity - 1}) named by capacity failed", expected="VIRTIO_BLK_S_OK", observed=f"status {status}")
+    require(status == C.VIRTIO_BLK_S_OK, "def.config.little-endian", f"reading the last block (sectors {last}..{last + block - 1}) named by capacity failed", expected="VIRTIO_BLK_S_OK", observed=f"status {status}")

@@ -1,9 +1,11 @@
-"""Self-tests of the blk workload's request order (virtio/workloads.py, BlkWorkload) and of the
-descriptor-table check that must allow for it (suites/test_split_virtqueue.py).
+"""Self-tests of the blk workload's request order and alignment (virtio/workloads.py, BlkWorkload)
+and of the descriptor-table check that must allow for the order (suites/test_split_virtqueue.py).
 
 VIRTIO 1.4 5.2.6 orders no two blk requests in flight together: a device may run a read before a
 write it was given at the same time (qemu-storage-daemon does). The workload must therefore make
 its read back available only once the write is used, or it blames a correct device for stale data.
+Likewise a device with a 4096-byte blk_size may fail a request of a 512-byte sector count (QEMU
+does): the workloads send whole logical blocks.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 import pytest
 
 from fixtures.devices import DeviceSession
-import suites.test_split_virtqueue as split_suite  # not imported by name: pytest would collect it here
+import suites.test_config_space as config_suite  # modules, not test names: pytest would collect those here
+import suites.test_split_virtqueue as split_suite
 from targets.model.blk import BLK_OUTHDR, BlkDevice
 from targets.model.transport import ModelTransport
 from virtio import constants as C
@@ -67,6 +70,29 @@ class BlkWritesReadDescriptor(BlkDevice):
             nxt = int(queue.ring.desc["next"][chain.head])
             queue.ring.desc["len"][nxt] = 0  # BUG: a store into the driver's table
         return n
+
+
+class Blk4k(BlkDevice):
+    """A legal device with 4096-byte logical blocks that fails any read or write not made of whole
+    blocks at a block-aligned sector with VIRTIO_BLK_S_IOERR, as QEMU's block layer does."""
+
+    name = "blk-4k"
+    BLOCK = 4096
+
+    def initial_config(self) -> bytes:
+        raw = bytearray(super().initial_config())
+        f = self.layout["blk_size"]
+        raw[f.offset : f.offset + f.size] = self.BLOCK.to_bytes(f.size, "little")
+        return bytes(raw)
+
+    def _serve(self, queue, chain):
+        req_type, _, sector = BLK_OUTHDR.unpack_from(queue.read_readable(chain))
+        data_len = (chain.readable_len - BLK_OUTHDR.size) if req_type == C.VIRTIO_BLK_T_OUT else chain.writable_len - 1
+        per = self.BLOCK // C.SECTOR_SIZE
+        if req_type in (C.VIRTIO_BLK_T_IN, C.VIRTIO_BLK_T_OUT) and (sector % per or data_len % self.BLOCK):
+            self.unaligned = getattr(self, "unaligned", 0) + 1
+            return self._finish(queue, chain, C.VIRTIO_BLK_S_IOERR, b"")
+        return super()._serve(queue, chain)
 
 
 @pytest.fixture
@@ -130,3 +156,29 @@ def test_descriptor_table_check_sees_the_late_read(opened):
     with pytest.raises(DeviceViolation) as e:
         split_suite.test_descriptor_table_not_written(session_for(opened, BlkWritesReadDescriptor()))
     assert e.value.clause == "dev.basic.virtqueues.the-virtqueue-descriptor-table.2"
+
+
+def test_whole_logical_blocks(opened):
+    """With blk_size 4096 every workload request is whole blocks at aligned sectors: roundtrips of
+    several sizes and the light buffers all succeed, and the device saw no unaligned request."""
+    dev = Blk4k()
+    session = session_for(opened, dev)
+    work = session.start()
+    assert work.block == 8
+    for size in (64, 512, 1024, 4096, 6000):
+        work.roundtrip(Shape(segments=2), size=size)
+    c = work.vq.add(*work.light_buffers())
+    work.vq.kick()
+    work.vq.wait_used(1, TIMEOUT, awaited="light buffer")
+    assert work.vq.read_in(c, c.writable)[-1] == C.VIRTIO_BLK_S_OK
+    config_suite.test_blk_capacity_is_little_endian(session_for(opened, Blk4k()))
+    assert getattr(dev, "unaligned", 0) == 0
+
+
+def test_blk_size_only_when_negotiated(opened):
+    """Without VIRTIO_BLK_F_BLK_SIZE the driver may not rely on blk_size: 512-byte sectors again
+    (and the 4k device rightly fails them, so the check itself can fail)."""
+    work = session_for(opened, Blk4k()).start(refuse=(C.VIRTIO_BLK_F_BLK_SIZE,))
+    assert work.block == 1
+    with pytest.raises(DeviceViolation):
+        work.roundtrip(size=1024)

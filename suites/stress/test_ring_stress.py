@@ -136,12 +136,17 @@ class BlkTraffic(Traffic):
         self.seg_max = st.driver.config_field("seg_max") if neg >> C.VIRTIO_BLK_F_SEG_MAX & 1 else None
 
     def build(self, q, size, parts, rnd):
-        n = min(1 + size * 8 // 8193, self.window)  # 1..8 sectors
+        # Whole logical blocks (blk_size) at block-aligned sectors, as a driver sends (workloads.py).
+        block = self.work.block
+        blocks = self.window // block
+        if not blocks:
+            return None
+        n = block * min(1 + size * 8 // 8193, blocks)  # 1..8 blocks
         write = not self.work.read_only and rnd.random() < 0.5
         if self.seg_max:
             parts = min(parts, self.seg_max)
         for _ in range(8):
-            sector = rnd.randrange(self.window - n + 1)
+            sector = block * rnd.randrange(blocks - n // block + 1)
             span = range(sector, sector + n)
             if not any(s in self.writing or (write and self.reading.get(s)) for s in span):
                 break
@@ -382,10 +387,13 @@ class RingStress:
         d, self.features = self.driver, features
         offered, base = d.device_features(), d.wanted_features()
         # Bits of ``features`` flip, in this order: the ring features offered, then the device's own
-        # (never VIRTIO_BLK_F_RO: a driver must take a read-only disk as read-only).
+        # (never VIRTIO_BLK_F_RO: a driver must take a read-only disk as read-only; never
+        # VIRTIO_BLK_F_BLK_SIZE: without it a driver cannot know the logical block size a device
+        # with 4096-byte blocks needs its requests in, and Linux always takes it).
         ring = (C.VIRTIO_F_INDIRECT_DESC, C.VIRTIO_F_EVENT_IDX, C.VIRTIO_F_RING_RESET, C.VIRTIO_F_RING_PACKED)
         toggles = [b for b in ring if offered >> b & 1]
-        toggles += [b for b in range(24) if base >> b & 1 and not (d.device_id == C.VIRTIO_ID_BLOCK and b == C.VIRTIO_BLK_F_RO)]
+        kept = (C.VIRTIO_BLK_F_RO, C.VIRTIO_BLK_F_BLK_SIZE) if d.device_id == C.VIRTIO_ID_BLOCK else ()
+        toggles += [b for b in range(24) if base >> b & 1 and b not in kept]
         flip = [b for i, b in enumerate(toggles) if features >> i & 1]
         want = tuple(b for b in flip if not base >> b & 1)
         refuse = tuple(b for b in flip if base >> b & 1)
