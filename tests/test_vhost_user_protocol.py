@@ -153,6 +153,9 @@ EXPECTED = {
         "test_refused_request_keeps_session": "vu.communication.3",
         # GET_CONFIG ignores the offset field (always copies from offset 0)
         "test_get_config_size_and_offset": "vu.front-end-message-types.9",
+        # SET_VRING_KICK with the no-fd flag: the ring is never polled, a published request stays
+        # unused (libvhost-user keeps kick_fd -1 and watches nothing) -- a SHOULD
+        "test_kick_without_fd_means_polling": "vu.front-end-message-types.5",
         # (a kicked request completes before SET_VRING_ENABLE 1 with protocol features negotiated:
         # allowed for a read; a write that does so is judged only where the export keeps data,
         # which the null-co export here does not: test_disabled_ring_write_has_no_effect skips)

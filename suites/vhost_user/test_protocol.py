@@ -447,3 +447,15 @@ def test_reset_owner_keeps_session_state(vu_ring_backend):
     s.add_request(ring)
     s.wait_used(ring, 1, "vu.front-end-message-types.2",
                 "a request after RESET_OWNER on rings restarted without a new SET_MEM_TABLE or SET_FEATURES")
+
+
+@pytest.mark.clause("vu.front-end-message-types.5")
+def test_kick_without_fd_means_polling(vu_ring_backend):
+    """SET_VRING_KICK with the invalid-FD flag (bit 8) and no fd: the back-end polls the ring, so
+    a buffer made available with no notification at all is used."""
+    s = _run_session(vu_ring_backend, "vu.front-end-message-types.5")
+    ring = s.setup_device_rings(kick=False)
+    for index in list(s.rings):
+        s.setup(vu.SET_VRING_KICK, vu.U64.pack(index | vu.VRING_NOFD_MASK))
+    s.add_request(ring, kick=False)
+    s.wait_used(ring, 1, "vu.front-end-message-types.5", "a request on a polled ring (SET_VRING_KICK with no fd), never kicked")

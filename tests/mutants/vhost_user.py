@@ -334,6 +334,19 @@ class ResetOwnerForgetsMemory(Backend):
             self.mem.clear()  # BUG: session state discarded
 
 
+class NoPolling(Backend):
+    """SET_VRING_KICK without an fd leaves the ring waiting for a kick that cannot come
+    (vu.front-end-message-types.5), as qemu-storage-daemon 7.2 does."""
+
+    breaks, device = "vu.front-end-message-types.5", "blk"
+
+    def on_set_vring_kick(self, msg):
+        super().on_set_vring_kick(msg)
+        ring = self.rings[msg.u64() & vu.VRING_IDX_MASK]
+        if ring.polling:
+            ring.polling = ring.started = False  # BUG: no fd, so no polling and no start
+
+
 PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
     cls.__name__: cls
     for cls in (
@@ -344,5 +357,6 @@ PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
         NeverEnabledWithoutEnable, KeepsRunningAfterGetVringBase, VringBaseOffByOne,
         PackedBaseWithoutWrap, KeepsFirstMemTable, AddMemRegIgnored, ResetDeviceKeepsRings,
         RefusesBackendChannel, SetConfigWritesReadOnly, ResetOwnerForgetsMemory,
+        NoPolling,
     )
 }
