@@ -159,6 +159,8 @@ class VhostUserTransport(ConfigOps):
         self._driver_features = 0
         self._features_accepted = False
         self._rings_started = False
+        self._running_rings: set[int] = set()  # rings handed to the back-end and not yet stopped
+        self._stop_problems: list[str] = []
         self._mem_table_sent = False
         self.lost: str | None = None  # why the connection is gone, once it is
         try:
@@ -379,16 +381,23 @@ class VhostUserTransport(ConfigOps):
             self._call_ack(vu.SET_STATUS, vu.U64.pack(status))
         self._status = status
 
+    def _stop_rings(self) -> None:
+        """GET_VRING_BASE on every ring the back-end runs (QEMU's vhost_dev_stop), before the ring
+        memory is freed or the device reset; what goes wrong is kept for reset() to report."""
+        if self.chan is None or self.chan.closed:
+            self._running_rings.clear()
+            return
+        for index in sorted(self._running_rings):
+            try:
+                self.get_vring_base(index)
+            except (DeviceViolation, TargetError) as e:
+                self._stop_problems.append(str(e))
+        self._running_rings.clear()
+
     def reset(self) -> None:
         """Stop every ring (GET_VRING_BASE), then RESET_DEVICE, or a new connection with fresh memory."""
-        problems = []
-        if self.chan is not None and not self.chan.closed and self._rings_started:
-            for vq in self.vqs:
-                if vq is not None:
-                    try:
-                        self.get_vring_base(vq.index)
-                    except (DeviceViolation, TargetError) as e:
-                        problems.append(str(e))
+        self._stop_rings()
+        problems, self._stop_problems = self._stop_problems, []
         alive = self.chan is not None and not self.chan.closed and not problems
         if alive and self.has_protocol(vu.PROTOCOL_F_STATUS):
             self._call_ack(vu.SET_STATUS, vu.U64.pack(0))
@@ -474,6 +483,7 @@ class VhostUserTransport(ConfigOps):
             for vq in started:
                 self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
         self._rings_started = True
+        self._running_rings.update(vq.index for vq in started)
         self._sync("starting the rings")
 
     def _setup_ring(self, vq) -> None:
@@ -510,6 +520,7 @@ class VhostUserTransport(ConfigOps):
     def get_vring_base(self, index: int) -> int:
         """GET_VRING_BASE: stops the ring, returns its state's ``num`` (packed: see vring_base_packed)."""
         reply = self.request(vu.GET_VRING_BASE, vu.VRING_STATE.pack(index, 0))
+        self._running_rings.discard(index)
         reply.close_fds()
         if len(reply.payload) != vu.VRING_STATE.size:
             raise violation("vu.communication.1", f"GET_VRING_BASE answered {len(reply.payload)} bytes", expected="a vring state (8 bytes)", observed=reply.raw().hex(" "))
@@ -529,6 +540,9 @@ class VhostUserTransport(ConfigOps):
         self._kick.clear()
 
     def del_vqs(self) -> None:
+        # The back-end stops using a ring before the driver frees its memory (2.6.1: a queue's
+        # memory belongs to the device until it is reset or stopped).
+        self._stop_rings()
         for vq in self.vqs:
             if vq is not None and vq.mem is self.mem:
                 vq.free_ring()
@@ -564,6 +578,7 @@ class VhostUserTransport(ConfigOps):
         if vq.num > self.vq_num_max(vq.index):
             raise HarnessError(f"queue {vq.index}: size {vq.num} above the device maximum")
         self._setup_ring(vq)
+        self._running_rings.add(vq.index)
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
             self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
 
