@@ -24,7 +24,7 @@ DISCARD_SECTOR_ALIGNMENT = 8  # 4 KiB, in 512-byte units
 MAX_WRITE_ZEROES_SECTORS = 32768
 MAX_WRITE_ZEROES_SEG = 8
 RESIZE_STEP = 8  # sectors added by each change_config()
-DEFER_LIMIT = 1.0  # seconds a deferred GET_ID waits at most for the next pass (then it completes anyway)
+DEFER_LIMIT = 3.0  # seconds a deferred GET_ID waits at most for the next pass (then it completes anyway)
 
 # Model extension (not in the spec): a read-only statistics page exposed as shared memory
 # region 0 (2.10), so that get_shm_region() has something real to report. Counters neither

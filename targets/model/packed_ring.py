@@ -75,6 +75,13 @@ class DevicePackedQueue:
         # whose wrap counter is w (the lap flips at i == num), 2.8.1.
         self._availf = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
         self._usedf = (np.where(lap, 0, _AU).astype(np.uint16), np.where(lap, _AU, 0).astype(np.uint16))
+        d64 = mem.array(addrs.desc, np.dtype("<u8"), 2 * num)
+        self._desc_addr = d64[0::2]  # le64 addr
+        self._desc_word = d64[1::2]  # le32 len | le16 id << 32 | le16 flags << 48
+        self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
+        self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
+        self._len_mask = np.uint64(0xFFFF_FFFF)
+        self._u32, self._u48 = np.uint64(32), np.uint64(48)
         self._basec = np.full(num, mem.base, dtype=np.uint64)
         self._sizec = np.full(num, mem.size, dtype=np.uint64)
         self._mem_bytes = mem.bytes
@@ -93,23 +100,25 @@ class DevicePackedQueue:
         if not self._batch_ok:
             return False  # before anything is read: pop() decides what is available
         pos, wrap = self.last_avail_idx, self.avail_wrap_counter
-        flags = self.ring.desc_flags
-        f0 = int(flags[pos])
+        f0 = int(self.ring.desc_flags[pos])
         if not is_avail(f0, wrap):
             return None
         if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and self.pending):
             return False
-        w = min(self.num - sum(self.pending.values()) if self.pending else self.num, _RUN_MAX)
-        slots = self._idx2[pos : pos + w]
-        fl = flags[slots]  # flags first (one copy), then the rest of the run's descriptors
-        simple = (fl & _SIMPLE_MASK) == self._availf[wrap][pos : pos + w]
-        n = w if simple.all() else int(simple.argmin())
-        if n == 0:
-            return False
-        slots, fl = slots[:n], fl[:n]
-        ids = self.ring.desc_id[slots].astype(np.intp)
-        addrs = self.ring.desc_addr[slots]
-        lens = self.ring.desc_len[slots].astype(np.uint64)
+        # The run stops at the end of the lap (the next call goes on from slot 0), so it is one slice.
+        w = min(self.num - pos, _RUN_MAX)
+        if self.pending:
+            w = min(w, self.num - sum(self.pending.values()))
+        # One 8-byte load per descriptor: len | id << 32 | flags << 48, flags read with the rest.
+        words = self._desc_word[pos : pos + w].copy()
+        simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
+        n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
+        if n < w:
+            words = words[:n]
+        ids = (words >> self._u32).astype(np.intp) & 0xFFFF
+        lens = words & self._len_mask
+        addrs = self._desc_addr[pos : pos + n].copy()
+        fl = words >> self._u48
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
         bad = np.maximum(off, off + lens) > self._sizec[:n]
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
