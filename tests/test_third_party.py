@@ -170,8 +170,9 @@ def test_suites_on_backend(entry, tmp_path):
     if missing:
         pytest.skip(missing)
     load_waivers(WAIVERS)  # a malformed waiver file fails here, naming the entry, before any child runs
+    html = tmp_path / "report.html"  # for a human: waived failures with reason, evidence, values seen
     report, seconds = run_child(["--target-file", str(INVENTORY), "--target", entry.target_id,
-                                 "--waivers", str(WAIVERS)], tmp_path / "report.json")
+                                 "--waivers", str(WAIVERS), "--conformance-html", str(html)], tmp_path / "report.json")
     print(f"{entry.target_id}: suites ran in {seconds:.1f} s")
     problems = verdict_problems(report, entry.target_id) + unused_waivers(report, entry.target_id)
     if entry.name in SERVED:
@@ -180,7 +181,7 @@ def test_suites_on_backend(entry, tmp_path):
         print(f"{model_id}: suites ran in {model_seconds:.1f} s")
         problems += [f"differs from {model_id}: {d}" for d in
                      outcome_differences(outcomes(report, entry.target_id), outcomes(model, model_id))]
-    assert not problems, f"{entry.target_id} ({seconds:.0f} s):\n  " + "\n  ".join(problems)
+    assert not problems, f"{entry.target_id} ({seconds:.0f} s, report {html}):\n  " + "\n  ".join(problems)
 
 
 # -- the checks themselves, on small reports (each must be able to fail) ------------------------------
@@ -242,3 +243,11 @@ def test_served_model_must_match_the_in_process_model():
     diffs = outcome_differences(outcomes(_report(s, served), s), outcomes(_report(m, model), m))
     assert [d.split(":")[2] for d in diffs] == ["gone[<target>]", "new[<target>]", "bad[<target>]", "other[<target>]"], diffs
     assert "bad[<target>]: violation over vhost-user (x) but pass in-process" in diffs[2]
+
+
+def test_every_waiver_names_a_third_party_target():
+    """A waiver whose target glob matches no entry here would never be checked for use: a typo."""
+    ids = [e.target_id for e in ENTRIES]
+    orphans = [f"{WAIVERS} #{w.entry} (target {w.target!r}, clause {w.clause})" for w in load_waivers(WAIVERS)
+               if not any(fnmatch.fnmatchcase(t, w.target) for t in ids)]
+    assert not orphans, f"waivers naming no target of {INVENTORY.name} ({', '.join(ids)}):\n  " + "\n  ".join(orphans)
