@@ -186,6 +186,11 @@ class SplitVirtqueue(VirtqueueBase):
         self._order = np.zeros(num, dtype=np.intp)
         self._seq_next = 0
         self._seq_end = 0
+        # Recycled buffers (get_used_batch(recycle=True)): their descriptors stay written and
+        # reserved; _kept_room[h] is the room to restore when readd_batch makes h available again.
+        self._recycled = np.zeros(num + 1, dtype=bool)
+        self._kept_room = np.zeros(num + 1, dtype=np.uint64)
+        self._nrecycled = 0
         self._chains: dict[int, BufferChain] = {}
         self._ready: deque[BufferChain] = deque()
         self.avail_idx_shadow = 0
@@ -405,6 +410,12 @@ class SplitVirtqueue(VirtqueueBase):
         self._nflight += count
         if self.in_order:
             self._note_available(heads)
+        self._make_available(heads)
+        return heads
+
+    def _make_available(self, heads: np.ndarray) -> None:
+        """Avail ring entries for ``heads`` (wrapping), shadow idx moved; published later."""
+        count = len(heads)
         s = self.avail_idx_shadow % self.num
         ring = self.ring.avail_ring
         if s + count <= self.num:
@@ -415,7 +426,39 @@ class SplitVirtqueue(VirtqueueBase):
             ring[: count - k] = heads[k:]
         self.avail_idx_shadow = (self.avail_idx_shadow + count) & 0xFFFF
         self.num_added += count
-        return heads
+
+    def readd_batch(self, heads: np.ndarray) -> None:
+        """Make recycled buffers (``get_used_batch(recycle=True)``) available again, in the order
+        given: only avail ring entries are written, the chains are still in the descriptor table.
+        Nothing is published until ``publish``/``kick``."""
+        k = len(heads)
+        if k == 0:
+            return
+        self._take_recycled(heads, "readd_batch")
+        self._room[heads] = self._kept_room[heads]
+        self._nflight += k
+        self._multi += int(_count_nonzero(self._nd[heads] > 1))
+        self._make_available(heads)
+
+    def _take_recycled(self, heads: np.ndarray, op: str) -> None:
+        """Un-mark recycled heads; each must be recycled and named once (else nothing changes)."""
+        k = len(heads)
+        if k > self._nrecycled or not self._recycled[heads].all():
+            raise HarnessError(f"{self.name}: {op} of buffers that are not recycled")
+        self._recycled[heads] = False
+        if _count_nonzero(self._recycled) != self._nrecycled - k:  # a head named twice
+            self._recycled[heads] = True
+            raise HarnessError(f"{self.name}: {op} names a buffer twice")
+        self._nrecycled -= k
+
+    def free_recycled(self, heads: np.ndarray) -> None:
+        """Give recycled buffers' descriptors back to the free list."""
+        if len(heads) == 0:
+            return
+        self._take_recycled(heads, "free_recycled")
+        self._nflight += len(heads)  # _free_heads counts them out of flight
+        self._multi += int(_count_nonzero(self._nd[heads] > 1))
+        self._free_heads(heads)
 
     def _write_descs(self, ids: np.ndarray, x: Sg | SgArray, flags: int, nxt: np.ndarray | None, count: int):
         """Store addr, then len | flags << 32 | next << 48 as one 8-byte store, per descriptor (all
@@ -533,7 +576,9 @@ class SplitVirtqueue(VirtqueueBase):
             return self._ready.popleft()
         return chain
 
-    def get_used_batch(self, max_count: int | None = None, chains: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_used_batch(
+        self, max_count: int | None = None, chains: list | None = None, recycle: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Take up to ``max_count`` used buffers at once: ``(ids, lens)`` arrays (intp head ids,
         uint32 used lens, in used ring order), empty when the device has returned nothing new.
 
@@ -544,9 +589,16 @@ class SplitVirtqueue(VirtqueueBase):
         IN_ORDER, buffers a used elem implies come back too, with len 0. Buffers made available
         by ``add()`` get their BufferChain's used_len set and are appended to ``chains``; without
         a ``chains`` list their guest memory is released.
+
+        With ``recycle`` the used buffers keep their descriptors: nothing is freed, and
+        ``readd_batch(ids)`` makes the same buffers available again without rewriting the
+        descriptor table -- a driver's preformatted request pool, as DPDK's and SPDK's virtio
+        drivers keep one. Only for buffers made available by ``add_batch``, without IN_ORDER.
         """
         if self.broken is not None:
             raise self.broken
+        if recycle and (self.in_order or self._chains):
+            raise HarnessError("recycle applies to add_batch buffers on a queue without IN_ORDER")
         if self._ready:
             return self._hand_out_ready(max_count, chains)
         last = self.last_used_idx
@@ -591,7 +643,14 @@ class SplitVirtqueue(VirtqueueBase):
                 room_arr[ids] = 0
         if repeated:
             self._batch_violation(elems, s)
-        if self._multi:
+        if recycle:
+            self._kept_room[ids] = room
+            self._recycled[ids] = True
+            self._nrecycled += m
+            self._nflight -= m
+            if self._multi:
+                self._multi -= int(_count_nonzero(self._nd[ids] > 1))
+        elif self._multi:
             self._free_heads(ids)
         else:  # _free_heads, inline for the common case of one descriptor per buffer
             top = self._nfree
