@@ -18,8 +18,10 @@ waived failure leaves CONFORMANT with the waiver listed):
   except a skip naming a limit of the vhost-user transport (a device duty it cannot observe, a config
   op it cannot carry) and the vhost-user protocol suite, which has nothing to judge on a model.
 
-Every child runs the whole suite set, stress suite at its default (short) length. Cost on this 2-core
-machine (see docs/TESTING.md): about 20-40 s per qsd variant or serve-* entry, a minute for testpmd.
+Every child runs the whole suite set (no -k subset), stress suite at its default (short) length.
+Measured on this 2-core machine, shared with other work: ~37 s per qsd variant, 20-30 s per serve-*
+entry plus ~8 s for its model, 90-145 s for testpmd (the vu_backend fixture starts a fresh back-end
+for each of the ~25 protocol tests, ~2-3 s a testpmd start); 7-10 min for all ten.
 testpmd's forwarding core spins a CPU, so the children never run concurrently: .ci/run runs this
 module alone, after the other self-tests, and a lock serializes the children if it is ever spread
 over xdist workers. Where
