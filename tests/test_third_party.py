@@ -24,8 +24,8 @@ entry plus ~8 s for its model, 90-145 s for testpmd (the vu_backend fixture star
 for each of the ~25 protocol tests, ~2-3 s a testpmd start); 7-10 min for all ten.
 testpmd's forwarding core spins a CPU, so the children never run concurrently: .ci/run runs this
 module alone, after the other self-tests, and a lock serializes the children if it is ever spread
-over xdist workers. Where
-qemu-storage-daemon or dpdk-testpmd is absent, the target skips, naming the program.
+over xdist workers. Where qemu-storage-daemon or dpdk-testpmd is absent, the target skips, naming
+the program.
 """
 
 from __future__ import annotations
