@@ -271,15 +271,26 @@ class Channel:
 
     @classmethod
     def connect(cls, path: str, timeout: float) -> "Channel":
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        sock.settimeout(timeout)
-        try:
-            sock.connect(path)
-        except OSError:
-            sock.close()
-            raise
-        sock.settimeout(None)
-        return cls(sock, path)
+        """Connect, bounded by ``timeout``. A refused connection is retried until then: a back-end
+        creates and binds its socket file before it listens (DPDK logs the two steps apart), so a
+        back-end that has just (re)started can refuse for a moment. A missing file fails at once."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+            sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            try:
+                sock.connect(path)
+            except ConnectionRefusedError:
+                sock.close()
+                if time.monotonic() + 0.02 >= deadline:
+                    raise
+                time.sleep(0.02)
+                continue
+            except OSError:
+                sock.close()
+                raise
+            sock.settimeout(None)
+            return cls(sock, path)
 
     def fileno(self) -> int:
         return self.sock.fileno()
