@@ -103,7 +103,17 @@ def bring_up(sock: str, device: str, layout: str, refuse: int = 0):
     return ops, d
 
 
-def measure_blk(sock: str, qd: int, seconds: float, wait: str, layout: str) -> dict:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), 0.0 where unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def measure_blk(sock: str, qd: int, seconds: float, wait: str, layout: str, backend_pid: int | None = None) -> dict:
     ops, d = bring_up(sock, "blk", layout)
     try:
         size = 1024
@@ -139,6 +149,7 @@ def measure_blk(sock: str, qd: int, seconds: float, wait: str, layout: str) -> d
         t0 = pc()
         end = t0 + seconds
         c0 = time.process_time()
+        b0 = cpu_seconds(backend_pid) if backend_pid else 0.0
         lat_batches = 0
         while True:
             irq = vq.interrupts
@@ -160,6 +171,7 @@ def measure_blk(sock: str, qd: int, seconds: float, wait: str, layout: str) -> d
             vq.kick()
         elapsed = pc() - t0
         cpu = time.process_time() - c0
+        backend_cpu = (cpu_seconds(backend_pid) - b0) if backend_pid else None
         if bad:
             raise RuntimeError(f"{bad} requests completed with a status other than VIRTIO_BLK_S_OK")
         return {
@@ -171,6 +183,7 @@ def measure_blk(sock: str, qd: int, seconds: float, wait: str, layout: str) -> d
             "iops": round(done / elapsed, 1),
             "completions_per_reap": round(done / max(lat_batches, 1), 2),
             "harness_cpu_share": round(cpu / elapsed, 3),
+            "backend_cpu_share": round(backend_cpu / elapsed, 3) if backend_cpu is not None else None,
             "kicks": vq.kicks,
         }
     finally:
@@ -259,8 +272,10 @@ def rate_at_backend(tp: Testpmd, seconds: float, warmup: float) -> float:
     return (b - a) / (t1 - t0)
 
 
-def measure_c_frontend(tp: Testpmd, sock: str, workdir: str, seconds: float, packed: bool) -> dict:
+def measure_c_frontend(tp: Testpmd, sock: str, workdir: str, seconds: float, packed: bool, queue_size: int | None) -> dict:
     vdev = f"net_virtio_user0,path={sock},queues=1" + (",packed_vq=1" if packed else "")
+    if queue_size:
+        vdev += f",queue_size={queue_size}"
     front = subprocess.Popen(
         ["dpdk-testpmd", "-l", "0,1", "--main-lcore", "1", "--no-huge", "-m", "1024", "--no-pci",
          "--file-prefix", f"vcf{os.getpid()}", "--vdev", vdev, "--", "--forward-mode=txonly",
@@ -281,7 +296,7 @@ def measure_c_frontend(tp: Testpmd, sock: str, workdir: str, seconds: float, pac
             front.wait(10)
         except subprocess.TimeoutExpired:
             stop(front)
-    return {"frontend": "DPDK testpmd virtio-user (C)", "layout": "packed" if packed else "split", "pps": round(rate, 1)}
+    return {"frontend": "DPDK testpmd virtio-user (C)", "layout": "packed" if packed else "split", "queue_size": queue_size or 256, "pps": round(rate, 1)}
 
 
 def frame64() -> bytes:
@@ -351,6 +366,7 @@ def main() -> int:
     ap.add_argument("--layout", choices=("split", "packed"), default="split")
     ap.add_argument("--batch", type=int, default=1024, help="net: most buffers added per kick")
     ap.add_argument("--queue-size", type=int, default=4096, help="net: transmit ring size (vhost-user rings may be up to 32768)")
+    ap.add_argument("--c-queue-size", type=int, help="net: ring size of DPDK's C front-end (default: its own, 256)")
     ap.add_argument("--cpu", type=int, default=0, help="CPU the harness runs on (testpmd's forwarding lcore takes the other)")
     ap.add_argument("--json", metavar="PATH")
     ap.add_argument("--keep", action="store_true", help="keep the work folder with the back-ends' logs")
@@ -358,6 +374,7 @@ def main() -> int:
     both = not (args.blk or args.net)
     rows: dict = {"schema": SCHEMA, "host": platform.node(), "python": platform.python_version(), "seconds": args.seconds}
     workdir = tempfile.mkdtemp(prefix="vc-bench-")
+    backend_cpu = other_cpu(args.cpu)  # before pinning ourselves: afterwards only args.cpu is visible
     if args.cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {args.cpu})
     try:
@@ -365,13 +382,13 @@ def main() -> int:
             if not shutil.which("qemu-storage-daemon"):
                 print("skip blk: qemu-storage-daemon not installed (apt-get install qemu-utils)")
             else:
-                proc, sock = start_qsd(workdir, other_cpu(args.cpu))
+                proc, sock = start_qsd(workdir, backend_cpu)
                 try:
                     rows["blk"] = []
                     for qd in args.qd or (1, 32, 128):
-                        r = measure_blk(sock, qd, args.seconds, args.wait, args.layout)
+                        r = measure_blk(sock, qd, args.seconds, args.wait, args.layout, proc.pid)
                         rows["blk"].append(r)
-                        print(f"blk  qsd null-co  4 KiB read  QD {r['qd']:>3}  {r['layout']}  wait={r['wait']}: {r['iops']:>12,.0f} IOPS  (harness CPU {r['harness_cpu_share']:.0%})", flush=True)
+                        print(f"blk  qsd null-co  4 KiB read  QD {r['qd']:>3}  {r['layout']}  wait={r['wait']}: {r['iops']:>12,.0f} IOPS  (CPU: harness {r['harness_cpu_share']:.0%}, qsd {r['backend_cpu_share'] or 0:.0%})", flush=True)
                 finally:
                     stop(proc)
                 big = [r for r in rows["blk"] if r["qd"] >= 128]
@@ -383,8 +400,8 @@ def main() -> int:
             else:
                 tp, sock = start_testpmd_backend(workdir)
                 try:
-                    c = measure_c_frontend(tp, sock, workdir, args.seconds, args.layout == "packed")
-                    print(f"net  testpmd rxonly  64 B  {c['layout']}  C front-end (virtio-user PMD): {c['pps']:>12,.0f} packets/s", flush=True)
+                    c = measure_c_frontend(tp, sock, workdir, args.seconds, args.layout == "packed", args.c_queue_size)
+                    print(f"net  testpmd rxonly  64 B  {c['layout']}  C front-end (virtio-user PMD, ring {c['queue_size']}): {c['pps']:>12,.0f} packets/s", flush=True)
                     time.sleep(1.0)  # the back-end notices the C front-end is gone
                     h = measure_harness_net(tp, sock, args.seconds, args.layout, args.batch, args.queue_size)
                     print(f"net  testpmd rxonly  64 B  {h['layout']}  harness front-end (ring {h['queue_size']}, batch {h['batch']}): {h['pps']:>12,.0f} packets/s", flush=True)
