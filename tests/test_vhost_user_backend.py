@@ -26,6 +26,7 @@ from virtio.messages import BLK_OUTHDR
 from virtio.split_queue import SplitVirtqueue
 
 from targets.vhost_user.backend import Backend
+from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_BASE = 0x7F00_0000_0000  # front-end user addresses: deliberately not the guest-physical ones
@@ -472,3 +473,73 @@ def test_no_hook_means_unsupported(server):
             t.trigger_config_change()
     finally:
         t.close()
+
+
+# -- inflight I/O tracking ---------------------------------------------------------------------------
+def _get_inflight(c: Client, num_queues: int, queue_size: int) -> tuple[bytes, int]:
+    c.send(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, queue_size))
+    msg = c.recv(vu.GET_INFLIGHT_FD)
+    assert len(msg.payload) == vu.INFLIGHT.size and len(msg.fds) == 1, msg
+    return msg.payload, c.take(msg.fds[0])
+
+
+def test_inflight_buffer_tracks_taken_and_used_heads(server, client_for):
+    """GET_INFLIGHT_FD gives a zeroed split buffer (version 1, desc_num); after SET_INFLIGHT_FD a
+    GET_ID held behind a READ is in flight with its counter, the READ is not, and the used batch
+    is linked from last_batch_head; once the GET_ID completes nothing is in flight."""
+    c = client_for(server("blk"))
+    c.setup()
+    payload, fd = _get_inflight(c, 1, 64)
+    size, offset, nq, qs = vu.INFLIGHT.unpack(payload)
+    assert (size, offset, nq, qs) == (queue_region_size_split(64), 0, 1, 64) == (1088, 0, 1, 64)
+    import mmap
+    view = mmap.mmap(fd, size)
+    region = InflightBuffer(view, 1, 64).queue(0)
+    assert region.valid() and region.in_flight() == [] and int(region.used_idx[0]) == 0
+    assert c.ack(vu.SET_INFLIGHT_FD, payload, [fd]) == 0
+    r = c.ring(0, 64)
+    get_id = r.vq.add([BLK_OUTHDR.pack(C.VIRTIO_BLK_T_GET_ID, 0, 0)], [20, 1])
+    read = blk_request(r.vq, BLK_T_IN, 0, 512)
+    r.vq.kick()
+    assert r.wait_used(1) == [read]
+    assert region.in_flight() == [get_id.head] and int(region.counter[get_id.head]) < int(region.counter[read.head])
+    assert int(region.inflight[read.head]) == 0 and int(region.last_batch_head[0]) == read.head and int(region.used_idx[0]) == 1
+    assert r.wait_used(1, timeout=6) == [get_id]  # answered a pass later (or after blk.DEFER_LIMIT)
+    assert region.in_flight() == [] and int(region.used_idx[0]) == 2 and int(region.next[get_id.head]) == read.head
+    region = None
+
+
+def test_inflight_requests_are_refused_when_wrong(server, client_for):
+    c = client_for(server("blk"))
+    c.setup(protocol=1 << vu.PROTOCOL_F_REPLY_ACK)  # INFLIGHT_SHMFD not negotiated
+    c.send(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, 1, 64))
+    assert c.recv(vu.GET_INFLIGHT_FD).payload == b""
+    c.close()
+    c = client_for(server("blk"))
+    c.setup()
+    payload, fd = _get_inflight(c, 1, 64)
+    size = vu.INFLIGHT.unpack(payload)[0]
+    for bad in (vu.INFLIGHT.pack(size * 4, 0, 1, 64),  # more than the fd holds
+                vu.INFLIGHT.pack(size, 0, 1, 4096),  # too small for the queue size
+                vu.INFLIGHT.pack(size, 0, 2, 64),  # the device has one queue
+                vu.INFLIGHT.pack(size, 1, 1, 64)):  # offset not page-aligned
+        assert c.ack(vu.SET_INFLIGHT_FD, bad, [fd]) == 1, bad
+    assert c.ack(vu.SET_INFLIGHT_FD, payload) == 1  # no fd
+    assert c.ack(vu.SET_INFLIGHT_FD, payload, [fd]) == 0
+    c.send(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, 0, 64))
+    assert c.recv(vu.GET_INFLIGHT_FD).payload == b""  # no queue asked about
+
+
+def test_inflight_recovery_repairs_the_last_batch():
+    """"When reconnecting": a back-end that published the used idx but died before clearing the
+    batch's inflight fields leaves used_idx behind; recovery clears the batch from
+    last_batch_head and resubmits the rest in counter order."""
+    buf = bytearray(queue_region_size_split(8))
+    region = InflightBuffer(buf, 1, 8).queue(0)
+    region.init()
+    region.take([5, 2, 7])
+    region.link_batch([2, 7])  # the used idx moved to 2, inflight not yet cleared
+    assert region.in_flight() == [5, 2, 7]
+    assert region.recover(2) == [5] and int(region.used_idx[0]) == 2
+    region.take([1])
+    assert region.in_flight() == [5, 1] and region.global_counter == 5

@@ -320,3 +320,36 @@ def test_peer_closing_mid_session_is_named(tmp_path):
         assert vu.SET_MEM_TABLE in b.seen and vu.SET_VRING_ADDR in b.seen
     finally:
         t.close()
+
+
+def test_inflight_fd_get_and_set_against_our_server(tmp_path):
+    """get_inflight_fd / set_inflight_fd against our model server (which offers INFLIGHT_SHMFD):
+    the buffer fits the queues asked about, is accepted back, and a description the fd cannot
+    hold is refused (the ack says so)."""
+    import mmap
+
+    from targets.vhost_user.frontend import InflightInfo
+    from virtio.vhost_user_inflight import InflightBuffer
+
+    from .test_vhost_user_backend import start_server, stop_server
+
+    proc, path = start_server(tmp_path, "blk")
+    t = VhostUserTransport(path, "blk", "t", timeout=3)
+    try:
+        assert t.has_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD)
+        info, fd = t.get_inflight_fd(1, 128)
+        try:
+            assert info.num_queues == 1 and info.queue_size == 128 and info.mmap_offset == 0
+            assert os.fstat(fd).st_size >= info.mmap_size >= 16 + 16 * 128
+            with mmap.mmap(fd, info.mmap_size) as m:
+                region = InflightBuffer(m, 1, 128, stride=info.mmap_size).queue(0)
+                assert region.valid() and region.in_flight() == []
+                region = None
+            assert t.set_inflight_fd(info, fd) == 0
+            assert t.set_inflight_fd(InflightInfo(info.mmap_size * 4, 0, 1, 128), fd) != 0
+        finally:
+            os.close(fd)
+    finally:
+        t.close()
+        code, err = stop_server(proc)
+    assert code == 0, err

@@ -198,7 +198,8 @@ def test_suite_passes_on_clean_server(server, device):
     backend = BackEndUnderTest(server(device), device, timeout=3.0)
     outcomes = {name: run_case(fn, kwargs, backend) for name, fn, kwargs in CASES}
     assert {n: o for n, o in outcomes.items() if o not in ("pass", "skip")} == {}
-    assert list(outcomes.values()).count("pass") >= len(CASES) - 2  # what our server offers is tested
+    # what our server offers is tested: 3 tests have blk- or net-only workloads
+    assert list(outcomes.values()).count("pass") >= len(CASES) - 3
 
 
 def test_every_claimed_clause_has_a_mutant():

@@ -128,7 +128,7 @@ CONFIG_HEAD = struct.Struct("<III")  # offset, size, flags
 CONFIG_MAX = 256
 CONFIG_F_WRITABLE = 0
 CONFIG_F_MIGRATION = 1
-INFLIGHT = struct.Struct("<QQHH")  # mmap_size, mmap_offset, num_queues, queue_size
+INFLIGHT = struct.Struct("<QQHH4x")  # mmap_size, mmap_offset, num_queues, queue_size; 24 bytes as QEMU sends it (C tail padding)
 VRING_AREA = struct.Struct("<QQQ")  # u64 (index | NOFD), size, offset
 
 # u64 payload of SET_VRING_KICK/CALL/ERR: bits 0-7 the queue index, bit 8 "no fd" (polling).

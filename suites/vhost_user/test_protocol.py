@@ -7,15 +7,19 @@ tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are boun
 
 from __future__ import annotations
 
+import mmap
 import os
 import socket
+import time
 
 import pytest
 
 from virtio import constants as C
 from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
-from virtio.vhost_user_session import DEFAULT_PROTOCOL
+from virtio.messages import blk_outhdr
+from virtio.vhost_user_inflight import InflightBuffer
+from virtio.vhost_user_session import DEFAULT_PROTOCOL, RINGS_NEEDED
 
 IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
 UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
@@ -459,3 +463,112 @@ def test_kick_without_fd_means_polling(vu_ring_backend):
         s.setup(vu.SET_VRING_KICK, vu.U64.pack(index | vu.VRING_NOFD_MASK))
     s.add_request(ring, kick=False)
     s.wait_used(ring, 1, "vu.front-end-message-types.5", "a request on a polled ring (SET_VRING_KICK with no fd), never kicked")
+
+
+# -- inflight I/O tracking ---------------------------------------------------------------------------
+INFLIGHT_CLAUSE = "vu.front-end-message-types.11"
+INFLIGHT_QUEUE_SIZE = 64
+BLK_ID_BYTES = 20  # VIRTIO_BLK_T_GET_ID answer (5.2.6)
+
+
+def _inflight_buffer(s, num_queues: int):
+    """GET_INFLIGHT_FD, checked: (reply payload, fd, mapping, InflightBuffer read at the stride
+    mmap_size / num_queues, as libvhost-user and DPDK lay queues out)."""
+    msg = s.request(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, INFLIGHT_QUEUE_SIZE), clause=INFLIGHT_CLAUSE)
+    if len(msg.payload) < vu.INFLIGHT.size - 4 or len(msg.fds) != 1:
+        msg.close_fds()
+        raise DeviceViolation(INFLIGHT_CLAUSE, "GET_INFLIGHT_FD answer is not an inflight description with one fd",
+                              expected=f"{vu.INFLIGHT.size} bytes and one fd", observed=f"{len(msg.payload)} bytes {msg.payload[:64].hex(' ')}, {len(msg.fds)} fds")
+    size, offset, _nq, _qs = vu.INFLIGHT.unpack_from(msg.payload.ljust(vu.INFLIGHT.size, b"\0"))
+    fd = msg.fds[0]
+    need = num_queues * (16 + 16 * INFLIGHT_QUEUE_SIZE)
+    real = os.fstat(fd).st_size
+    if size < need or real < offset + size or offset % mmap.PAGESIZE:
+        os.close(fd)
+        raise DeviceViolation(INFLIGHT_CLAUSE, "GET_INFLIGHT_FD buffer too small for the queues asked about",
+                              expected=f"mmap_size >= {need} ({num_queues} split queues of {INFLIGHT_QUEUE_SIZE}) within the fd",
+                              observed=f"mmap_size {size}, mmap_offset {offset}, fd of {real} bytes")
+    view = mmap.mmap(fd, size, offset=offset)
+    return msg.payload, fd, view, InflightBuffer(view, num_queues, INFLIGHT_QUEUE_SIZE, stride=size // num_queues)
+
+
+def _inflight_session(s, payload: bytes, fd: int) -> None:
+    """As QEMU's vhost_dev_start with INFLIGHT_SHMFD: the buffer goes back before the rings start."""
+    s.setup(vu.SET_INFLIGHT_FD, payload, [fd])
+    s.set_mem_table()
+
+
+def _region_says(region, clause_what: str, *, in_flight: list[int], used_idx: int) -> None:
+    got = (region.in_flight(), int(region.used_idx[0]), int(region.version[0]), int(region.desc_num[0]))
+    want = (in_flight, used_idx & 0xFFFF, 1, INFLIGHT_QUEUE_SIZE)
+    if got != want:
+        raise DeviceViolation(INFLIGHT_CLAUSE, f"inflight region {clause_what}", expected="(in flight heads, used_idx, version, desc_num) = " + repr(want),
+                              observed=repr(got))
+
+
+def _wait_region(region, head: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if region.inflight[head] == 1:
+            return True
+        time.sleep(0.002)
+    return False
+
+
+@pytest.mark.clause(INFLIGHT_CLAUSE)
+def test_inflight_fd_tracks_and_resubmits(vu_ring_backend):
+    """vhost-user.rst "Inflight I/O tracking" (split ring): GET_INFLIGHT_FD gives a buffer for the
+    queues asked about; handed back with SET_INFLIGHT_FD it says, as requests complete, that none
+    is in flight and used_idx follows the used ring. A request the back-end holds (blk: a GET_ID
+    made available together with a READ, which our model answers a pass later) is marked in
+    flight; after a disconnect, a new session given the
+    same buffer, memory and rings (base = used idx, as QEMU restores it) resubmits and completes
+    it -- what QEMU's vhost-user-blk reconnect relies on."""
+    device = vu_ring_backend.device_type
+    if device != "blk":
+        pytest.skip(f"the inflight workload (a request held in flight) is for a blk back-end, not {device}")
+    mask = DEFAULT_PROTOCOL | (1 << vu.PROTOCOL_F_INFLIGHT_SHMFD)
+    s = vu_ring_backend.open(INFLIGHT_CLAUSE)
+    s.handshake(protocol_mask=mask)
+    _need_protocol(s, vu.PROTOCOL_F_INFLIGHT_SHMFD)
+    num_queues = len(RINGS_NEEDED[device])
+    payload, fd, view, buf = _inflight_buffer(s, num_queues)
+    region = None
+    try:
+        _inflight_session(s, payload, fd)
+        ring = s.setup_device_rings(INFLIGHT_QUEUE_SIZE)
+        for _ in range(2):
+            s.add_request(ring)
+        s.wait_used(ring, 2, INFLIGHT_CLAUSE, "2 requests on rings with an inflight buffer")
+        _region_says(buf.queue(ring.index), "after 2 completed requests", in_flight=[], used_idx=int(ring.vq.ring.used_idx[0]))
+        # A request the back-end holds.
+        held_ring = ring
+        held = ring.vq.add([blk_outhdr(C.VIRTIO_BLK_T_GET_ID, 0)], [BLK_ID_BYTES, 1], "get-id")
+        s.add_request(ring)  # published and kicked together with the GET_ID
+        s.wait_used(ring, 1, INFLIGHT_CLAUSE, "the READ made available after a GET_ID")
+        region = buf.queue(held_ring.index)
+        if not _wait_region(region, held.head, s.timeout):
+            if held_ring.vq.more_used():
+                pytest.skip("the back-end completed every request at once: nothing stays in flight to be resubmitted")
+        _region_says(region, f"while descriptor {held.head} is taken and not used", in_flight=[held.head],
+                     used_idx=int(held_ring.vq.ring.used_idx[0]))
+        # Disconnect; the next session gets the same buffer, memory and rings.
+        s.chan.close()
+        s.chan = vu.Channel.connect(s.path, s.timeout)
+        s.log.append("<reconnect>")
+        s.handshake(protocol_mask=mask)
+        _inflight_session(s, payload, fd)
+        for index, r in s.rings.items():
+            s.restart_ring(index, int(r.vq.ring.used_idx[0]))
+        [got] = s.wait_used(held_ring, 1, INFLIGHT_CLAUSE, f"descriptor {held.head}, in flight at the disconnect, resubmitted by the new session")
+        if got is not held:
+            raise DeviceViolation(INFLIGHT_CLAUSE, "after the reconnect another buffer completed than the one in flight", expected=f"head {held.head}",
+                                  observed=f"head {got.head}", queue=held_ring.index)
+        _region_says(region, "after the resubmitted request completed", in_flight=[], used_idx=int(held_ring.vq.ring.used_idx[0]))
+    finally:
+        buf = region = None
+        try:
+            view.close()
+        except BufferError:  # views still held by a traceback: the mapping goes with them
+            pass
+        os.close(fd)

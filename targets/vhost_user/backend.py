@@ -14,6 +14,7 @@ an empty body for a request with its own reply), never a crash. A broken header 
 
 from __future__ import annotations
 
+import mmap
 import os
 import selectors
 import socket
@@ -27,6 +28,7 @@ from virtio import vhost_user as vu
 from virtio.errors import GuestMemoryError
 from virtio.packed import MAX_QUEUE_SIZE, PackedRingAddrs, off_wrap
 from virtio.split import SplitRingAddrs
+from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
 from targets.model.split_ring import ChainError
 
@@ -62,6 +64,7 @@ class Ring:
     discarding: bool = False  # started but disabled, its buffers consumed without effect
     enabled: bool | None = None  # None: never set by SET_VRING_ENABLE
     queue: object = None  # the model's queue object running this ring, once started
+    resubmit: list[int] | None = None  # inflight heads still to resubmit; None: region not yet checked
 
 
 def _state(msg: vu.Message) -> tuple[int, int]:
@@ -78,6 +81,52 @@ def _close(fd: int) -> None:
             pass
 
 
+class InflightTracking:
+    """Mixed into a model's split queue while an inflight buffer is set (vhost-user.rst "Inflight
+    I/O tracking"): each head taken is recorded as in flight before the model handles it, each
+    batch made used is linked (last_batch_head/next) before the used idx is published and cleared
+    after; heads left in flight by an earlier back-end are handed out first (``resubmit``)."""
+
+    inflight = None  # QueueRegionSplit
+    resubmit: list[int] = []
+
+    def pop(self):
+        if self.resubmit:
+            return self.walk(self.resubmit.pop(0))  # still marked in flight: nothing to record
+        chain = super().pop()
+        if chain is not None:
+            self.inflight.take((chain.head,))
+        return chain
+
+    def pop_simple(self):
+        if self.resubmit:
+            return False  # resubmitted heads go through pop()
+        run = super().pop_simple()
+        if run:
+            self.inflight.take(run[0])
+        return run
+
+    def push(self, head: int, length: int) -> None:
+        self.inflight.link_batch((head,))
+        super().push(head, length)
+        self.inflight.retire((head,), self.used_idx)
+
+    def push_batch(self, heads, lens) -> None:
+        self.inflight.link_batch(heads)
+        super().push_batch(heads, lens)
+        self.inflight.retire(heads, self.used_idx)
+
+
+_TRACKED: dict[type, type] = {}
+
+
+def _tracked_class(cls: type) -> type:
+    """``cls`` (a model's queue class, a mutant's included) with InflightTracking in front."""
+    if cls not in _TRACKED:
+        _TRACKED[cls] = type(f"Inflight{cls.__name__}", (InflightTracking, cls), {})
+    return _TRACKED[cls]
+
+
 class Backend:
     """Serves one front-end on ``channel`` with ``device`` (a targets/model Device)."""
 
@@ -90,6 +139,7 @@ class Backend:
         | 1 << vu.PROTOCOL_F_RESET_DEVICE
         | 1 << vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS
         | 1 << vu.PROTOCOL_F_STATUS
+        | 1 << vu.PROTOCOL_F_INFLIGHT_SHMFD  # split rings (GET_INFLIGHT_FD refuses a packed one)
     )
 
     HANDLERS = {
@@ -118,6 +168,8 @@ class Backend:
         vu.REM_MEM_REG: "on_rem_mem_reg",
         vu.SET_STATUS: "on_set_status",
         vu.GET_STATUS: "on_get_status",
+        vu.GET_INFLIGHT_FD: "on_get_inflight_fd",
+        vu.SET_INFLIGHT_FD: "on_set_inflight_fd",
     }
 
     def __init__(self, device, channel: vu.Channel, *, timeout: float = 5.0, log=None):
@@ -140,6 +192,8 @@ class Backend:
         self.requests = 0
         self.failures = 0
         self.stray_interrupts = 0
+        self.inflight: InflightBuffer | None = None  # SET_INFLIGHT_FD's buffer, mapped
+        self._inflight_map: mmap.mmap | None = None
         # A vhost-user device has no queue maximum in the protocol: the front-end picks the size
         # (QEMU up to 1024). Lift the model's own limit for this instance, up to the spec's.
         if getattr(device, "queue_size_max", MAX_QUEUE_SIZE) < MAX_QUEUE_SIZE:
@@ -297,11 +351,13 @@ class Backend:
     def handle(self, msg: vu.Message) -> None:
         self.requests += 1
         name = self.HANDLERS.get(msg.request)
-        body, ok = None, True
+        body, ok, fds = None, True, []
         try:
             if name is None:
                 raise RequestFailed(f"{msg.name} is not a request this back-end implements")
             body = getattr(self, name)(msg)
+            if isinstance(body, tuple):  # a reply carrying fds (GET_INFLIGHT_FD)
+                body, fds = body
             self.update_rings()
         except (RequestFailed, GuestMemoryError, vu.ProtocolError, ValueError, IndexError, OverflowError, struct.error) as e:
             ok = False
@@ -318,7 +374,11 @@ class Backend:
         if msg.request in vu.REPLY_REQUESTS:
             # The reply is part of the request; on failure an empty body (for GET_CONFIG the spec's
             # own error signal), which no front-end can mistake for a valid answer.
-            self.reply(msg, body if ok and body is not None else b"")
+            try:
+                self.reply(msg, body if ok and body is not None else b"", fds if ok else [])
+            finally:
+                for fd in fds:
+                    _close(fd)
         elif msg.need_reply:
             # REPLY_ACK: u64 0 on success, non-zero on failure. Answered whenever the front-end
             # asks (as qemu-storage-daemon and DPDK do): a sender that sets the flag waits.
@@ -394,6 +454,10 @@ class Backend:
             for ring in self.rings:
                 ring.queue = None
                 ring.base = 0
+                ring.resubmit = None
+            if self.inflight is not None:  # after a reset nothing is in flight
+                for region in self.inflight.queues:
+                    region.init()
 
     # -- memory ----------------------------------------------------------------------------------
     def on_set_mem_table(self, msg: vu.Message) -> None:
@@ -653,6 +717,7 @@ class Backend:
             if q is None:
                 raise RequestFailed(f"vring {ring.index}: the device did not start the queue (status {dev.get_status():#x})")
             self._apply_base(q, ring.base)
+            self._track_inflight(ring, q)
             ring.queue = q
 
     def _deactivate(self, ring: Ring) -> None:
@@ -678,6 +743,7 @@ class Backend:
                 dev.on_queue_reset(ring.index)
         ring.started = False
         ring.polling = False
+        ring.resubmit = None  # what it held is in flight again: checked at the next start
         self._set_kick(ring, -1)
         self._set_call(ring, -1)
 
@@ -708,6 +774,91 @@ class Backend:
             q.last_avail_idx = num & 0xFFFF
             # The used index lives in the ring (the front-end zeroes it for a fresh ring).
             q.used_idx = q.signalled_used = int(q.ring.used_idx[0])
+
+    # -- inflight I/O tracking (vhost-user.rst "Inflight I/O tracking") ------------------------------
+    def _inflight_head(self, msg: vu.Message) -> tuple[int, int, int, int]:
+        if not self.has_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD):
+            raise RequestFailed("VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD was not negotiated")
+        if len(msg.payload) < vu.INFLIGHT.size - 4:  # the 4 bytes of tail padding may be missing
+            raise RequestFailed(f"inflight description of {len(msg.payload)} bytes")
+        size, offset, num_queues, queue_size = vu.INFLIGHT.unpack_from(msg.payload.ljust(vu.INFLIGHT.size, b"\0"))
+        if self.packed():
+            raise RequestFailed("the packed-ring inflight layout is not implemented by this back-end")
+        if not 1 <= num_queues <= len(self.rings) or not 1 <= queue_size <= 0x8000:
+            raise RequestFailed(f"inflight for {num_queues} queues of {queue_size} (device has {len(self.rings)} queues, split sizes up to 32768)")
+        return size, offset, num_queues, queue_size
+
+    def on_get_inflight_fd(self, msg: vu.Message):
+        """A fresh shared buffer for ``num_queues`` queues of ``queue_size``, nothing in flight."""
+        _, _, num_queues, queue_size = self._inflight_head(msg)
+        size = num_queues * queue_region_size_split(queue_size)
+        fd = os.memfd_create("vhost-user-inflight", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(fd, size)
+            with mmap.mmap(fd, size) as m:
+                buf = InflightBuffer(m, num_queues, queue_size)
+                for q in buf.queues:
+                    q.init()
+                del buf, q  # the views go before the mapping closes
+        except BaseException:
+            _close(fd)
+            raise
+        return vu.INFLIGHT.pack(size, 0, num_queues, queue_size), [fd]
+
+    def on_set_inflight_fd(self, msg: vu.Message) -> None:
+        """The buffer to track in from now on (the front-end's copy, possibly an earlier
+        back-end's); checked for size, mapped, read when each ring starts."""
+        size, offset, num_queues, queue_size = self._inflight_head(msg)
+        if len(msg.fds) != 1:
+            raise RequestFailed(f"SET_INFLIGHT_FD needs exactly one fd, got {len(msg.fds)}")
+        if any(r.queue is not None for r in self.rings):
+            raise RequestFailed("SET_INFLIGHT_FD while rings run")
+        need = num_queues * queue_region_size_split(queue_size)
+        if size < need or offset % mmap.PAGESIZE:
+            raise RequestFailed(f"inflight mmap_size {size} / offset {offset}: {need} bytes at a page-aligned offset needed")
+        st = os.fstat(msg.fds[0])
+        if st.st_size < offset + size:  # touching pages past the file's end would be SIGBUS
+            raise RequestFailed(f"inflight fd has {st.st_size} bytes, mmap_size {size} at offset {offset} asked")
+        m = mmap.mmap(msg.fds[0], size, offset=offset)
+        self._drop_inflight()
+        self._inflight_map = m
+        self.inflight = InflightBuffer(m, num_queues, queue_size)
+        for ring in self.rings:
+            ring.resubmit = None
+
+    def _track_inflight(self, ring: Ring, q) -> None:
+        """At a ring start with a buffer set: the first time since it (re)started, recover the
+        region (libvhost-user's order: the next avail index is used idx plus what is in flight,
+        which is resubmitted first); then the queue records what it takes and completes."""
+        region = self.inflight.queue(ring.index) if self.inflight is not None else None
+        if region is None or getattr(q, "layout", "split") != "split":
+            return
+        if ring.resubmit is None:
+            if not region.valid():
+                self.log(f"vring {ring.index}: inflight region version {int(region.version[0])} desc_num {int(region.desc_num[0])}, "
+                         f"queue size {region.queue_size}: started afresh")
+                region.init()
+            if ring.num != region.queue_size:
+                self.log(f"vring {ring.index}: size {ring.num}, inflight region for {region.queue_size}: not tracked")
+                return
+            used = int(q.ring.used_idx[0])
+            ring.resubmit = region.recover(used)
+            q.last_avail_idx = (used + len(ring.resubmit)) & 0xFFFF
+            if ring.resubmit:
+                self.log(f"vring {ring.index}: resubmitting in-flight heads {ring.resubmit}")
+        elif ring.num != region.queue_size:
+            return
+        q.__class__ = _tracked_class(type(q))
+        q.inflight, q.resubmit = region, ring.resubmit
+
+    def _drop_inflight(self) -> None:
+        self.inflight = None
+        if self._inflight_map is not None:
+            try:
+                self._inflight_map.close()
+            except BufferError:  # a queue view still alive: the mapping goes with it
+                pass
+            self._inflight_map = None
 
     # -- configuration space -------------------------------------------------------------------
     def _config_head(self, msg: vu.Message) -> tuple[int, int, int]:
@@ -784,6 +935,7 @@ class Backend:
         if self.backend_channel is not None:
             self.backend_channel.close()
         self.sel.close()
+        self._drop_inflight()
         _close(self._config_change_fd)
         self._config_change_fd = -1
         self.channel.close()

@@ -347,6 +347,20 @@ class NoPolling(Backend):
             ring.polling = ring.started = False  # BUG: no fd, so no polling and no start
 
 
+class InflightNotResubmitted(Backend):
+    """Keeps the inflight buffer, but started again on one that says descriptors are in flight,
+    skips past them without resubmitting them: those requests are lost
+    (vu.front-end-message-types.11, what a vhost-user-blk reconnect relies on)."""
+
+    breaks, device = "vu.front-end-message-types.11", "blk"
+
+    def _track_inflight(self, ring, q):
+        fresh = ring.resubmit is None
+        super()._track_inflight(ring, q)
+        if fresh and ring.resubmit:
+            ring.resubmit.clear()  # BUG: in-flight descriptors dropped, never resubmitted
+
+
 PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
     cls.__name__: cls
     for cls in (
@@ -357,6 +371,6 @@ PROTOCOL_MUTANTS: dict[str, type[Backend]] = {
         NeverEnabledWithoutEnable, KeepsRunningAfterGetVringBase, VringBaseOffByOne,
         PackedBaseWithoutWrap, KeepsFirstMemTable, AddMemRegIgnored, ResetDeviceKeepsRings,
         RefusesBackendChannel, SetConfigWritesReadOnly, ResetOwnerForgetsMemory,
-        NoPolling,
+        NoPolling, InflightNotResubmitted,
     )
 }
