@@ -196,12 +196,16 @@ def test_no_backend_outlives_the_harness(tmp_path, how):
         print(b.pid, flush=True)
         if {how!r} == "sigkill":
             time.sleep(600)
+        sys.stdin.readline()  # exit only once the test has seen the back-end alive
     """)
-    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     pid = int(child.stdout.readline())
     assert not gone(pid)
     if how == "sigkill":
         child.kill()
+    else:
+        child.stdin.write("\n")
+        child.stdin.flush()
     child.wait(10)
     assert wait_gone(pid), f"back-end {pid} outlived the harness ({how})"
 
