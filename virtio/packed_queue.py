@@ -16,7 +16,6 @@ within the buffer). The in-flight state of both is per buffer id in numpy arrays
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from typing import Callable, Sequence
 
@@ -160,20 +159,11 @@ class PackedVirtqueue(VirtqueueBase):
         self._batch: deque[BufferChain] = deque()  # IN_ORDER: buffers a batch used descriptor returned
         self.event_flags_shadow = C.RING_EVENT_FLAGS_ENABLE  # the driver area starts zeroed
         self._event_manual = False
-        self.broken: Exception | None = None
-        self.kicks = 0
-        self.interrupts = 0
-        self.spurious_interrupts = 0
-        self.irq_event = threading.Event()
+        self._reset_signals()
 
     @property
     def num_free(self) -> int:
         return self.free_desc
-
-    @property
-    def num_in_flight(self) -> int:
-        """Buffers made available and not yet taken back (used or detached)."""
-        return self._nflight
 
     @property
     def in_flight(self) -> dict[int, BufferChain]:
@@ -672,15 +662,8 @@ class PackedVirtqueue(VirtqueueBase):
         pos = self.last_used_idx + descriptors
         return pos % self.num, self.used_wrap_counter ^ ((pos // self.num) & 1)
 
-    def interrupt(self) -> None:
-        """Used buffer notification from the device (Linux vring_interrupt)."""
-        self.interrupts += 1
-        self.irq_event.set()
-        if not self.more_used_or_batched():
-            self.spurious_interrupts += 1
-            return
-        if self.callback is not None:
-            self.callback(self)
+    def _used_pending(self) -> bool:
+        return self.more_used_or_batched()
 
     def free_ring(self) -> None:
         if self._owns_ring:

@@ -197,20 +197,11 @@ class SplitVirtqueue(VirtqueueBase):
         self.last_used_idx = 0
         self.num_added = 0
         self.avail_flags_shadow = 0
-        self.broken: Exception | None = None
-        self.kicks = 0
-        self.interrupts = 0
-        self.spurious_interrupts = 0
-        self.irq_event = threading.Event()
+        self._reset_signals()
 
     @property
     def num_free(self) -> int:
         return self._nfree
-
-    @property
-    def num_in_flight(self) -> int:
-        """Buffers made available and not yet taken back (used or detached)."""
-        return self._nflight
 
     @property
     def in_flight(self) -> dict[int, BufferChain | None]:
@@ -767,15 +758,8 @@ class SplitVirtqueue(VirtqueueBase):
     def set_used_event(self, value: int) -> None:
         self.ring.used_event[0] = value & 0xFFFF
 
-    def interrupt(self) -> None:
-        """Used buffer notification from the device (Linux vring_interrupt)."""
-        self.interrupts += 1
-        self.irq_event.set()
-        if not self.more_used():
-            self.spurious_interrupts += 1
-            return
-        if self.callback is not None:
-            self.callback(self)
+    def _used_pending(self) -> bool:
+        return self.more_used()
 
     def resize(self, num: int) -> None:
         """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).

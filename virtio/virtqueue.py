@@ -3,6 +3,7 @@ back used buffers, bounded waits for notifications, and the broken state after a
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import TYPE_CHECKING, Sequence
 
@@ -20,6 +21,29 @@ class VirtqueueBase:
     """Mixin for SplitVirtqueue and PackedVirtqueue; expects ``mem``, ``broken``, ``kicks``,
     ``interrupts``, ``irq_event``, ``notify_fn``, ``kick_prepare()``, ``get_buf()``,
     ``get_used_batch()``, ``used_state()``, ``_nflight`` and ``_chains`` (buffers from ``add``) on the subclass."""
+
+    def _reset_signals(self) -> None:
+        """Counters and state both layouts reset with the ring: not broken, no kicks, no interrupts."""
+        self.broken: Exception | None = None
+        self.kicks = 0
+        self.interrupts = 0
+        self.spurious_interrupts = 0
+        self.irq_event = threading.Event()
+
+    @property
+    def num_in_flight(self) -> int:
+        """Buffers made available and not yet taken back (used or detached)."""
+        return self._nflight
+
+    def interrupt(self) -> None:
+        """Used buffer notification from the device (Linux vring_interrupt)."""
+        self.interrupts += 1
+        self.irq_event.set()
+        if not self._used_pending():
+            self.spurious_interrupts += 1
+            return
+        if self.callback is not None:
+            self.callback(self)
 
     def _check_broken(self) -> None:
         if self.broken is not None:
