@@ -572,6 +572,16 @@ class VhostUserTransport(ConfigOps):
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
             self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 0), queue=vq.name)
         self.get_vring_base(vq.index)
+        self._deliver_pending_call(vq)
+
+    def _deliver_pending_call(self, vq) -> None:
+        """A call signalled before the back-end stopped the ring belongs to the time before the
+        reset: hand it to the queue now, so the event thread cannot deliver it late and make it
+        look like a notification after the reset."""
+        fd = self._call.get(vq.index)
+        if fd is not None and drain_eventfd(fd):
+            vq.interrupt()
+        self.events.synchronize()  # a handler already mid-flight has finished
 
     def enable_vq_after_reset(self, vq) -> None:
         self._ring_reset_ok("enable_vq_after_reset")
