@@ -6,6 +6,7 @@ restart, teardown) runs without a vhost-user back-end."""
 from __future__ import annotations
 
 import socket
+import time
 
 from targets.model import MODELS
 from targets.model.transport import ModelTransport
@@ -29,8 +30,21 @@ class SocketCheckedTransport(ModelTransport):
         return int(self.conn.recv(64).decode().strip())
 
     def kill_backend(self) -> None:
+        """Make the back-end exit, and return once it has (a zombie waiting for the harness to
+        reap it): the socket's EOF comes while the process is still exiting, and the test means
+        "it died during this test", not "it was dying when the test ended"."""
+        pid = self.backend_pid()
         self.conn.sendall(b"die")
-        self.conn.recv(64)  # EOF once it has gone
+        self.conn.recv(64)  # EOF once it is going
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                        return
+            except FileNotFoundError:
+                return
+            time.sleep(0.005)
 
     def close(self) -> None:
         self.conn.close()
