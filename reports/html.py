@@ -36,11 +36,11 @@ def _columns(rows) -> list:
     return list(dict.fromkeys(k for row in rows for k in row))
 
 
-def _skip_groups(results) -> list:
-    """Skipped results grouped by reason, most common first (DESIGN: a skip names its reason)."""
+def _skip_groups(results, kind: str = "skip") -> list:
+    """Skipped (or not-run) results grouped by reason, most common first (DESIGN: a skip names its reason)."""
     groups: dict[str, list] = {}
     for r in results:
-        if r["kind"] == "skip":
+        if r["kind"] == kind:
             reason = (r.get("message") or r.get("longrepr") or "no reason given").strip()
             groups.setdefault(reason, []).append(r)
     return sorted(groups.items(), key=lambda item: (-len(item[1]), item[0]))

@@ -16,7 +16,7 @@ from .waivers import find_waiver
 STATUSES = ("fail", "waived", "pass", "skip", "not-run", "not-covered")
 VERDICTS = ("NON-CONFORMANT", "INCONCLUSIVE", "CONFORMANT")  # worst first
 SEVERITIES = ("must", "should", "may")  # strongest first
-KINDS = ("pass", "violation", "waived", "skip", "harness-error")
+KINDS = ("pass", "violation", "waived", "skip", "not-run", "harness-error")
 
 _LEVEL_SEVERITY = {"MUST": "must", "MUST NOT": "must", "SHOULD": "should", "SHOULD NOT": "should", "MAY": "may"}
 _LEVEL_ORDER = tuple(_LEVEL_SEVERITY)
@@ -52,7 +52,7 @@ def kind_of(result: dict) -> str:
     Anything unrecognised is a harness error: it must not pass for a device verdict either way.
     """
     kind = result.get("kind")
-    if kind in ("pass", "violation", "skip", "harness-error"):
+    if kind in ("pass", "violation", "skip", "not-run", "harness-error"):
         return kind
     return _OUTCOME_KIND.get(result.get("outcome"), "harness-error")
 
@@ -120,7 +120,7 @@ def clause_statuses(results) -> dict[str, dict]:
 
 def result_counts(results) -> dict:
     counts = dict.fromkeys(
-        ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "harness_errors"), 0)
+        ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "not_run", "harness_errors"), 0)
     for judged in results:
         counts["results"] += 1
         kind = judged["kind"]
@@ -128,6 +128,8 @@ def result_counts(results) -> dict:
             counts["passed"] += 1
         elif kind == "skip":
             counts["skipped"] += 1
+        elif kind == "not-run":  # no verdict on the device, for a reason that is not the device's
+            counts["not_run"] += 1
         elif kind == "waived":
             counts["waived"] += 1
         elif kind == "harness-error":
@@ -148,6 +150,8 @@ def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
         reasons.append(f"target could not be opened: {target['error']}")
     if counts["harness_errors"]:
         reasons.append(f"{counts['harness_errors']} harness error(s): the harness, not the device, failed")
+    if counts["not_run"]:
+        reasons.append(f"{counts['not_run']} test(s) not run on this target")
     if not counts["results"]:
         reasons.append("no test results for this target")
     if reasons:

@@ -28,10 +28,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from virtio import toml_lines
 from virtio.errors import TargetError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -132,28 +132,6 @@ def parse_size(value, where: str) -> int:
     return int(m[1]) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m[2].upper()]
 
 
-def _table_lines(text: str) -> dict[str, int]:
-    """Line of each ``[targets.NAME]`` header (tomllib gives no positions for valid documents)."""
-    lines = {}
-    for no, line in enumerate(text.splitlines(), 1):
-        m = re.match(r'^\s*\[\s*targets\s*\.\s*("([^"]+)"|\'([^\']+)\'|[A-Za-z0-9_-]+)\s*\]', line)
-        if m:
-            name = m[2] or m[3] or m[1]
-            lines.setdefault(name, no)
-    return lines
-
-
-def _key_line(text: str, start: int, key: str) -> int:
-    """Line of ``key =`` within the table starting at ``start`` (best effort: else the table's line)."""
-    lines = text.splitlines()
-    for no in range(start, len(lines)):
-        if no > start and lines[no].lstrip().startswith("["):
-            break
-        if re.match(rf"^\s*{re.escape(key)}\s*=", lines[no]):
-            return no + 1
-    return start
-
-
 def _check_placeholders(args, where: str, allowed: set) -> None:
     for arg in args:
         try:
@@ -185,31 +163,28 @@ def load_inventory(path: str | os.PathLike) -> list[Entry]:
     """Read and validate an inventory file; raises InventoryError naming the line on any mistake."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise InventoryError(f"{path}: cannot read the target file: {e.strerror}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        msg = str(e)
-        m = re.search(r"at line (\d+)", msg)
-        # tomllib says "at end of document" for an unclosed value: name the last line instead
-        line = int(m[1]) if m else max(1, len(text.splitlines()))
-        raise InventoryError(f"{path}:{line}: not valid TOML: {msg}") from None
+    except UnicodeDecodeError as e:
+        raise InventoryError(f"{path}: not a TOML file: byte {e.start} is not UTF-8") from None
+    doc, line, msg = toml_lines.decode(text)
+    if doc is None:
+        raise InventoryError(f"{path}:{line}: not valid TOML: {msg}")
     unknown_top = set(doc) - {"targets"}
     if unknown_top:
         raise InventoryError(f"{path}: unknown top-level key(s) {sorted(unknown_top)}; entries go in [targets.NAME] tables")
     tables = doc.get("targets")
     if not isinstance(tables, dict) or not tables:
         raise InventoryError(f"{path}: no [targets.NAME] tables")
-    heads = _table_lines(text)
+    heads = toml_lines.table_lines(text, "targets")
     entries = []
     for name, t in tables.items():
         line = heads.get(name, 1)
         where = f"{path}:{line}: [targets.{name}]"
 
         def at(key, _line=line, _name=name):
-            return f"{path}:{_key_line(text, _line - 1, key)}: [targets.{_name}] {key}"
+            return f"{path}:{toml_lines.key_line(text, _line, key)}: [targets.{_name}] {key}"
 
         if not isinstance(t, dict):
             raise InventoryError(f"{where}: expected a table")

@@ -126,7 +126,8 @@ def open_target(spec: TargetSpec):
         from .vhost_user.frontend import VhostUserTransport
 
         device, _, path = spec.name.partition(":")
-        return VhostUserTransport(path, device, spec.id, timeout=float(spec.options.get("timeout", 5.0)))
+        # A back-end named on the command line is already running: a refusal will not go away.
+        return VhostUserTransport(path, device, spec.id, timeout=float(spec.options.get("timeout", 5.0)), retry_refused=False)
 
     device = build_device(spec)
     try:

@@ -270,10 +270,11 @@ class Channel:
         self.closed = False
 
     @classmethod
-    def connect(cls, path: str, timeout: float) -> "Channel":
+    def connect(cls, path: str, timeout: float, *, retry_refused: bool = True) -> "Channel":
         """Connect, bounded by ``timeout``. A refused connection is retried until then: a back-end
         creates and binds its socket file before it listens (DPDK logs the two steps apart), so a
-        back-end that has just (re)started can refuse for a moment. A missing file fails at once."""
+        back-end that has just (re)started can refuse for a moment. A missing file fails at once,
+        and so does a refusal with ``retry_refused=False`` (nobody is about to listen)."""
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
@@ -282,7 +283,7 @@ class Channel:
                 sock.connect(path)
             except ConnectionRefusedError:
                 sock.close()
-                if time.monotonic() + 0.02 >= deadline:
+                if not retry_refused or time.monotonic() + 0.02 >= deadline:
                     raise
                 time.sleep(0.02)
                 continue

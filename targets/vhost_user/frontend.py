@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -122,11 +123,27 @@ def violation(clause_id: str, message: str, *, expected=None, observed=None, que
     return TargetError(f"[{clause_id}] " + "; ".join(parts))
 
 
+def socket_problem(path: str) -> str | None:
+    """Why ``path`` cannot be a listening UNIX socket, from its file alone (None: it may be one)."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return f"no vhost-user back-end at {path} (no such file)"
+    except OSError as e:
+        return f"cannot reach {path}: {e.strerror or e}"
+    if stat.S_ISSOCK(mode):
+        return None
+    kind = "a directory" if stat.S_ISDIR(mode) else "a regular file" if stat.S_ISREG(mode) else "not a socket file"
+    return f"{path} is not a socket ({kind}); give the UNIX socket the back-end listens on"
+
+
 class VhostUserTransport(ConfigOps):
     transport = "vhost-user"
 
     def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX,
-                 config_change_hook: Callable[[], None] | None = None):
+                 config_change_hook: Callable[[], None] | None = None, retry_refused: bool = True):
+        """``retry_refused``: retry a refused first connection until ``timeout`` (a spawned back-end
+        that is restarting binds before it listens); False for a back-end that should be running."""
         super().__init__()
         # How to make the back-end change its device config out of band (a signal to its process,
         # a management command); None: trigger_config_change is unsupported.
@@ -164,21 +181,33 @@ class VhostUserTransport(ConfigOps):
         self._mem_table_sent = False
         self.lost: str | None = None  # why the connection is gone, once it is
         try:
-            self._connect()
-        except (vu.ProtocolError, DeviceViolation) as e:  # before the session exists: unreachable target
+            self._connect(retry_refused=retry_refused)
+        except (vu.ProtocolError, DeviceViolation, TargetError) as e:  # before the session exists: unreachable target
+            closed = self.lost  # set by request() when the back-end hung up instead of answering
             self.close()
-            raise TargetError(f"{spec_id}: {socket_path} does not speak vhost-user: {e}") from None
+            if closed is not None:
+                raise TargetError(f"{spec_id}: the back-end at {socket_path} closed the connection during the opening exchange "
+                                  f"(instead of answering {closed.removeprefix('closed after ')})") from None
+            if isinstance(e, TargetError):
+                raise
+            raise TargetError(f"{spec_id}: {socket_path} does not speak vhost-user: {getattr(e, 'message', None) or e}") from None
         except BaseException:
             self.close()
             raise
 
     # -- connection --------------------------------------------------------------------------------
-    def _connect(self) -> None:
+    def _connect(self, *, retry_refused: bool = True) -> None:
         """Open the socket and run QEMU's initialization exchange (vhost_user_backend_init)."""
+        problem = socket_problem(self.socket_path)  # at once: connect() would say only "refused"
+        if problem:
+            raise TargetError(f"{self.spec}: {problem}")
         try:
-            self.chan = vu.Channel.connect(self.socket_path, self.timeout)
+            self.chan = vu.Channel.connect(self.socket_path, self.timeout, retry_refused=retry_refused)
         except FileNotFoundError:
             raise TargetError(f"{self.spec}: no vhost-user back-end at {self.socket_path} (no such file)") from None
+        except ConnectionRefusedError:
+            raise TargetError(f"{self.spec}: connection refused at {self.socket_path}: the socket file exists but no back-end "
+                              "is listening on it (not started, or exited and left its socket behind)") from None
         except OSError as e:
             raise TargetError(f"{self.spec}: cannot connect to {self.socket_path}: {e.strerror or e}") from None
         self.lost = None
