@@ -114,7 +114,7 @@ def violation(clause_id: str, message: str, *, expected=None, observed=None, que
         try:
             from virtio.clauses import load_catalogue
 
-            _catalogue_ids = set(load_catalogue())
+            _catalogue_ids = {c.id for c in load_catalogue()}
         except Exception:
             _catalogue_ids = set()
     if clause_id in _catalogue_ids:
