@@ -74,15 +74,16 @@ def _reach(session, state):
 
 def _fresh_start(session) -> None:
     """Initialize again and check the device is as new: the features negotiate again, the queues
-    start afresh (nothing used or notified before a buffer is made available; each exchange then
-    gives back exactly its own buffers), whatever was in flight before the reset stays gone."""
+    start afresh (nothing used before a buffer is made available; each exchange then gives back
+    exactly its own buffers), whatever was in flight before the reset stays gone. A notification
+    alone is no used buffer: nothing forbids a spurious one on a live queue (and over vhost-user a
+    call signalled for the old rings may reach the new ones)."""
     work = session.start()
     vqs = [vq for vq in work.vqs if vq is not None]
     time.sleep(SETTLE)
     for vq in vqs:
-        require(not vq.more_used() and vq.interrupts == 0, "def.reset.initial-state",
-                "a queue set up after the reset held used buffers, or was notified, before any buffer was made available",
-                expected="no used buffer, no notification", observed=f"{vq.used_state()}, {vq.interrupts} notifications", queue=vq.name)
+        require(not vq.more_used(), "def.reset.initial-state", "a queue set up after the reset held used buffers before any buffer was made available",
+                expected="no used buffer", observed=vq.used_state(), queue=vq.name)
     for _ in range(3):
         work.roundtrip()
     time.sleep(SETTLE)
