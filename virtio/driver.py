@@ -114,10 +114,15 @@ class VirtioDriver:
             self.vqs = []
         self.ops.reset()
         self.negotiated = None
+        self.wait_reset()
+
+    def wait_reset(self, what: str = "device status to read 0 after reset") -> None:
+        """After ``ops.reset()``: wait (bounded) until device status reads 0 (2.4.2); a
+        DeviceTimeout on 2.4.1 naming the status still read, else."""
         deadline = time.monotonic() + self.timeout
         while (s := self.ops.get_status()) != 0:
             if time.monotonic() > deadline:
-                raise DeviceTimeout(CLAUSE_RESET_STATUS, "device status to read 0 after reset", timeout=self.timeout, observed=f"status {C.status_names(s)}")
+                raise DeviceTimeout(CLAUSE_RESET_STATUS, what, timeout=self.timeout, observed=f"status {C.status_names(s)}")
             time.sleep(0.001)
 
     # -- features (2.2) --------------------------------------------------------------------------

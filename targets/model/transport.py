@@ -16,6 +16,7 @@ from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
 class ModelTransport(ConfigOps):
     transport = "model"
+    sync_timeout = 5.0  # bound on synchronize_cbs waiting for a device-side callback to end
 
     def __init__(self, device, spec: str, mem_size: int = 64 << 20):
         super().__init__()
@@ -103,8 +104,10 @@ class ModelTransport(ConfigOps):
 
     def synchronize_cbs(self) -> None:
         # The device signals while holding its lock: once we hold it, no callback is mid-flight.
-        with self.device.lock:
-            pass
+        if not self.device.lock.acquire(timeout=self.sync_timeout):
+            raise HarnessError(f"{self.spec}: timed out after {self.sync_timeout:.3g}s waiting for the device's lock "
+                               "(synchronize_cbs: a device-side callback still running)")
+        self.device.lock.release()
 
     def bus_name(self) -> str:
         return f"model:{self.device.name}"

@@ -14,6 +14,8 @@ import select
 import threading
 from typing import Callable
 
+from virtio.errors import HarnessError
+
 POLL_S = 0.25  # upper bound on how long a stop request waits for the thread
 
 
@@ -81,11 +83,14 @@ class EventThread:
                         self.errors.append(f"{type(e).__name__}: {e}")
                         self.unregister(fd)
 
-    def synchronize(self) -> None:
-        """Return once no handler is mid-flight (a handler started before this call has ended)."""
-        if threading.current_thread() is not self._thread:
-            with self._running:
-                pass
+    def synchronize(self, timeout: float = 5.0) -> None:
+        """Return once no handler is mid-flight (a handler started before this call has ended);
+        a handler still running after ``timeout`` seconds is a HarnessError (handlers are ours)."""
+        if threading.current_thread() is self._thread:
+            return
+        if not self._running.acquire(timeout=timeout):
+            raise HarnessError(f"timed out after {timeout:.3g}s waiting for a handler of {self._thread.name} to finish (synchronize)")
+        self._running.release()
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread (bounded join) and close the epoll instance; registered fds stay open."""

@@ -582,7 +582,7 @@ class VhostUserTransport(ConfigOps):
             self._kick.clear()
 
     def synchronize_cbs(self) -> None:
-        self.events.synchronize()
+        self.events.synchronize(self.timeout)
 
     def bus_name(self) -> str:
         return f"vhost-user:{self.socket_path}"
@@ -610,7 +610,7 @@ class VhostUserTransport(ConfigOps):
         fd = self._call.get(vq.index)
         if fd is not None and drain_eventfd(fd):
             vq.interrupt()
-        self.events.synchronize()  # a handler already mid-flight has finished
+        self.events.synchronize(self.timeout)  # a handler already mid-flight has finished
 
     def enable_vq_after_reset(self, vq) -> None:
         self._ring_reset_ok("enable_vq_after_reset")

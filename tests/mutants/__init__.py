@@ -29,6 +29,9 @@ MUTANT_CLASSES = [
     status_features.RngDriverBitNotKept,
     status_features.RngEventIdxSurvivesReset,
     status_features.ConsoleConfigNotifyAfterReset,
+    status_features.RngResetIgnoredWhileFailed,
+    status_features.RngKeepsNeedsResetAfterReset,
+    status_features.RngKeepsRingPositionAfterReset,
     # configuration space (2.3, 2.5), shared memory (2.10)
     config.BlkGenerationStuck,
     config.BlkCapacityBigEndian,

@@ -9,6 +9,8 @@ from targets.model.rng import RngDevice
 from targets.model.split_ring import DeviceSplitQueue
 from virtio import constants as C
 
+from .queue_reset import _POSITION
+
 
 class RngAcceptsUnofferedFeatures(RngDevice):
     """Sets FEATURES_OK although the driver accepted a feature bit the device never offered.
@@ -199,3 +201,67 @@ class ConsoleConfigNotifyAfterReset(ConsoleDevice):
         super().update_config(**values)
         if not self.status & C.DRIVER_OK:
             self.bus.interrupt_config()  # BUG: no check of the device status before notifying
+
+
+class RngResetIgnoredWhileFailed(RngDevice):
+    """Ignores a reset written while the driver has set FAILED: status keeps reading FAILED.
+
+    dev.basic.device-reset.1 (2.4.1): on reset the device MUST set its status back to 0; FAILED is
+    the very state after which the driver MUST reset the device before trying again (2.1.1), so a
+    device that stays FAILED can never be used again.
+    """
+
+    name = "rng-reset-ignored-while-failed"
+    clause = "dev.basic.device-reset.1"
+
+    def set_status(self, status: int) -> None:
+        if status == 0 and self.status & C.FAILED:
+            return  # BUG: "the driver gave up" is taken as final
+        super().set_status(status)
+
+
+class RngKeepsNeedsResetAfterReset(RngDevice):
+    """Resets everything but the DEVICE_NEEDS_RESET bit it set: status reads DEVICE_NEEDS_RESET.
+
+    dev.basic.device-reset.1 (2.4.1): on reset the device MUST set its status back to 0 -- the one
+    way out of DEVICE_NEEDS_RESET (2.1.2) is the reset it asks for.
+    """
+
+    name = "rng-keeps-needs-reset-after-reset"
+    clause = "dev.basic.device-reset.1"
+
+    def set_status(self, status: int) -> None:
+        kept = self.status & C.DEVICE_NEEDS_RESET if status == 0 else 0
+        super().set_status(status)
+        self.status |= kept  # BUG: the error outlives the reset
+
+
+class RngKeepsRingPositionAfterReset(RngDevice):
+    """After a reset that found buffers in flight, carries each queue's old position (available and
+    used index, wrap counters) into the rings the driver sets up next.
+
+    def.reset.initial-state (2.4): after a reset the device is as new; its queues start again from
+    index 0 (packed: wrap counters 1), as a device that only re-reads the ring addresses would not.
+    """
+
+    name = "rng-keeps-ring-position-after-reset"
+    clause = "def.reset.initial-state"
+    both_layouts = True
+    _kept: dict | None = None
+
+    def device_reset(self) -> None:
+        live = [(i, q) for i, q in enumerate(getattr(self, "queues", ())) if q is not None and q.has_avail()]
+        if live:
+            self._kept = {i: {k: getattr(q, k) for k in _POSITION if hasattr(q, k)} for i, q in live}
+        super().device_reset()
+
+    def set_status(self, status: int) -> None:
+        super().set_status(status)
+        if status & C.DRIVER_OK and self._kept:
+            with self.lock:
+                for i, kept in self._kept.items():
+                    q = self.queues[i] if i < len(self.queues) else None
+                    for k, v in kept.items():
+                        if q is not None:
+                            setattr(q, k, v)  # BUG: the old position survives the reset
+            self._kept = None
