@@ -40,7 +40,7 @@ from .packed import (
     off_wrap,
     split_event,
 )
-from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, virtio_mb
+from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, _nth, virtio_mb
 from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
@@ -512,7 +512,7 @@ class PackedVirtqueue(VirtqueueBase):
                     CLAUSE_IN_ORDER,
                     "used descriptor names a buffer whose in-order batch includes buffers not yet made available",
                     expected=f"one of the {published} oldest buffers in flight (a batch of at most {published}, 2.8.8)",
-                    observed=f"id {bid}, the {k}th oldest, at ring slot {slot}",
+                    observed=f"id {bid}, the {_nth(k)} oldest, at ring slot {slot}",
                     queue=self.name,
                 )
             )

@@ -62,17 +62,19 @@ class InOrderBatcher:
             for h, n, w in zip(heads.tolist(), lens.tolist(), writable.tolist()):
                 self.add(h, n, w)
             return
-        n = len(heads)
-        ends = np.flatnonzero(lens[:-1] != writable[:-1]).tolist() + [n - 1]  # the run closes a batch
+        ends = np.flatnonzero(lens != writable)  # each partly used buffer ends a batch
         if self.heads:
             k = len(self.heads)
             heads = np.concatenate((np.array(self.heads, dtype=np.intp), heads))
-            ends = [e + k for e in ends]
             lens = np.concatenate((np.zeros(k, dtype=lens.dtype), lens))
+            ends = ends + k
             self.heads = []
-        ends = np.array(ends, dtype=np.intp)
-        self.queue.push_in_order_run(heads, ends, lens[ends])
-        self.limit = self.size()
+        cut = int(ends[-1]) + 1 if len(ends) else 0
+        if cut:
+            self.queue.push_in_order_run(heads[:cut], ends, lens[ends])
+        if cut < len(heads):  # used completely: the batch may go on in the next run
+            self.heads = heads[cut:].tolist()
+            self.last_len = int(lens[-1])
 
     def flush(self) -> None:
         if self.heads:
