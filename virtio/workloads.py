@@ -154,14 +154,18 @@ class Workload:
                 )
 
     def wait(self, vq: SplitVirtqueue, chain: BufferChain, what: str) -> BufferChain:
-        """Wait for one specific chain; other chains completing meanwhile are kept for later."""
+        """Wait for one specific chain; other chains completing meanwhile are kept for later.
+
+        Kept by identity, not by head: a kept chain's head (a packed buffer id, a split descriptor)
+        is free again and may already head a newer buffer that completes before it is claimed
+        (an IN_ORDER batch returns several at once)."""
         done = getattr(vq, "_completed", None)
         if done is None:
             done = vq._completed = {}
-        while chain.head not in done or done[chain.head] is not chain:
+        while id(chain) not in done:
             got = vq.wait_used(1, self.timeout, awaited=what)[0]
-            done[got.head] = got
-        del done[chain.head]
+            done[id(got)] = got
+        del done[id(chain)]
         return chain
 
 
