@@ -554,6 +554,8 @@ class SplitVirtqueue(VirtqueueBase):
             self._bad_idx(used_idx, pending)
         if self.in_order:
             heads, lens, reported = self._in_order_used(used_idx, pending, 1)
+            if not len(heads):  # only buffers detached since (never while the device runs)
+                return None
             chain = self._complete_one(int(heads[0]), int(lens[0]))
             chain.len_reported = bool(reported[0])
             return chain
