@@ -552,16 +552,19 @@ class SplitVirtqueue(VirtqueueBase):
         pending = (used_idx - self.last_used_idx) & 0xFFFF
         if pending > self._nflight:
             self._bad_idx(used_idx, pending)
-        if self.in_order:
-            heads, lens, reported = self._in_order_used(used_idx, pending, 1)
-            if not len(heads):  # only buffers detached since (never while the device runs)
-                return None
-            chain = self._complete_one(int(heads[0]), int(lens[0]))
-            chain.len_reported = bool(reported[0])
-            return chain
         slot = self.last_used_idx % self.num
         uid, ulen = self.ring.used_ring[slot].tolist()  # one snapshot of the elem
         writable = int(self._room[min(uid, self.num)]) - 1
+        if self.in_order:
+            if writable < 0 or ulen > writable or self._seq[uid] != self._seq_next:
+                # A batch (2.7.9), or a bad elem: _in_order_scan reads and judges it.
+                heads, lens, reported = self._in_order_used(used_idx, pending, 1)
+                if not len(heads):  # only buffers detached since (never while the device runs)
+                    return None
+                chain = self._complete_one(int(heads[0]), int(lens[0]))
+                chain.len_reported = bool(reported[0])
+                return chain
+            self._seq_next += 1  # the oldest buffer in flight, its own elem
         if writable < 0:
             self._bad_id(uid, slot)
         if ulen > writable:
