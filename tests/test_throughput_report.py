@@ -21,7 +21,7 @@ from reports.charts import throughput_rows, throughput_svg
 from virtio import constants as C
 from virtio.errors import DeviceViolation, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from virtio.memory import GuestMemory
-from virtio.split_queue import CLAUSE_USED_ID, CLAUSE_USED_IDX, CLAUSE_USED_LEN, SgArray, SplitVirtqueue
+from virtio.split_queue import CLAUSE_IN_ORDER, CLAUSE_USED_ID, CLAUSE_USED_IDX, CLAUSE_USED_LEN, SgArray, SplitVirtqueue
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = '<script>alert(1)</script>'
@@ -224,15 +224,23 @@ def test_batch_max_count_leaves_bad_elems_for_later():
 
 
 def test_in_order_garbage():
+    """2.7.9: an elem naming heads[3] is a batch of 4, at the offset of its first buffer, and
+    moves used idx by 4; by fewer it is an IN_ORDER violation, and an elem at the next batch's
+    offset naming a buffer the batch already covered is a bad id."""
     vq, heads = queue(in_order=True)
-    device_writes(vq, [(heads[3], 8), (heads[1], 8)])  # heads[1] was implied used by heads[3]
+    device_writes(vq, [(heads[3], 8)])  # used idx moved by 1, the elem says 4
+    with pytest.raises(InvalidUsedIdx) as info:
+        vq.get_used_batch()
+    assert info.value.clause == CLAUSE_IN_ORDER and "batch of 4" in str(info.value)
+    vq, heads = queue(in_order=True)
+    device_writes(vq, [(heads[1], 8), (0xBAD, 0), (heads[0], 8)])  # slot 1 skipped, slot 2 names heads[0]
     with pytest.raises(InvalidUsedId) as info:
         vq.get_used_batch()
-    assert f"id {heads[1]} at used ring slot 1" in str(info.value)
+    assert f"id {heads[0]} at used ring slot 2" in str(info.value)
     vq, heads = queue(in_order=True)
-    device_writes(vq, [(heads[3], 8)])
+    device_writes(vq, [(heads[3], 5)], used_idx=4)
     ids, lens = vq.get_used_batch()
-    assert ids.tolist() == heads[:4] and lens.tolist() == [0, 0, 0, 8]
+    assert ids.tolist() == heads[:4] and lens.tolist() == [8, 8, 8, 5]  # the skipped: used completely
 
 
 def test_validation_reads_only_the_used_ring():

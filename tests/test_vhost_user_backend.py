@@ -543,3 +543,31 @@ def test_inflight_recovery_repairs_the_last_batch():
     assert region.recover(2) == [5] and int(region.used_idx[0]) == 2
     region.take([1])
     assert region.in_flight() == [5, 1] and region.global_counter == 5
+
+
+def test_in_order_batches_with_inflight_tracking(server, client_for):
+    """VIRTIO_F_IN_ORDER over the socket: the server answers each kick's buffers with one used
+    elem (2.7.9: the last buffer's id at the first buffer's offset, used idx moved by all of
+    them), and the inflight buffer retires the whole batch, used_idx following the ring's."""
+    c = client_for(server("rng"))
+    c.setup(features=(1 << C.VIRTIO_F_VERSION_1) | (1 << vu.VHOST_USER_F_PROTOCOL_FEATURES) | (1 << C.VIRTIO_F_IN_ORDER))
+    payload, fd = _get_inflight(c, 1, 16)
+    import mmap
+    view = mmap.mmap(fd, vu.INFLIGHT.unpack(payload)[0])
+    region = InflightBuffer(view, 1, 16).queue(0)
+    assert c.ack(vu.SET_INFLIGHT_FD, payload, [fd]) == 0
+    r = c.ring(0, 16)
+    done = 0
+    for n in (1, 5, 16, 3, 16, 7) * 3:  # batch sizes up to the queue size, the ring wrapping
+        chains = [r.vq.add((), [32], token=i) for i in range(n)]
+        first = r.vq.last_used_idx % 16
+        r.vq.kick()
+        got = r.wait_used(n)
+        done += n
+        assert got == chains and all(ch.used_len == 32 for ch in got)
+        assert [ch.len_reported for ch in got] == [False] * (n - 1) + [True]
+        assert int(r.vq.ring.used_ring[first, 0]) == chains[-1].head and int(r.vq.ring.used_idx[0]) == done
+        assert region.in_flight() == [] and int(region.used_idx[0]) == done
+        for ch in got:
+            r.vq.release(ch)
+    region = None

@@ -40,7 +40,7 @@ from .packed import (
     off_wrap,
     split_event,
 )
-from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, virtio_mb
+from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, _nth, virtio_mb
 from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
@@ -49,6 +49,7 @@ CLAUSE_USED_LEN = "def.packed.used-len"
 CLAUSE_USED_FLAGS = "def.packed.used-flags"
 CLAUSE_USED_POSITION = "def.packed.used-position"
 CLAUSE_PROCESS = "def.basic.buffers-are-used"
+CLAUSE_IN_ORDER = "dev.reserved-features.5"
 
 # Written into the id field of the non-last descriptors of a list when ``id_in_every_desc`` is
 # off: never a buffer id in flight (ids are < queue size <= 32768).
@@ -467,14 +468,16 @@ class PackedVirtqueue(VirtqueueBase):
             used_len = ulen if ulen <= writable else 0
         batch: list[BufferChain] = []
         if self.in_order:
-            # 2.8.8: one used descriptor may stand for every buffer made available before it; the
-            # skipped ones count as used completely.
-            while self._avail_order and self._avail_order[0] != bid:
+            # 2.8.8: one used descriptor, written over the first available descriptor of a batch,
+            # may stand for every buffer up to the one it names; the skipped ones count as used
+            # completely (their len is their writable length, not one the device reported).
+            k = self._in_order_rank(bid, slot)
+            for _ in range(k - 1):
                 earlier = self._complete(self._avail_order.popleft(), None)
                 earlier.used_len = earlier.writable
+                earlier.len_reported = False
                 batch.append(earlier)
-            if self._avail_order:
-                self._avail_order.popleft()
+            self._avail_order.popleft()
         chain = self._complete(bid, used_len)
         skip = chain.ndesc + sum(c.ndesc for c in batch)
         pos = self.last_used_idx + skip
@@ -492,6 +495,28 @@ class PackedVirtqueue(VirtqueueBase):
             self._batch.append(chain)
             return batch[0]
         return chain
+
+    def _in_order_rank(self, bid: int, slot: int) -> int:
+        """IN_ORDER: the batch size a used descriptor naming buffer ``bid`` implies -- its rank
+        among the buffers in flight, oldest first (2.8.8) -- checked against what the device can
+        have seen: a buffer whose first descriptor's flags are not yet published is not available."""
+        order = self._avail_order
+        try:
+            k = order.index(bid) + 1
+        except ValueError:  # in flight yet not in the avail order: a harness bug, never the device's
+            raise HarnessError(f"{self.name}: buffer {bid} in flight but not in the IN_ORDER avail order")
+        published = len(order) - self._unpub_bufs
+        if k > published:
+            self._bad(
+                InvalidUsedId(
+                    CLAUSE_IN_ORDER,
+                    "used descriptor names a buffer whose in-order batch includes buffers not yet made available",
+                    expected=f"one of the {published} oldest buffers in flight (a batch of at most {published}, 2.8.8)",
+                    observed=f"id {bid}, the {_nth(k)} oldest, at ring slot {slot}",
+                    queue=self.name,
+                )
+            )
+        return k
 
     def _bad_id(self, bid: int, slot: int, note: str = "") -> None:
         self._bad(

@@ -37,6 +37,7 @@ CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_USED_ID = "def.split.used-elem-id"
 CLAUSE_USED_IDX = "def.split.used-idx"
 CLAUSE_PROCESS = "def.basic.buffers-are-used"
+CLAUSE_IN_ORDER = "dev.reserved-features.5"  # 6.2 MUST, with the 2.7.9 batch rule it implies
 
 # Any locked instruction is a full fence on x86 (and a lock is a full barrier elsewhere): it orders
 # the avail idx store before the loads that decide whether to kick (see Linux virtio_mb()).
@@ -79,6 +80,10 @@ class BufferChain:
     ids: list[int] = field(default_factory=list)  # descriptor ids, freed on completion
     used_len: int | None = None
     batch: bool = False  # made available by add_batch (out_sgs/in_sgs read back from the table)
+    # False for a buffer an IN_ORDER batch answered without an entry of its own (2.7.9, 2.8.8):
+    # the device reported no len for it; the spec has it "used completely", so used_len is its
+    # writable length (as Linux's in-order code takes total_in_len), not a len the device wrote.
+    len_reported: bool = True
 
     @property
     def writable(self) -> int:
@@ -91,6 +96,10 @@ def check_split_queue_size(num: int, name: str = "") -> None:
     any other size the same way (vring_alloc_queue_split)."""
     if not (1 <= num <= MAX_QUEUE_SIZE and num & (num - 1) == 0):
         raise HarnessError(f"{name or 'split queue'}: size {num} is not a power of 2 in 1..{MAX_QUEUE_SIZE} (2.7)")
+
+
+def _nth(k: int) -> str:
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 _NO_IDS = np.empty(0, dtype=np.intp)
@@ -546,26 +555,90 @@ class SplitVirtqueue(VirtqueueBase):
         slot = self.last_used_idx % self.num
         uid, ulen = self.ring.used_ring[slot].tolist()  # one snapshot of the elem
         writable = int(self._room[min(uid, self.num)]) - 1
+        if self.in_order:
+            if writable < 0 or ulen > writable or self._seq[uid] != self._seq_next:
+                # A batch (2.7.9), or a bad elem: _in_order_scan reads and judges it.
+                heads, lens, reported = self._in_order_used(used_idx, pending, 1)
+                if not len(heads):  # only buffers detached since (never while the device runs)
+                    return None
+                chain = self._complete_one(int(heads[0]), int(lens[0]))
+                chain.len_reported = bool(reported[0])
+                return chain
+            self._seq_next += 1  # the oldest buffer in flight, its own elem
         if writable < 0:
             self._bad_id(uid, slot)
         if ulen > writable:
             self._bad_len(uid, ulen, writable)
-        if self.in_order:
-            # Every buffer made available before this one is used too (2.7.9); their len is
-            # not reported, so it reads as 0.
-            seq = int(self._seq[uid])
-            for s in range(self._seq_next, seq):
-                h = int(self._order[s % self.num])
-                if self._room[h] and self._seq[h] == s:
-                    self._ready.append(self._complete_one(h, 0))
-            self._seq_next = seq + 1
         chain = self._complete_one(uid, ulen)
         self.last_used_idx = (self.last_used_idx + 1) & 0xFFFF
         self._after_used()
-        if self._ready:
-            self._ready.append(chain)
-            return self._ready.popleft()
         return chain
+
+    # -- IN_ORDER (2.7.9) ------------------------------------------------------------------------
+    def _in_order_scan(self, used_idx: int, pending: int, limit: int) -> tuple[list[tuple[int, int, int]], int]:
+        """Read the used elems from last_used_idx on as 2.7.9 has them: each names the last buffer
+        of a batch (its id, its len) and sits at the offset of the batch's first buffer, and used
+        idx moved by the size of the batch. Returns ``([(id, len, batch size), ...], buffers)``,
+        stopping once ``limit`` buffers are covered; validates every elem read (id a buffer in
+        flight not already implied, the batch within the used idx advance, len within the last
+        buffer's writable bytes) and changes no state. The slots a batch skips are not read."""
+        num, last, cur = self.num, self.last_used_idx, self._seq_next
+        ring, room, seq = self.ring.used_ring, self._room, self._seq
+        out, pos = [], 0
+        while pos < pending and pos < limit:
+            slot = (last + pos) % num
+            uid, ulen = ring[slot].tolist()  # one snapshot of the elem
+            writable = int(room[min(uid, num)]) - 1
+            if writable < 0:
+                self._bad_id(uid, slot)
+            k = int(seq[uid]) - cur + 1
+            if k <= 0:  # in flight, yet an earlier elem of this read already implied it
+                self._bad_id(uid, slot, " (implied by an earlier used elem's in-order batch)")
+            if k > pending - pos:
+                self._bad(
+                    InvalidUsedIdx(
+                        CLAUSE_IN_ORDER,
+                        "used elem names a buffer whose in-order batch goes beyond the used idx advance",
+                        expected=f"used idx moved by at least {k} from {(last + pos) & 0xFFFF} (the elem names "
+                        f"the {_nth(k)} oldest buffer in flight: a batch of {k}, 2.7.9)",
+                        observed=f"used idx {used_idx} ({pending - pos} new from there); id {uid} at used ring slot {slot}",
+                        queue=self.name,
+                    )
+                )
+            if ulen > writable:
+                self._bad_len(uid, ulen, writable, slot)
+            out.append((uid, ulen, k))
+            pos += k
+            cur += k
+        return out, pos
+
+    def _in_order_used(self, used_idx: int, pending: int, limit: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Take the IN_ORDER batches covering up to ``limit`` buffers: (heads, lens, reported), in
+        the order made available; the buffers of a batch beyond ``limit`` are completed and wait
+        in ``_ready``. A buffer answered by a later buffer's elem gets its writable length as len
+        (2.7.9: "assumed to have been used ... completely") and reported False."""
+        batches, total = self._in_order_scan(used_idx, pending, limit)
+        s0, num = self._seq_next, self.num
+        heads = self._order[self._idx2[s0 % num : s0 % num + total]]
+        room = self._room[heads]
+        live = (room > 0) & (self._seq[heads] == s0 + self._ar[:total])
+        lens = (room.astype(np.int64) - 1).clip(0).astype(np.uint32)
+        reported = np.zeros(total, dtype=bool)
+        ends = np.cumsum([k for _, _, k in batches]) - 1
+        lens[ends] = [n for _, n, _ in batches]
+        reported[ends] = True
+        if _count_nonzero(live) != total:  # a buffer detached since (never while the device runs)
+            heads, lens, reported = heads[live], lens[live], reported[live]
+        self._seq_next = s0 + total
+        self.last_used_idx = (self.last_used_idx + total) & 0xFFFF
+        self._after_used()
+        if len(heads) > limit:
+            for h, n, r in zip(heads[limit:].tolist(), lens[limit:].tolist(), reported[limit:].tolist()):
+                c = self._complete_one(h, n)
+                c.len_reported = r
+                self._ready.append(c)
+            heads, lens, reported = heads[:limit], lens[:limit], reported[:limit]
+        return heads, lens, reported
 
     def get_used_batch(
         self, max_count: int | None = None, chains: list | None = None, recycle: bool = False
@@ -577,7 +650,10 @@ class SplitVirtqueue(VirtqueueBase):
         one by one: used idx moved by at most the buffers in flight (InvalidUsedIdx), each id a
         head in flight and not named twice (InvalidUsedId), each len within the buffer's writable
         bytes (InvalidUsedLen); the first bad elem in ring order is the one reported. With
-        IN_ORDER, buffers a used elem implies come back too, with len 0. Buffers made available
+        IN_ORDER (2.7.9) an elem may answer a batch: it names the batch's last buffer, sits at
+        the offset of its first, and used idx moved by the batch's size; the buffers before the
+        last come back too, with their writable length as len (BufferChain.len_reported False:
+        the device reported none). Buffers made available
         by ``add()`` get their BufferChain's used_len set and are appended to ``chains``; without
         a ``chains`` list their guest memory is released.
 
@@ -602,6 +678,8 @@ class SplitVirtqueue(VirtqueueBase):
         m = pending if max_count is None or max_count >= pending else int(max_count)
         if m <= 0:
             return _NO_IDS, _NO_LENS
+        if self.in_order:
+            return self._in_order_batch(used_idx, pending, m, chains)
         s = last % self.num
         e = s + m
         if e <= self.num:  # one copy of the elems: what is validated is what is used
@@ -616,8 +694,6 @@ class SplitVirtqueue(VirtqueueBase):
             self._batch_violation(elems, s)
         if _count_nonzero(lens >= room):  # not in flight (room 0), or len too big
             self._batch_violation(elems, s)
-        if self.in_order:  # its strictly-increasing check also rejects a repeated id
-            return self._in_order_batch(elems, s, ids, lens, max_count, chains)
         # A repeated id: zeroing the batch's rooms frees fewer than m heads (for big queues,
         # where counting every room costs more, a mark per position shows it instead).
         room_arr = self._room
@@ -655,35 +731,35 @@ class SplitVirtqueue(VirtqueueBase):
             self._used_event_h[0] = last  # as _after_used
         return ids, lens
 
-    def _in_order_batch(self, elems, s, ids, lens, max_count, chains):
-        m = len(ids)
-        seqs = self._seq[ids]
-        if m > 1 and _count_nonzero(seqs[1:] <= seqs[:-1]):
-            # A used elem names a buffer an earlier elem of the batch already implied (2.7.9).
-            self._batch_violation(elems, s)
-        s0 = self._seq_next
-        k = int(seqs[-1]) - s0 + 1
-        if k == m:
-            heads, all_lens = ids, lens  # one used elem per buffer: the common case
+    def _in_order_batch(self, used_idx: int, pending: int, m: int, chains) -> tuple[np.ndarray, np.ndarray]:
+        """get_used_batch with IN_ORDER: every buffer its own used elem (the common case) is read
+        and checked in one copy; anything else (a batch answered by one elem, 2.7.9, or a bad elem)
+        goes through _in_order_used, elem by elem."""
+        num, s0 = self.num, self._seq_next
+        s = self.last_used_idx % num
+        e = s + m
+        if e <= num:
+            elems = self._used32[2 * s : 2 * e].copy()
         else:
-            heads = self._order[self._idx2[s0 % self.num : s0 % self.num + k]]
-            live = (self._room[heads] > 0) & (self._seq[heads] == s0 + self._ar[:k])
-            all_lens = np.zeros(k, dtype=np.uint32)
-            all_lens[seqs - s0] = lens
-            if _count_nonzero(live) != k:
-                heads, all_lens = heads[live], all_lens[live]
-        self._seq_next = int(seqs[-1]) + 1
-        self.last_used_idx = (self.last_used_idx + m) & 0xFFFF
-        if max_count is not None and len(heads) > max_count:
-            # Implied buffers beyond max_count: completed now, handed out by the next call.
-            for h, n in zip(heads[max_count:].tolist(), all_lens[max_count:].tolist()):
-                self._ready.append(self._complete_one(h, n))
-            heads, all_lens = heads[:max_count], all_lens[:max_count]
+            elems = np.concatenate((self._used32[2 * s :], self._used32[: 2 * (e - num)]))
+        ids = elems[0::2].astype(np.intp)
+        lens = elems[1::2]
+        if ids.max() < num and not _count_nonzero(lens >= self._room[ids]) and not _count_nonzero(self._seq[ids] != s0 + self._ar[:m]):
+            self._seq_next = s0 + m
+            self.last_used_idx = (self.last_used_idx + m) & 0xFFFF
+            self._after_used()
+            heads = ids
+        else:
+            heads, lens, reported = self._in_order_used(used_idx, pending, m)
+            if self._chains and not reported.all():
+                for h in heads[~reported].tolist():
+                    c = self._chains.get(h)
+                    if c is not None:
+                        c.len_reported = False
         self._free_heads(heads)
         if self._chains:
-            self._collect_chains(heads, all_lens, chains)
-        self._after_used()
-        return heads, all_lens
+            self._collect_chains(heads, lens, chains)
+        return heads, lens
 
     def _hand_out_ready(self, max_count, chains) -> tuple[np.ndarray, np.ndarray]:
         out = []
@@ -698,23 +774,19 @@ class SplitVirtqueue(VirtqueueBase):
         return (np.array([c.head for c in out], dtype=np.intp), np.array([c.used_len for c in out], dtype=np.uint32))
 
     def _batch_violation(self, elems: np.ndarray, start: int) -> None:
-        """The batch holds a bad elem: find the first one in ring order, as get_buf would, and raise."""
+        """The batch holds a bad elem: find the first one in ring order, as get_buf would, and raise
+        (without IN_ORDER; _in_order_scan checks its elems one by one)."""
         num = self.num
         gone: set[int] = set()
-        seq_next = self._seq_next
         pairs = elems.tolist()
         for j in range(len(pairs) // 2):
             uid, ulen, slot = pairs[2 * j], pairs[2 * j + 1], (start + j) % num
             writable = -1 if uid >= num or uid in gone else int(self._room[uid]) - 1
-            if writable >= 0 and self.in_order and int(self._seq[uid]) < seq_next:
-                writable = -1  # already implied by an earlier elem of this batch
             if writable < 0:
                 self._bad_id(uid, slot, " (returned earlier in this batch)" if uid in gone else "")
             if ulen > writable:
                 self._bad_len(uid, ulen, writable, slot)
             gone.add(uid)
-            if self.in_order:
-                seq_next = int(self._seq[uid]) + 1
         raise HarnessError(f"{self.name}: batch validation flagged a used elem that checks out one by one")
 
     def next_notification(self) -> int:

@@ -516,8 +516,8 @@ class RingStress:
             self.wait(q, len(self.outstanding[q]), f"every buffer made available on {self.vqs[q].name}")
 
     def reported(self, chain) -> bool:
-        """Whether the used elem gave this buffer's length (with IN_ORDER a batch reports only its last)."""
-        return not (self.in_order and chain.used_len == 0)
+        """Whether the used elem gave this buffer's length (with IN_ORDER a batch reports only its last, 2.7.9)."""
+        return chain.len_reported
 
     def _returned(self, q: int, chain) -> None:
         vq = self.vqs[q]

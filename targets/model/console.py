@@ -22,8 +22,6 @@ class ConsoleDevice(Device):
     No MULTIPORT (so no control queues) and no EMERG_WRITE.
     """
 
-    in_order_batch_queues = (1,)  # transmit queue: buffers are only read
-
     device_id = C.VIRTIO_ID_CONSOLE
     name = "console"
     num_queues = 2

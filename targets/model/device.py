@@ -14,6 +14,8 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
+import numpy as np
+
 from virtio import constants as C
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.memory import GuestMemory
@@ -31,6 +33,55 @@ def make_queue(mem: GuestMemory, index: int, addrs, features: int, packed_cls=De
     if features >> C.VIRTIO_F_RING_PACKED & 1:
         return packed_cls(mem, index, addrs, features)
     return DeviceSplitQueue(mem, index, addrs, features)
+
+
+class InOrderBatcher:
+    """Completions of one process_queue pass grouped into the batches VIRTIO_F_IN_ORDER allows
+    (2.7.9 split, 2.8.8 packed): one used entry per batch, naming its last buffer with that
+    buffer's len, written where the batch's first buffer was made available. The buffers before
+    the last are "assumed to have been used ... completely", so a buffer whose used len is less
+    than its writable length always ends its batch; and a batch holds at most ``size()`` buffers
+    (0: no limit), asked anew for each batch."""
+
+    def __init__(self, queue, size):
+        self.queue = queue
+        self.size = size
+        self.heads: list[int] = []
+        self.last_len = 0
+        self.limit = size()
+
+    def add(self, head: int, length: int, writable: int) -> None:
+        self.heads.append(head)
+        self.last_len = length
+        if length != writable or len(self.heads) == self.limit:
+            self.flush()
+
+    def add_run(self, heads: np.ndarray, lens: np.ndarray, writable: np.ndarray) -> None:
+        """``add`` for a run from pop_simple, vectorized when the batch size is not limited."""
+        if self.limit:
+            for h, n, w in zip(heads.tolist(), lens.tolist(), writable.tolist()):
+                self.add(h, n, w)
+            return
+        ends = np.flatnonzero(lens != writable)  # each partly used buffer ends a batch
+        if self.heads:
+            k = len(self.heads)
+            heads = np.concatenate((np.array(self.heads, dtype=np.intp), heads))
+            lens = np.concatenate((np.zeros(k, dtype=lens.dtype), lens))
+            ends = ends + k
+            self.heads = []
+        cut = int(ends[-1]) + 1 if len(ends) else 0
+        if cut:
+            self.queue.push_in_order_run(heads[:cut], ends, lens[ends])
+        if cut < len(heads):  # used completely: the batch may go on in the next run
+            self.heads = heads[cut:].tolist()
+            self.last_len = int(lens[-1])
+
+    def flush(self) -> None:
+        if self.heads:
+            heads = np.array(self.heads, dtype=np.intp)
+            self.queue.push_in_order_run(heads, np.array([len(heads) - 1], dtype=np.intp), np.array([self.last_len], dtype=np.uint32))
+            self.heads = []
+            self.limit = self.size()
 
 
 class NullBus:
@@ -74,9 +125,10 @@ class Device:
         | (1 << C.VIRTIO_F_IN_ORDER)
         | (1 << C.VIRTIO_F_NOTIFICATION_DATA)
     )
-    # Queues whose buffers the device only reads (used len always 0): with IN_ORDER the model
-    # answers a whole batch of them with one used elem, as 2.7.9 allows.
-    in_order_batch_queues: tuple[int, ...] = ()
+    # With VIRTIO_F_IN_ORDER the model answers a batch of buffers with one used elem (split,
+    # 2.7.9) or used descriptor (packed, 2.8.8): the most buffers one entry answers for, 0 for
+    # no limit, 1 for one entry per buffer. See in_order_batch_size and InOrderBatcher.
+    in_order_batch_max = 0
     # The device side of a packed virtqueue (a subclass of DevicePackedQueue may change it).
     packed_queue_class = DevicePackedQueue
 
@@ -290,9 +342,8 @@ class Device:
             q = self.queues[index]
             if q is None:
                 return
-            batch = index in self.in_order_batch_queues and self.driver_features >> C.VIRTIO_F_IN_ORDER & 1
-            last = None
-            fast = None if batch else self._batch_handler(q)  # batch fast path (see _batch_handler)
+            batch = InOrderBatcher(q, lambda: self.in_order_batch_size(index)) if self.driver_features >> C.VIRTIO_F_IN_ORDER & 1 else None
+            fast = self._batch_handler(q)  # batch fast path (see _batch_handler)
             try:
                 while True:
                     if fast is not None:
@@ -301,25 +352,36 @@ class Device:
                             break
                         if run is not False:
                             heads, addrs, lens, flags = run
-                            q.push_batch(heads, fast(index, q, addrs, lens, flags))
+                            used = fast(index, q, addrs, lens, flags)
+                            if batch is None:
+                                q.push_batch(heads, used)
+                            else:
+                                batch.add_run(heads, used, np.where(flags & C.VIRTQ_DESC_F_WRITE, lens, 0))
                             continue
                     if (chain := q.pop()) is None:
                         break
                     n = self.handle(index, q, chain)
                     if n is None:
+                        if batch is not None:
+                            batch.flush()  # the batch ends before a buffer the device keeps
                         self.held.setdefault(index, {})[chain.head] = chain
-                    elif batch and n == 0:
-                        last = chain.head  # one used elem for the batch, written below
+                    elif batch is not None:
+                        batch.add(chain.head, n, chain.writable_len)
                     else:
                         q.push(chain.head, n)
-                if last is not None:
-                    q.push(last, 0)
+                if batch is not None:
+                    batch.flush()
             except ChainError:
                 # The driver broke the ring: a device reports that with DEVICE_NEEDS_RESET (2.1.2).
                 self.needs_reset()
                 return
             self.after_process(index)
             self.signal(index)
+
+    def in_order_batch_size(self, index: int) -> int:
+        """With IN_ORDER: the most buffers the next used entry of queue ``index`` may answer for
+        (0: no limit, 1: one entry per buffer); asked once per batch, so a device may vary it."""
+        return self.in_order_batch_max
 
     # -- batch fast path (runs of one-descriptor chains, vectorized) -------------------------------
     # A device may define ``handle_batch(qindex, queue, addrs, lens, flags) -> used lens array``

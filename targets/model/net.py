@@ -52,8 +52,6 @@ class NetDevice(Device):
     command-specific-result in struct virtio_net_ctrl).
     """
 
-    in_order_batch_queues = (1,)  # transmit queue: buffers are only read
-
     device_id = C.VIRTIO_ID_NET
     name = "net"
     num_queues = 3

@@ -280,6 +280,13 @@ class DevicePackedQueue:
         self.used_idx = pos
         self.pushed += 1
 
+    def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None:
+        """VIRTIO_F_IN_ORDER (2.8.8): answer ``heads`` (buffer ids, in the order made available)
+        in batches ending at ``ends``: one used descriptor each, with the id of the batch's last
+        buffer and its len ``lens[j]``, written over the batch's first available descriptor."""
+        for e, n in zip(ends.tolist(), lens.tolist()):
+            self.push(int(heads[e]), n)  # push skips every buffer taken before the one it names
+
     def should_interrupt(self) -> bool:
         """Decide on a used buffer notification for what was pushed since the last decision, from
         the driver event suppression structure (one 32-bit read): DISABLE -> no, DESC with

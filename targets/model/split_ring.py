@@ -223,6 +223,21 @@ class DeviceSplitQueue:
         self.used_idx = (self.used_idx + n) & 0xFFFF
         self._used_idx_h[0] = self.used_idx
 
+    def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None:
+        """VIRTIO_F_IN_ORDER (2.7.9): answer ``heads`` (in the order made available) in batches
+        that end at the positions ``ends``, one used elem each -- the id of the batch's last
+        buffer and its len ``lens[j]``, at the offset of the batch's first buffer; the slots
+        between are skipped, not written -- then used idx moved by the number of buffers."""
+        n = len(heads)
+        starts = np.empty(len(ends), dtype=np.intp)
+        starts[0] = 0
+        starts[1:] = ends[:-1] + 1
+        slots = (self.used_idx + starts) % self.num
+        self._used_id[slots] = heads[ends]
+        self._used_len[slots] = lens
+        self.used_idx = (self.used_idx + n) & 0xFFFF
+        self._used_idx_h[0] = self.used_idx
+
     def write_batch(self, addrs: np.ndarray, lens: np.ndarray, data: np.ndarray, width: int | None = None) -> None:
         """Write ``data`` (uint8, ``sum(lens)`` bytes) into the buffers at ``addrs``: ``lens[i]``
         bytes from the start of buffer ``i``. The buffers come from pop_simple, so they lie in

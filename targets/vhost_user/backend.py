@@ -116,6 +116,12 @@ class InflightTracking:
         super().push_batch(heads, lens)
         self.inflight.retire(heads, self.used_idx)
 
+    def push_in_order_run(self, heads, ends, lens) -> None:
+        # IN_ORDER batches (2.7.9): used idx moves by every buffer, so all of them are linked.
+        self.inflight.link_batch(heads)
+        super().push_in_order_run(heads, ends, lens)
+        self.inflight.retire(heads, self.used_idx)
+
 
 _TRACKED: dict[type, type] = {}
 

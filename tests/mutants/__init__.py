@@ -64,6 +64,7 @@ MUTANT_CLASSES = [
     queue_reset.RngQueueResizeIgnored,
     # ring options (2.7.9, 2.9)
     ring_options.RngOutOfOrder,
+    ring_options.RngInOrderBatchCountsOne,
     ring_options.RngNotificationDataOffByOne,
     # packed virtqueues (2.8)
     packed.RngPackedUsedWrapStuck,

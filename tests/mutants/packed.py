@@ -362,6 +362,8 @@ class _AvailOrderQueue(DevicePackedQueue):
         self.stash: dict[int, int] = {}
 
     def push(self, head: int, length: int) -> None:
+        if self.in_order:  # with IN_ORDER completion order is avail order (an in-order batch push names its last)
+            return super().push(head, length)
         # BUG: a buffer completed ahead of an earlier one waits for it: used descriptors are
         # written in the order the buffers were made available, not the order they completed.
         self.stash[head] = length
