@@ -3,7 +3,10 @@
 - A MUST violation makes a target NON-CONFORMANT unless a waiver covers it.
 - A SHOULD violation is a warning; a MAY "violation" is only noted.
 - A harness error is never the device's fault: it makes the target INCONCLUSIVE, as does a target
-  that could not be opened or produced no results.
+  that could not be opened or produced no results, a test that was not run, and a run that did not
+  finish (interrupted, stopped early, a worker lost).
+- A run restricted to a selection keeps its verdict word, scoped in its text: "CONFORMANT on 18 of
+  552 tests (selection: -k reset)" (``verdict_text``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from .waivers import find_waiver
 STATUSES = ("fail", "waived", "pass", "skip", "not-run", "not-covered")
 VERDICTS = ("NON-CONFORMANT", "INCONCLUSIVE", "CONFORMANT")  # worst first
 SEVERITIES = ("must", "should", "may")  # strongest first
-KINDS = ("pass", "violation", "waived", "skip", "harness-error")
+KINDS = ("pass", "violation", "waived", "skip", "not-run", "harness-error")
 
 _LEVEL_SEVERITY = {"MUST": "must", "MUST NOT": "must", "SHOULD": "should", "SHOULD NOT": "should", "MAY": "may"}
 _LEVEL_ORDER = tuple(_LEVEL_SEVERITY)
@@ -52,7 +55,7 @@ def kind_of(result: dict) -> str:
     Anything unrecognised is a harness error: it must not pass for a device verdict either way.
     """
     kind = result.get("kind")
-    if kind in ("pass", "violation", "skip", "harness-error"):
+    if kind in ("pass", "violation", "skip", "not-run", "harness-error"):
         return kind
     return _OUTCOME_KIND.get(result.get("outcome"), "harness-error")
 
@@ -119,8 +122,9 @@ def clause_statuses(results) -> dict[str, dict]:
 
 
 def result_counts(results) -> dict:
+    """Results by what they say; skipped, not run and harness errors are each counted apart."""
     counts = dict.fromkeys(
-        ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "harness_errors"), 0)
+        ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "not_run", "harness_errors"), 0)
     for judged in results:
         counts["results"] += 1
         kind = judged["kind"]
@@ -128,6 +132,8 @@ def result_counts(results) -> dict:
             counts["passed"] += 1
         elif kind == "skip":
             counts["skipped"] += 1
+        elif kind == "not-run":
+            counts["not_run"] += 1
         elif kind == "waived":
             counts["waived"] += 1
         elif kind == "harness-error":
@@ -138,16 +144,21 @@ def result_counts(results) -> dict:
     return counts
 
 
-def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
-    """(verdict, reasons): NON-CONFORMANT > INCONCLUSIVE > CONFORMANT, reasons in plain words."""
-    reasons = []
+def target_verdict(target: dict, counts: dict, scope: dict | None = None) -> tuple[str, list[str]]:
+    """(verdict, reasons): NON-CONFORMANT > INCONCLUSIVE > CONFORMANT, reasons in plain words.
+
+    ``scope`` (reports.build): a run that did not finish is INCONCLUSIVE, unless an unwaived MUST
+    violation was already proven (that stands whatever did not run)."""
+    unfinished = [f"run incomplete: {r}" for r in scope["reasons"]] if scope and not scope["complete"] else []
     if counts["must"]:
-        reasons.append(f"{counts['must']} unwaived MUST-level violation(s)")
-        return "NON-CONFORMANT", reasons
+        return "NON-CONFORMANT", [f"{counts['must']} unwaived MUST-level violation(s)", *unfinished]
+    reasons = list(unfinished)
     if target.get("error"):
         reasons.append(f"target could not be opened: {target['error']}")
     if counts["harness_errors"]:
         reasons.append(f"{counts['harness_errors']} harness error(s): the harness, not the device, failed")
+    if counts.get("not_run"):
+        reasons.append(f"{counts['not_run']} test(s) not run")
     if not counts["results"]:
         reasons.append("no test results for this target")
     if reasons:
@@ -159,11 +170,27 @@ def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
     return "CONFORMANT", reasons
 
 
+def verdict_text(verdict: str, scope: dict | None) -> str:
+    """The verdict in words, scoped to what ran: never the bare word for a selection or an unfinished run."""
+    if not scope or (scope["complete"] and not scope["partial"]):
+        return verdict
+    tests = scope["tests"]
+    total = tests["total"] if tests["total"] is not None else tests["selected"]
+    head = f"{verdict} on {tests['run']}" + (f" of {total}" if total is not None else "") + " tests"
+    notes = []
+    if scope["partial"]:
+        notes.append(f"selection: {scope['selection'] or 'a subset of the suites'}")
+    if not scope["complete"]:
+        notes.extend(scope["reasons"])
+    return f"{head} ({'; '.join(notes)})"
+
+
 def _figures(clauses, statuses: dict[str, str]) -> dict:
     ids = [c.id for c in clauses]
     by_status = {s: sum(1 for i in ids if statuses.get(i, "not-covered") == s) for s in STATUSES}
     total = len(ids)
-    covered = total - by_status["not-covered"]
+    # Covered: a verdict was reached on the clause. A skip or a test that did not run reached none.
+    covered = by_status["pass"] + by_status["fail"] + by_status["waived"]
     return {
         "clauses": total, "covered": covered,
         "passed": by_status["pass"], "failed": by_status["fail"], "waived": by_status["waived"],
