@@ -175,8 +175,10 @@ def fold(records: list[dict]) -> dict:
     finished += [n for n in results if n not in start_target and results[n]["kind"] != "not-run"]
     unfinished = [n for n in started if results[n]["kind"] == "not-run"]
     of = f" of {n_selected}" if n_selected is not None else ""
-    at_index = (started.index(unfinished[0]) + 1) if unfinished else len(finished) + 1
-    at = f"at test {at_index}{of}" + (f" ({unfinished[0]})" if unfinished else "")
+    if len(unfinished) > 1:  # xdist: several tests were in flight
+        at = f"after {len(finished)}{of} tests (in flight: {', '.join(unfinished[:4])})"
+    else:
+        at = f"at test {len(finished) + 1}{of}" + (f" ({unfinished[0]})" if unfinished else "")
 
     reasons, interrupted = [], False
     for e in events:

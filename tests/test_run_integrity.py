@@ -110,6 +110,21 @@ def test_signal_mid_run_is_inconclusive_with_report(tmp_path, signame):
     assert journal_records(journal)[-1]["record"] == "final"
 
 
+def test_sigterm_to_the_xdist_controller_stops_the_workers_too(tmp_path):
+    proc, js, html, journal = start(tmp_path, "-n", "2")
+    try:
+        wait_for(lambda: finished_calls(journal) >= 4, what="four finished tests in the journal")
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # to the controller only, as CI does at a time-out
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        proc.kill()
+    assert proc.returncode == 2, out[-3000:] + err[-3000:]
+    assert took < 10, f"the run took {took:.1f} s to stop after SIGTERM"
+    assert_unfinished(json.loads(js.read_text()), journal, "interrupted by SIGTERM")
+
+
 def _children(pid: int) -> list[int]:
     try:
         text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
