@@ -175,7 +175,9 @@ def verdict_text(verdict: str, scope: dict | None) -> str:
     if not scope or (scope["complete"] and not scope["partial"]):
         return verdict
     tests = scope["tests"]
-    total = tests["total"] if tests["total"] is not None else tests["selected"]
+    total = tests["total"]
+    if total is None and not scope["partial"]:  # the default suites were not counted: what was selected
+        total = tests["selected"]
     head = f"{verdict} on {tests['run']}" + (f" of {total}" if total is not None else "") + " tests"
     notes = []
     if scope["partial"]:
