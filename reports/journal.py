@@ -171,14 +171,14 @@ def fold(records: list[dict]) -> dict:
 
     selected = collection.get("selected") if collection else None
     n_selected = len(selected) if selected is not None else None
-    finished = [n for n in started if n in results and results[n]["kind"] != "not-run"]
-    finished += [n for n in results if n not in start_target and results[n]["kind"] != "not-run"]
-    unfinished = [n for n in started if results[n]["kind"] == "not-run"]
+    # A test not run for a reason of its own (its target unreachable) did finish; an interrupted one did not.
+    unfinished = [n for n in started if results[n]["message"] == INTERRUPTED_MESSAGE]
+    finished = [n for n in results if results[n]["message"] != INTERRUPTED_MESSAGE]
     of = f" of {n_selected}" if n_selected is not None else ""
     if len(unfinished) > 1:  # xdist: several tests were in flight
         at = f"after {len(finished)}{of} tests (in flight: {', '.join(unfinished[:4])})"
     else:
-        at = f"at test {len(finished) + 1}{of}" + (f" ({unfinished[0]})" if unfinished else "")
+        at = f"at test {len(finished) + 1}{of}" + (f", in {unfinished[0]}" if unfinished else "")
 
     reasons, interrupted = [], False
     for e in events:

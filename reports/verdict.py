@@ -122,7 +122,6 @@ def clause_statuses(results) -> dict[str, dict]:
 
 
 def result_counts(results) -> dict:
-    """Results by what they say; skipped, not run and harness errors are each counted apart."""
     counts = dict.fromkeys(
         ("results", "passed", "failed", "must", "warnings", "may", "waived", "skipped", "not_run", "harness_errors"), 0)
     for judged in results:
@@ -132,7 +131,7 @@ def result_counts(results) -> dict:
             counts["passed"] += 1
         elif kind == "skip":
             counts["skipped"] += 1
-        elif kind == "not-run":
+        elif kind == "not-run":  # no verdict on the device, for a reason that is not the device's
             counts["not_run"] += 1
         elif kind == "waived":
             counts["waived"] += 1
@@ -157,8 +156,8 @@ def target_verdict(target: dict, counts: dict, scope: dict | None = None) -> tup
         reasons.append(f"target could not be opened: {target['error']}")
     if counts["harness_errors"]:
         reasons.append(f"{counts['harness_errors']} harness error(s): the harness, not the device, failed")
-    if counts.get("not_run"):
-        reasons.append(f"{counts['not_run']} test(s) not run")
+    if counts["not_run"]:
+        reasons.append(f"{counts['not_run']} test(s) not run on this target")
     if not counts["results"]:
         reasons.append("no test results for this target")
     if reasons:
@@ -178,7 +177,8 @@ def verdict_text(verdict: str, scope: dict | None) -> str:
     total = tests["total"]
     if total is None and not scope["partial"]:  # the default suites were not counted: what was selected
         total = tests["selected"]
-    head = f"{verdict} on {tests['run']}" + (f" of {total}" if total is not None else "") + " tests"
+    count = f"{tests['run']} of {total} tests" if total is not None else f"{tests['run']} test{'' if tests['run'] == 1 else 's'}"
+    head = f"{verdict} on {count}"
     notes = []
     if scope["partial"]:
         notes.append(f"selection: {scope['selection'] or 'a subset of the suites'}")

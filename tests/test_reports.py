@@ -596,8 +596,8 @@ def test_fold_setup_pass_without_call_is_not_run(catalogue):
     (r,) = report["results"]
     assert r["kind"] == "not-run" and "interrupted" in r["message"]
     assert report["verdict"] == "INCONCLUSIVE"
-    assert report["verdict_text"] == ("INCONCLUSIVE on 0 of 2 tests (interrupted by SIGTERM at test 1 of 2 "
-                                      "(suites/test_x.py::a[model:blk]))")
+    assert report["verdict_text"] == ("INCONCLUSIVE on 0 of 2 tests (interrupted by SIGTERM at test 1 of 2, "
+                                      "in suites/test_x.py::a[model:blk])")
     assert report["counts"]["not_run"] == 1 and report["counts"]["passed"] == 0
     assert status(report, MUST) == "not-run" and status(report, SHOULD) == "not-run"  # neither reached a verdict
     assert report["coverage"]["all"]["covered"] == 0

@@ -193,7 +193,7 @@ def test_exitfirst_after_harness_error_is_inconclusive(tmp_path):
     assert r.returncode == 6, r.stdout[-3000:]
     assert report["verdict"] == "INCONCLUSIVE"
     assert report["targets"]["model:rng"]["verdict"] == "INCONCLUSIVE"
-    assert "stopped after 1 failures (-x)" in report["verdict_text"]
+    assert "stopped after 1 failure (-x)" in report["verdict_text"]
 
 
 def test_maxfail_after_must_violation_stays_non_conformant(tmp_path):
