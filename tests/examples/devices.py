@@ -4,7 +4,8 @@
 ``...:silent`` -- a device that takes buffers and never answers; ``...:broken`` -- a factory that raises;
 ``...:slow`` -- answers the first buffer after each reset late ($VC_SLOW_S seconds, default 0.5), so a
 run is mid-flight when a self-test signals it; ``...:killer`` -- kills the process it runs in with
-SIGKILL on its first buffer (once per run if $VC_KILL_ONCE names a file: the file records the kill).
+SIGKILL on its first buffer (once per run if $VC_KILL_ONCE names a file: the file records the kill);
+``...:crashing`` -- its handler raises (a simulator bug): a harness error, not a verdict on the device.
 """
 
 from __future__ import annotations
@@ -67,6 +68,17 @@ class KillerRng(CounterRng):
             except FileExistsError:
                 return super().handle(qindex, queue, chain)
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class CrashingRng(CounterRng):
+    name = "crashing-rng"
+
+    def handle(self, qindex, queue, chain):
+        raise RuntimeError("simulator crashed")
+
+
+def crashing(mode="notify"):
+    return CrashingRng(mode=mode)
 
 
 def slow(mode="notify"):
