@@ -25,7 +25,7 @@ _IDENTITY = (
     "offered_features", "offered_feature_names", "negotiated_features", "negotiated_feature_names",
     "config", "error",
 )
-_RUN_FIELDS = ("started", "finished", "duration", "command_line", "environment", "spec_version")
+_RUN_FIELDS = ("started", "finished", "duration", "command_line", "cwd", "harness", "environment", "spec_version")
 
 
 def _plain(value):
@@ -106,12 +106,18 @@ def build_report(run: dict, catalogue=None, waivers=None) -> dict:
         results.append(rules.judge_result(raw, targets[raw["target"]]["spec"], catalogue, waivers, on))
     results.sort(key=lambda r: (str(r.get("nodeid") or ""), r["target"]))
 
+    scopes, run_scope, unreached = _scopes(run, results, target_ids)
     statuses = {}  # target -> clause -> {"status", "tests"}
     for t, entry in targets.items():
         mine = [r for r in results if r["target"] == t]
         statuses[t] = rules.clause_statuses(mine)
+        # Clauses whose tests exist but reached no result here (not selected, or never started).
+        for clause in sorted(unreached.get(t, ())):
+            statuses[t].setdefault(clause, {"status": "not-run", "tests": []})
         counts = rules.result_counts(mine)
-        entry["verdict"], entry["verdict_reasons"] = rules.target_verdict(entry, counts)
+        entry["verdict"], entry["verdict_reasons"] = rules.target_verdict(entry, counts, scopes[t])
+        entry["scope"] = scopes[t]
+        entry["verdict_text"] = rules.verdict_text(entry["verdict"], scopes[t])
         entry["counts"] = counts
         entry["coverage"] = rules.coverage(catalogue, {c: s["status"] for c, s in statuses[t].items()})
 
@@ -127,19 +133,80 @@ def build_report(run: dict, catalogue=None, waivers=None) -> dict:
         for key, n in entry["counts"].items():
             totals[key] += n
 
+    verdict = rules.worst_verdict(e["verdict"] for e in targets.values())
     report = {
         "schema": SCHEMA,
-        "verdict": rules.worst_verdict(e["verdict"] for e in targets.values()),
+        "verdict": verdict,
+        "verdict_text": rules.verdict_text(verdict, run_scope),
+        "scope": run_scope,
         "targets": targets,
         "counts": totals,
         "coverage": rules.coverage(catalogue, {c["id"]: c["status"] for c in clauses if c["catalogued"]}),
         "results": results,
         "clauses": clauses,
-        "run": {k: run.get(k) for k in _RUN_FIELDS},
+        "run": {**{k: run.get(k) for k in _RUN_FIELDS}, "completion": _completion_summary(run)},
         "waivers": _waiver_summary(waivers, results, on),
         "extras": run.get("extras") or {},
     }
     return plain_json(report)
+
+
+def _completion_summary(run: dict) -> dict:
+    comp = run.get("completion") or {}
+    return {k: v for k, v in comp.items() if k != "events"} | {"events": list(comp.get("events") or [])}
+
+
+def _scopes(run: dict, results: list, target_ids: list) -> tuple[dict, dict, dict]:
+    """What ran against what could have run: per target and for the run.
+
+    Returns ({target: scope}, run scope, {target: clause ids with tests that reached no result}).
+    A scope: complete (the run finished and no selected test was left), partial (a selection left
+    out tests of the default suites), selection (its text), tests {run, selected, total}
+    (total: the default suites with the same targets, null when unknown), clauses_not_selected,
+    reasons (why incomplete). Field names are per target and for the run alike, so reports of
+    several runs can be merged and compared on them.
+    """
+    sel = run.get("selection") or {}
+    comp = run.get("completion") or {}
+    complete = comp.get("complete", True)
+    reasons = list(comp.get("reasons") or [])
+    universe = sel.get("universe")
+    clause_of = {u["nodeid"]: u.get("clauses") or [] for u in universe or ()}
+    selected = sel.get("selected")
+    if selected is None:  # a run dict from elsewhere: what has a result is what was selected
+        selected = [{"nodeid": r.get("nodeid"), "target": r["target"], "clauses": r["clauses"]} for r in results]
+    for s in selected:
+        if s.get("clauses") is None:
+            s["clauses"] = clause_of.get(s["nodeid"], [])
+    criteria = bool(sel.get("criteria"))
+    done = {r.get("nodeid") for r in results if r["kind"] != "not-run"}
+
+    def scope_of(sel_tests, uni_tests, extra_partial=False):
+        sel_ids = {s["nodeid"] for s in sel_tests}
+        partial = extra_partial or (criteria and (uni_tests is None or {u["nodeid"] for u in uni_tests} - sel_ids != set()))
+        not_selected = set()
+        if uni_tests is not None:
+            not_selected = {c for u in uni_tests for c in u.get("clauses") or ()} - {c for s in sel_tests for c in s["clauses"]}
+        total = len({u["nodeid"] for u in uni_tests} | sel_ids) if uni_tests is not None else None
+        return {
+            "complete": complete, "partial": bool(partial), "selection": sel.get("text") or "",
+            "tests": {"run": len(sel_ids & done), "selected": len(sel_ids), "total": total},
+            "clauses_not_selected": sorted(not_selected), "reasons": reasons,
+        }, not_selected
+
+    scopes, unreached = {}, {}
+    for t in target_ids:
+        mine = [s for s in selected if (s.get("target") or NO_TARGET) == t]
+        uni = [u for u in universe if u.get("target") == t] if universe is not None else None
+        scopes[t], not_selected = scope_of(mine, uni)
+        never = {c for s in mine if s["nodeid"] not in done for c in s["clauses"]}
+        unreached[t] = not_selected | never
+    not_run_targets = list(sel.get("targets_not_run") or [])
+    run_scope, _ = scope_of(selected, universe, extra_partial=bool(not_run_targets))
+    run_scope["targets_not_run"] = not_run_targets
+    if sel.get("universe_error"):
+        run_scope["universe_error"] = sel["universe_error"]
+    return scopes, run_scope, unreached
 
 
 def _waiver_summary(waivers, results, on: dt.date) -> dict:

@@ -3,7 +3,10 @@
 - A MUST violation makes a target NON-CONFORMANT unless a waiver covers it.
 - A SHOULD violation is a warning; a MAY "violation" is only noted.
 - A harness error is never the device's fault: it makes the target INCONCLUSIVE, as does a target
-  that could not be opened or produced no results.
+  that could not be opened or produced no results, a test that was not run, and a run that did not
+  finish (interrupted, stopped early, a worker lost).
+- A run restricted to a selection keeps its verdict word, scoped in its text: "CONFORMANT on 18 of
+  552 tests (selection: -k reset)" (``verdict_text``).
 """
 
 from __future__ import annotations
@@ -140,12 +143,15 @@ def result_counts(results) -> dict:
     return counts
 
 
-def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
-    """(verdict, reasons): NON-CONFORMANT > INCONCLUSIVE > CONFORMANT, reasons in plain words."""
-    reasons = []
+def target_verdict(target: dict, counts: dict, scope: dict | None = None) -> tuple[str, list[str]]:
+    """(verdict, reasons): NON-CONFORMANT > INCONCLUSIVE > CONFORMANT, reasons in plain words.
+
+    ``scope`` (reports.build): a run that did not finish is INCONCLUSIVE, unless an unwaived MUST
+    violation was already proven (that stands whatever did not run)."""
+    unfinished = [f"run incomplete: {r}" for r in scope["reasons"]] if scope and not scope["complete"] else []
     if counts["must"]:
-        reasons.append(f"{counts['must']} unwaived MUST-level violation(s)")
-        return "NON-CONFORMANT", reasons
+        return "NON-CONFORMANT", [f"{counts['must']} unwaived MUST-level violation(s)", *unfinished]
+    reasons = list(unfinished)
     if target.get("error"):
         reasons.append(f"target could not be opened: {target['error']}")
     if counts["harness_errors"]:
@@ -163,11 +169,30 @@ def target_verdict(target: dict, counts: dict) -> tuple[str, list[str]]:
     return "CONFORMANT", reasons
 
 
+def verdict_text(verdict: str, scope: dict | None) -> str:
+    """The verdict in words, scoped to what ran: never the bare word for a selection or an unfinished run."""
+    if not scope or (scope["complete"] and not scope["partial"]):
+        return verdict
+    tests = scope["tests"]
+    total = tests["total"]
+    if total is None and not scope["partial"]:  # the default suites were not counted: what was selected
+        total = tests["selected"]
+    count = f"{tests['run']} of {total} tests" if total is not None else f"{tests['run']} test{'' if tests['run'] == 1 else 's'}"
+    head = f"{verdict} on {count}"
+    notes = []
+    if scope["partial"]:
+        notes.append(f"selection: {scope['selection'] or 'a subset of the suites'}")
+    if not scope["complete"]:
+        notes.extend(scope["reasons"])
+    return f"{head} ({'; '.join(notes)})"
+
+
 def _figures(clauses, statuses: dict[str, str]) -> dict:
     ids = [c.id for c in clauses]
     by_status = {s: sum(1 for i in ids if statuses.get(i, "not-covered") == s) for s in STATUSES}
     total = len(ids)
-    covered = total - by_status["not-covered"]
+    # Covered: a verdict was reached on the clause. A skip or a test that did not run reached none.
+    covered = by_status["pass"] + by_status["fail"] + by_status["waived"]
     return {
         "clauses": total, "covered": covered,
         "passed": by_status["pass"], "failed": by_status["fail"], "waived": by_status["waived"],

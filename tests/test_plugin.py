@@ -62,6 +62,9 @@ def test_failing_factory_and_silent_device_do_not_stop_the_run(tmp_path):
     silent = [x for x in report["results"] if x["target"] == "python:tests.examples.devices:silent"]
     assert silent and any(x["kind"] == "violation" and "timed out after" in x["message"] for x in silent)
     assert targets["python:tests.examples.devices:silent"]["verdict"] == "NON-CONFORMANT"
+    assert r.returncode == 1, "the exit status follows the worst verdict (NON-CONFORMANT)"
+    # two paths of the suites: a selection, said in the verdict and counted against the whole
+    assert report["scope"]["partial"] and report["verdict_text"].startswith("NON-CONFORMANT on ")
     assert "RuntimeError" in (broken.get("error") or "") or "raised" in (broken.get("error") or "")
 
 
@@ -85,8 +88,8 @@ def _facts(path):
     report = json.loads(Path(path).read_text())
     results = sorted((x["nodeid"], x["outcome"], x["kind"], tuple(x["clauses"])) for x in report["results"])
     clauses = [(c["id"], c["status"]) for c in report["clauses"]]
-    verdicts = {t: v["verdict"] for t, v in report["targets"].items()}
-    return results, clauses, verdicts
+    verdicts = {t: (v["verdict"], v["verdict_text"], v["scope"]["tests"]) for t, v in report["targets"].items()}
+    return results, clauses, verdicts, report["verdict_text"], report["scope"]["clauses_not_selected"]
 
 
 def test_xdist_report_equals_serial(tmp_path):
