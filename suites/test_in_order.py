@@ -45,7 +45,8 @@ def test_in_order_across_wrap(session):
                 vq.add(out, in_, t)
             vq.kick()
             got = [c.token for c in vq.wait_used(per, session.timeout, awaited=f"{per} in-order buffers")]
-            require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
+            if vq.in_order:  # without IN_ORDER any completion order is allowed (2.7.8)
+                require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
 
     control = session.start(refuse=(C.VIRTIO_F_IN_ORDER,))
     rounds = 3 * control.vq.num // max(1, control.vq.num // 4) + 1
