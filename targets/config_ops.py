@@ -98,6 +98,9 @@ class ConfigOps:
     """Base class: every op unsupported until a transport implements it."""
 
     transport = "abstract"
+    # Net devices: what the back-end does to a frame it forwards back (virtio/net_frames.py
+    # FORWARD_MODES); "any" judges only the virtio duties. Set from the target's declaration.
+    net_forward = "any"
 
     def __init__(self):
         self.config_changed: Callable[[], None] | None = None  # config change notification handler
