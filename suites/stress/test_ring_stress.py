@@ -268,7 +268,7 @@ class NetTraffic(Traffic):
         # what a forwarding back-end changes in a frame is not a virtio duty.
         seq = self.work.tags.seq_of(got)
         frame = self.sent.get(seq)
-        why = "no tag of ours" if frame is None else difference(frame, got, self.work.forward, whole=self.work.forward == "any" and self.st.reported(chain))
+        why = "no tag of ours" if frame is None else difference(frame, got, self.work.forward, whole=False)
         require(why is None, CLAUSE_FRAMING, "received frame is none of the frames sent",
                 expected=f"one of {len(self.sent)} frames sent (net_forward {self.work.forward})", observed=f"{len(got)} bytes, seq {seq}: {why}", queue=vq.name)
         if self.st.reported(chain) and self.work.forward != "any":
