@@ -32,7 +32,7 @@ EXPECTED = {
     "console-config-changes-twice", "blk-config-changes-twice",
     "rng-answers-late",
     "net-macswap", "net-rewrites-source-mac",
-    "rng-notifies-every-buffer", "blk-notifies-every-buffer",
+    "rng-notifies-every-buffer", "blk-notifies-every-buffer", "net-link-up-late",
 }
 
 

@@ -8,10 +8,11 @@ buffers; net (5.1.6): a frame to our own MAC looped back TX -> RX; console (5.3.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from . import constants as C
-from .errors import DeviceViolation, HarnessError
+from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from .net_frames import FrameTags, check_forward_mode, difference
 from .split_queue import BufferChain, SplitVirtqueue
@@ -306,6 +307,21 @@ class NetWorkload(Workload):
         self.tags = FrameTags()
         self.seq = 0
         self.arrived: dict[int, BufferChain] = {}  # seq -> the receive buffer its frame came back in
+        self.has_status = bool(neg >> C.VIRTIO_NET_F_STATUS & 1)
+
+    # 5.1.4: with VIRTIO_NET_F_STATUS a device may report its link down, and then no frame need
+    # come back. Once DRIVER_OK is set a link that comes up within the device timeout is waited
+    # for; one that stays down, or a frame lost while it was down, makes the test inapplicable
+    # (LinkDown), never failed.
+    def link_up(self) -> bool:
+        return not self.has_status or bool(self.driver.config_field("status") & C.VIRTIO_NET_S_LINK_UP)
+
+    def await_link_up(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.link_up():
+            if time.monotonic() >= deadline:
+                raise LinkDown(f"the device reports its link down (status VIRTIO_NET_S_LINK_UP clear) for {self.timeout:g}s after DRIVER_OK: no frame can be looped back")
+            time.sleep(0.001)
 
     def frame(self, size: int) -> bytes:
         self.seq += 1
@@ -316,21 +332,30 @@ class NetWorkload(Workload):
         return self._sgs([NetHdr().pack() + bytes.fromhex("020000000001") + bytes(54)], [])
 
     def submit(self, shape: Shape = Shape(), size: int = 64) -> Exchange:
+        link = self.link_up()
+        if not link and self.driver.ops.get_status() & C.DRIVER_OK:
+            self.await_link_up()
+            link = True
         frame = self.frame(max(60, size))
         rx = self.rx.add([], split_len(NET_HDR_SIZE + len(frame) + 64, shape.segments), "rx", **shape.kw())
         for s in rx.in_sgs:
             self.rx.mem.fill(s.addr, s.len, POISON)
         tx = self.tx.add(split_bytes(NetHdr().pack() + frame, shape.segments), [], "tx", **shape.kw())
-        ex = Exchange(chains=[tx, rx], expect={"frame": frame, "seq": self.seq})
+        ex = Exchange(chains=[tx, rx], expect={"frame": frame, "seq": self.seq, "link_was_down": not link})
         self._remember_readable(ex, tx)
         return ex
 
-    def received(self, seq: int) -> BufferChain:
+    def received(self, seq: int, link_was_down: bool = False) -> BufferChain:
         """The receive buffer holding frame ``seq`` (bounded wait). Buffers holding other frames of
         ours are kept for their exchanges; one holding a frame without our tag (a back-end may
         forward anything it gets, e.g. a frame to nobody) is spent and released."""
         while seq not in self.arrived:
-            c = self.rx.wait_used(1, self.timeout, awaited=f"looped-back frame {seq} on receiveq1")[0]
+            try:
+                c = self.rx.wait_used(1, self.timeout, awaited=f"looped-back frame {seq} on receiveq1")[0]
+            except DeviceTimeout:
+                if link_was_down or not self.link_up():
+                    raise LinkDown(f"frame {seq} did not come back; the device reported its link down (status VIRTIO_NET_S_LINK_UP clear) when it was sent or since") from None
+                raise
             got = self.tags.seq_of(self.rx.read_in(c)[NET_HDR_SIZE:])
             if got is None:
                 self.rx.release(c)
@@ -341,7 +366,7 @@ class NetWorkload(Workload):
     def finish(self, ex: Exchange) -> None:
         tx, _ = ex.chains
         self.wait(self.tx, tx, "transmitq1 buffer to be used")
-        rx = self.received(ex.expect["seq"])
+        rx = self.received(ex.expect["seq"], ex.expect["link_was_down"])
         frame = ex.expect["frame"]
         if self.forward != "any" and rx.used_len != NET_HDR_SIZE + len(frame):
             raise DeviceViolation(ring_clause(self.rx, CLAUSE_USED_LEN), "used len of a received frame", expected=NET_HDR_SIZE + len(frame), observed=rx.used_len, queue=self.rx.name)
