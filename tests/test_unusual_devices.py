@@ -53,7 +53,7 @@ def test_registry_has_the_devices():
     for name, dev in DEVICES.items():
         assert dev.target.startswith("python:tests.unusual."), f"{name}: target {dev.target!r}"
         assert dev.allows, f"{name}: say what it does that the spec allows, and where"
-        module, factory = dev.target.removeprefix("python:").split(":")
+        module, factory = dev.target.removeprefix("python:").split(",")[0].split(":")
         assert callable(getattr(__import__(module, fromlist=[factory]), factory, None)), f"{name}: no factory {dev.target}"
 
 

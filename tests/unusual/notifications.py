@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from targets.model.blk import BlkDevice
 from targets.model.rng import RngDevice
+from targets.model.split_ring import ChainError
 from virtio import constants as C
 
 from . import Unusual
@@ -22,13 +23,17 @@ class EveryBuffer:
             q = self.queues[index] if self.running() and 0 <= index < self.num_queues else None
             if q is None:
                 return
-            while (chain := q.pop()) is not None:
-                n = self.handle(index, q, chain)
-                if n is None:
-                    self.held.setdefault(index, {})[chain.head] = chain
-                    continue
-                q.push(chain.head, n)
-                self.signal(index)
+            try:
+                while (chain := q.pop()) is not None:
+                    n = self.handle(index, q, chain)
+                    if n is None:
+                        self.held.setdefault(index, {})[chain.head] = chain
+                        continue
+                    q.push(chain.head, n)
+                    self.signal(index)
+            except ChainError:
+                self.needs_reset()  # a malformed chain: DEVICE_NEEDS_RESET, as the model does (2.1.2)
+                return
             self.after_process(index)
             self.signal(index)
 

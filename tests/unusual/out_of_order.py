@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from targets.model.blk import BlkDevice
 from targets.model.rng import RngDevice
+from targets.model.split_ring import ChainError
 from virtio import constants as C
 
 from . import Unusual
@@ -24,12 +25,16 @@ class LastFirst:
             if q is None:
                 return
             done = []
-            while (chain := q.pop()) is not None:
-                n = self.handle(index, q, chain)  # the model's own request handling
-                if n is None:
-                    self.held.setdefault(index, {})[chain.head] = chain
-                else:
-                    done.append((chain.head, n))
+            try:
+                while (chain := q.pop()) is not None:
+                    n = self.handle(index, q, chain)  # the model's own request handling
+                    if n is None:
+                        self.held.setdefault(index, {})[chain.head] = chain
+                    else:
+                        done.append((chain.head, n))
+            except ChainError:
+                self.needs_reset()  # a malformed chain: DEVICE_NEEDS_RESET, as the model does (2.1.2)
+                return
             for head, n in reversed(done):
                 q.push(head, n)
             self.after_process(index)
