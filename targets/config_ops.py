@@ -65,7 +65,7 @@ def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=No
     negotiated (2.8: then every queue is packed). ``on_create(vq)`` tells the transport's device
     side. On any error the queues made so far are freed and the error re-raised."""
     from virtio import constants as C
-    from virtio.errors import HarnessError
+    from virtio.errors import HarnessError, RingTooSmall
     from virtio.packed_queue import PackedVirtqueue
     from virtio.split_queue import SplitVirtqueue
 
@@ -81,7 +81,7 @@ def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=No
                 raise HarnessError(f"queue {i} ({info.name}) does not exist on this device")
             size = info.size or num_max
             if size > num_max:
-                raise HarnessError(f"queue {i}: size {size} above the device maximum {num_max}")
+                raise RingTooSmall(f"queue {i} ({info.name})", f"a queue of {size} descriptors", f"at most {num_max} (queue_num_max)")
             vq = cls(mem, i, size, notify, features=features, callback=info.callback, name=info.name)
             vqs.append(vq)
             if on_create is not None:
@@ -98,6 +98,9 @@ class ConfigOps:
     """Base class: every op unsupported until a transport implements it."""
 
     transport = "abstract"
+    # Net devices: what the back-end does to a frame it forwards back (virtio/net_frames.py
+    # FORWARD_MODES); "any" judges only the virtio duties. Set from the target's declaration.
+    net_forward = "any"
 
     def __init__(self):
         self.config_changed: Callable[[], None] | None = None  # config change notification handler

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from virtio import toml_lines
 from virtio.errors import TargetError
+from virtio.net_frames import FORWARD_MODES
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ("blk", "net", "rng", "console", "scsi", "fs", "gpu", "input", "vsock", "crypto", "sound", "gpio", "i2c")
@@ -50,7 +51,7 @@ PLACEHOLDERS = {
     "root": "the repository root",
 }
 _KEYS = {"device", "command", "description", "ready", "ready_timeout", "stop_timeout", "env", "requires",
-         "disk", "stdin", "transport", "timeout", "cwd", "config_change"}
+         "disk", "stdin", "transport", "timeout", "cwd", "config_change", "net_forward"}
 _READY_KEYS = {"socket", "stdout", "stderr", "command"}
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
@@ -109,6 +110,9 @@ class Entry:
     # How to make the back-end change its device config out of band (trigger_config_change):
     # ("signal", "SIGUSR1") sent to its PID, or ("command", argv...) that must exit 0; None: no way.
     config_change: tuple[str, ...] | None = None
+    # net: what the back-end does to the frames it forwards back (virtio/net_frames.py): "any"
+    # (default: only the virtio duties are judged), "unchanged" (bit for bit), "macswap".
+    net_forward: str = "any"
 
     @property
     def target_id(self) -> str:
@@ -241,6 +245,12 @@ def load_inventory(path: str | os.PathLike) -> list[Entry]:
         config_change = None
         if "config_change" in t:
             config_change = _config_change(t["config_change"], at("config_change"), allowed)
+        net_forward = t.get("net_forward", "any")
+        if net_forward not in FORWARD_MODES:
+            raise InventoryError(f"{at('net_forward')}: expected one of {', '.join(repr(m) for m in FORWARD_MODES)}, got {net_forward!r}")
+        if "net_forward" in t and device != "net":
+            raise InventoryError(f"{at('net_forward')}: applies to net devices only, this entry is {device}")
+        kw["net_forward"] = net_forward
         description = t.get("description", "")
         if not isinstance(description, str):
             raise InventoryError(f"{at('description')}: expected a string")
@@ -593,12 +603,15 @@ def connect(backend: Backend, spec_id: str):
             from targets.vhost_user.frontend import VhostUserTransport
         except ImportError as exc:
             raise TargetError(f"{spec_id}: the vhost-user front-end is not available: {exc}") from None
-        return VhostUserTransport(backend.socket, e.device, spec_id, timeout=e.timeout, config_change_hook=backend.config_change_hook())
-    import importlib
+        ops = VhostUserTransport(backend.socket, e.device, spec_id, timeout=e.timeout, config_change_hook=backend.config_change_hook())
+    else:
+        import importlib
 
-    _, module, func = e.transport.split(":")
-    try:
-        factory = getattr(importlib.import_module(module), func)
-    except (ImportError, AttributeError) as exc:
-        raise TargetError(f"{spec_id}: transport {e.transport!r}: {type(exc).__name__}: {exc}") from None
-    return factory(backend.socket, e.device, spec_id, timeout=e.timeout)
+        _, module, func = e.transport.split(":")
+        try:
+            factory = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as exc:
+            raise TargetError(f"{spec_id}: transport {e.transport!r}: {type(exc).__name__}: {exc}") from None
+        ops = factory(backend.socket, e.device, spec_id, timeout=e.timeout)
+    ops.net_forward = e.net_forward  # the entry's declaration (virtio/net_frames.py)
+    return ops

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 
 from virtio.errors import TargetError
+from virtio.net_frames import FORWARD_MODES
 
 VALID_FORMS = """valid --target forms:
   model:blk | model:net | model:rng | model:console      in-process reference devices
@@ -20,11 +21,12 @@ VALID_FORMS = """valid --target forms:
   vhost-user:DEVICE:SOCKET                                a running vhost-user back-end listening on the UNIX socket
                                                           SOCKET; DEVICE is its device type (blk, net, rng, console)
 options, appended with commas: mode=notify (default) | mode=threaded   e.g. model:blk,mode=threaded
-  vhost-user: timeout=S (seconds to wait for each answer of the back-end, default 5)  e.g. vhost-user:blk:/tmp/qsd.sock,timeout=2"""
+  vhost-user: timeout=S (seconds to wait for each answer of the back-end, default 5)  e.g. vhost-user:blk:/tmp/qsd.sock,timeout=2
+              net_forward=any|unchanged|macswap (net: what the back-end does to frames it sends back, default any)"""
 
 _SPEC_RE = re.compile(r"^(?P<kind>[a-z][a-z0-9-]*):(?P<body>[^,]+)(?P<opts>(,[a-z_]+=[A-Za-z0-9_.-]+)*)$")
-_OPTIONS = {"mode": ("notify", "threaded"), "timeout": None}  # None: a positive number
-_OPTIONS_BY_KIND = {"model": ("mode",), "python": ("mode",), "vhost-user": ("timeout",)}
+_OPTIONS = {"mode": ("notify", "threaded"), "timeout": None, "net_forward": FORWARD_MODES}  # None: a positive number
+_OPTIONS_BY_KIND = {"model": ("mode",), "python": ("mode",), "vhost-user": ("timeout", "net_forward")}
 
 
 class TargetSpecError(ValueError):
@@ -127,7 +129,9 @@ def open_target(spec: TargetSpec):
 
         device, _, path = spec.name.partition(":")
         # A back-end named on the command line is already running: a refusal will not go away.
-        return VhostUserTransport(path, device, spec.id, timeout=float(spec.options.get("timeout", 5.0)), retry_refused=False)
+        ops = VhostUserTransport(path, device, spec.id, timeout=float(spec.options.get("timeout", 5.0)), retry_refused=False)
+        ops.net_forward = spec.options.get("net_forward", "any")
+        return ops
 
     device = build_device(spec)
     try:

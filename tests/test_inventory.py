@@ -99,6 +99,8 @@ def test_long_workdir_still_gets_a_socket(tmp_path):
         ('[targets.a]\ndevice = "blk"\ncommand = "x"\nready_timeout = -1\n', 4, "expected seconds"),
         ('[targets.a]\ndevice = "blk"\ncommand = "x"\ndisk = {size = "lots"}\n', 4, "disk size 'lots'"),
         ('[targets.a]\ndevice = "blk"\ncommand = "x"\nreadyy = "socket"\n', 4, "unknown key(s) ['readyy']"),
+        ('[targets.a]\ndevice = "net"\ncommand = "x"\nnet_forward = "swap"\n', 4, "got 'swap'"),
+        ('[targets.a]\ndevice = "blk"\ncommand = "x"\nnet_forward = "any"\n', 4, "applies to net devices only"),
     ],
 )
 def test_bad_inventory_names_the_line(tmp_path, text, line, words):
@@ -107,6 +109,14 @@ def test_bad_inventory_names_the_line(tmp_path, text, line, words):
         load_inventory(p)
     assert f"{p}:" in str(e.value) and words in str(e.value)
     assert f"line {line}" in str(e.value) or f"{p}:{line}:" in str(e.value)
+
+
+def test_net_forward_declaration(tmp_path):
+    """What a net back-end does to the frames it sends back is the entry's to declare (default any)."""
+    p = inventory(tmp_path, '[targets.a]\ndevice = "net"\ncommand = "x"\n\n[targets.b]\ndevice = "net"\ncommand = "x"\nnet_forward = "macswap"\n')
+    assert [e.net_forward for e in load_inventory(p)] == ["any", "macswap"]
+    example = {e.name: e.net_forward for e in load_inventory(ROOT / "targets.example.toml") if e.device == "net"}
+    assert example["testpmd-net-macswap"] == "macswap" and example["testpmd-net"] == example["serve-net"] == "unchanged"
 
 
 def test_bad_inventory_is_a_usage_error(tmp_path):

@@ -77,6 +77,28 @@ class HarnessError(Exception):
     """The harness itself failed or was misused; never blamed on the device."""
 
 
+class NotApplicable(HarnessError):
+    """A correct device cannot serve what a test needs (its queues are too small, its link is
+    down): the test skips, saying what it needed and what the device offers; never a pass or a
+    device failure."""
+
+
+class LinkDown(NotApplicable):
+    """A net device reports its link down (VIRTIO_NET_S_LINK_UP clear, 5.1.4) and did not bring
+    it up within the device timeout: no frame can be expected back."""
+
+
+class RingTooSmall(NotApplicable):
+    """A test asked for more than the device's queues hold: a queue larger than its queue_num_max
+    (2.6), a descriptor chain longer than the queue, or more descriptors in flight at once than
+    the ring has. A correct device may offer queues that small, so the test skips, saying what it
+    needed and what the device offers; it is never a pass or a device failure."""
+
+    def __init__(self, queue: str, needed: str, offered: str):
+        self.queue = queue
+        super().__init__(f"{queue}: the test needs {needed}; the device offers {offered}")
+
+
 class GuestMemoryError(HarnessError):
     """An access outside the guest memory the harness allocated."""
 

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import constants as C
-from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen
+from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen, RingTooSmall
 from .memory import GuestMemory
 from .packed import (
     DESC_SIZE,
@@ -252,7 +252,10 @@ class PackedVirtqueue(VirtqueueBase):
             ring_segs = segs
         n = len(ring_segs)
         if n > self.free_desc or not self._nfree_ids:
-            refuse(f"{n} descriptors needed, {self.free_desc} free")
+            for a in owned:
+                self.mem.free(a)
+            raise RingTooSmall(self.name, f"{n} free descriptors and a free buffer id for one buffer",
+                               f"a queue of {self.num}, {self.free_desc} descriptors and {self._nfree_ids} ids free")
         self._nfree_ids -= 1
         bid = int(self._free[self._nfree_ids])
         ring = self.ring

@@ -22,7 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import constants as C
-from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
+from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen, RingTooSmall
 from .memory import GuestMemory
 from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
 from .virtqueue import VirtqueueBase
@@ -349,7 +349,7 @@ class SplitVirtqueue(VirtqueueBase):
         if n > self._nfree:
             for a in owned:
                 self.mem.free(a)
-            raise HarnessError(f"{self.name}: {n} descriptors needed, {self._nfree} free")
+            raise RingTooSmall(self.name, f"{n} free descriptors for one buffer", f"a queue of {self.num}, {self._nfree} of them free")
         ids = self._take_ids(n).tolist()
         desc = self.ring.desc
         for j, (s, fl) in enumerate(ring_segs):

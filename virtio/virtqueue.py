@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import DeviceTimeout, HarnessError
+from .errors import DeviceTimeout, HarnessError, RingTooSmall
 
 if TYPE_CHECKING:
     from .split_queue import BufferChain, Sg, SgArray
@@ -129,7 +129,7 @@ class VirtqueueBase:
         count = int(count)
         need = nd * count
         if need > free_desc or count > free_ids:
-            raise HarnessError(f"{self.name}: {need} descriptors needed, {free_desc} free")
+            raise RingTooSmall(self.name, f"{need} free descriptors for {count} buffers", f"a queue of {self.num}, {free_desc} descriptors free")
         last = self.__dict__.get("_checked")
         if count > 0 and not (last is not None and last[0] is out and last[1] is in_ and last[2] == count):
             for x in out:

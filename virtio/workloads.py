@@ -8,11 +8,13 @@ buffers; net (5.1.6): a frame to our own MAC looped back TX -> RX; console (5.3.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 from . import constants as C
-from .errors import DeviceViolation, HarnessError
+from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
+from .net_frames import FrameTags, check_forward_mode, difference
 from .split_queue import BufferChain, SplitVirtqueue
 
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
@@ -287,7 +289,13 @@ class RngWorkload(Workload):
 
 
 class NetWorkload(Workload):
-    """A frame to the device's own MAC on transmitq1, looped back on receiveq1 (5.1.6)."""
+    """A frame to the device's own MAC on transmitq1, looped back on receiveq1 (5.1.6).
+
+    What the back-end forwards is not a virtio duty: each frame carries a tag (virtio/net_frames.py)
+    and the frame that comes back is found by it, in whichever receive buffer it landed, and
+    judged as the target's ``net_forward`` declares (bit for bit, MACs swapped, or only the tag and
+    payload). The virtio duties are judged in full: used elems, used len, the readable side
+    untouched."""
 
     vq_index = 1
 
@@ -296,39 +304,87 @@ class NetWorkload(Workload):
         self.rx, self.tx = vqs[0], vqs[1]
         neg = driver.negotiated or 0
         self.mac = driver.config_field("mac") if neg >> C.VIRTIO_NET_F_MAC & 1 else bytes.fromhex("525400123456")
+        try:
+            self.forward = check_forward_mode(getattr(driver.ops, "net_forward", "any"))
+        except ValueError as e:
+            raise HarnessError(str(e)) from None
+        self.tags = FrameTags()
         self.seq = 0
+        self.arrived: dict[int, BufferChain] = {}  # seq -> the receive buffer its frame came back in
+        self.has_status = bool(neg >> C.VIRTIO_NET_F_STATUS & 1)
+
+    # 5.1.4: with VIRTIO_NET_F_STATUS a device may report its link down, and then no frame need
+    # come back. Once DRIVER_OK is set a link that comes up within the device timeout is waited
+    # for; one that stays down, or a frame lost while it was down, makes the test inapplicable
+    # (LinkDown), never failed.
+    def link_up(self) -> bool:
+        return not self.has_status or bool(self.driver.config_field("status") & C.VIRTIO_NET_S_LINK_UP)
+
+    def await_link_up(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while not self.link_up():
+            if time.monotonic() >= deadline:
+                raise LinkDown(f"the device reports its link down (status VIRTIO_NET_S_LINK_UP clear) for {self.timeout:g}s after DRIVER_OK: no frame can be looped back")
+            time.sleep(0.001)
 
     def frame(self, size: int) -> bytes:
         self.seq += 1
-        payload = self.seq.to_bytes(4, "little") + os.urandom(max(0, size - 18))
-        return self.mac + bytes.fromhex("02000000cafe") + b"\x88\xb5" + payload
+        return self.tags.frame(self.mac, self.seq, size)
 
     def light_buffers(self):
         # A frame to an address nobody has: the device sends it nowhere, the TX buffer still returns.
         return self._sgs([NetHdr().pack() + bytes.fromhex("020000000001") + bytes(54)], [])
 
     def submit(self, shape: Shape = Shape(), size: int = 64) -> Exchange:
+        link = self.link_up()
+        if not link and self.driver.ops.get_status() & C.DRIVER_OK:
+            self.await_link_up()
+            link = True
         frame = self.frame(max(60, size))
         rx = self.rx.add([], split_len(NET_HDR_SIZE + len(frame) + 64, shape.segments), "rx", **shape.kw())
         for s in rx.in_sgs:
             self.rx.mem.fill(s.addr, s.len, POISON)
         tx = self.tx.add(split_bytes(NetHdr().pack() + frame, shape.segments), [], "tx", **shape.kw())
-        ex = Exchange(chains=[tx, rx], expect={"frame": frame})
+        ex = Exchange(chains=[tx, rx], expect={"frame": frame, "seq": self.seq, "link_was_down": not link})
         self._remember_readable(ex, tx)
         return ex
 
+    def received(self, seq: int, link_was_down: bool = False) -> BufferChain:
+        """The receive buffer holding frame ``seq`` (bounded wait). Buffers holding other frames of
+        ours are kept for their exchanges; one holding a frame without our tag (a back-end may
+        forward anything it gets, e.g. a frame to nobody) is spent and released."""
+        while seq not in self.arrived:
+            try:
+                c = self.rx.wait_used(1, self.timeout, awaited=f"looped-back frame {seq} on receiveq1")[0]
+            except DeviceTimeout:
+                if link_was_down or not self.link_up():
+                    raise LinkDown(f"frame {seq} did not come back; the device reported its link down (status VIRTIO_NET_S_LINK_UP clear) when it was sent or since") from None
+                raise
+            got = self.tags.seq_of(self._frame_bytes(c))
+            if got is None:
+                self.rx.release(c)
+            else:
+                self.arrived[got] = c
+        return self.arrived.pop(seq)
+
+    def _frame_bytes(self, c: BufferChain) -> bytes:
+        """What the device wrote after the header: up to the used len, or the whole buffer where
+        the used elem of a later buffer answered this one (IN_ORDER, 2.7.9: no len of its own)."""
+        reported = getattr(c, "len_reported", True)
+        return self.rx.read_in(c, None if reported else c.writable)[NET_HDR_SIZE:]
+
     def finish(self, ex: Exchange) -> None:
-        tx, rx = ex.chains
+        tx, _ = ex.chains
         self.wait(self.tx, tx, "transmitq1 buffer to be used")
-        self.wait(self.rx, rx, "looped-back frame on receiveq1")
+        rx = self.received(ex.expect["seq"], ex.expect["link_was_down"])
         frame = ex.expect["frame"]
-        if rx.len_reported and rx.used_len != NET_HDR_SIZE + len(frame):
+        reported = rx.len_reported
+        if reported and self.forward != "any" and rx.used_len != NET_HDR_SIZE + len(frame):
             raise DeviceViolation(ring_clause(self.rx, CLAUSE_USED_LEN), "used len of a received frame", expected=NET_HDR_SIZE + len(frame), observed=rx.used_len, queue=self.rx.name)
-        got = self.rx.read_in(rx)[NET_HDR_SIZE:]
-        if not rx.len_reported:  # answered by a later buffer's used elem (2.7.9): no len of its own
-            got = got[: len(frame)]
-        if got != frame:
-            raise DeviceViolation(CLAUSE_FRAMING, "looped-back frame differs from the frame sent", expected=f"{len(frame)} bytes sent", observed=f"{len(got)} bytes, first difference at {next((i for i in range(min(len(got), len(frame))) if got[i] != frame[i]), min(len(got), len(frame)))}", queue=self.rx.name)
+        got = self._frame_bytes(rx)
+        why = difference(frame, got, self.forward, whole=reported)
+        if why is not None:
+            raise DeviceViolation(CLAUSE_FRAMING, f"looped-back frame differs from the frame sent (net_forward {self.forward})", expected=f"{len(frame)} bytes sent", observed=why, queue=self.rx.name)
         self.check_readable_untouched(ex)
         self.tx.release(tx)
         self.rx.release(rx)

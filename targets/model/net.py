@@ -57,6 +57,7 @@ class NetDevice(Device):
     num_queues = 3
     queue_names = ("receiveq1", "transmitq1", "controlq")
     queue_size_max = 256
+    net_forward = "unchanged"  # frames come back bit for bit (virtio/net_frames.py)
     features = sum(
         1 << b
         for b in (

@@ -25,6 +25,7 @@ class ModelTransport(ConfigOps):
                 raise TargetError(f"{spec}: device object {type(device).__name__} lacks {attr!r} (see targets/model/device.py)")
         self.device = device
         self.spec = spec
+        self.net_forward = getattr(device, "net_forward", "any")  # a model says how it loops frames back
         self.device_id = device.device_id
         self.mem = GuestMemory(mem_size)
         self.vqs: list[SplitVirtqueue] = []
