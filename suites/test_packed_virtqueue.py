@@ -16,7 +16,7 @@ import pytest
 
 from virtio import constants as C
 from virtio.checks import require
-from virtio.errors import DeviceViolation, HarnessError
+from virtio.errors import DeviceViolation, HarnessError, WroteOutsideBuffer, WroteReadableBuffer
 from virtio.messages import blk_outhdr
 from virtio.split_queue import Sg
 from virtio.workloads import POISON, BlkWorkload, Shape
@@ -84,6 +84,8 @@ def _blame(clause, what, exchange):
     """Run ``exchange``; a device failure in it is charged to ``clause`` (a control passed)."""
     try:
         exchange()
+    except (WroteOutsideBuffer, WroteReadableBuffer):
+        raise  # a write where the device must not write names its own clause
     except DeviceViolation as e:
         if e.clause == clause:
             raise

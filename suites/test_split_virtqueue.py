@@ -10,6 +10,7 @@ import pytest
 
 from virtio import constants as C
 from virtio.checks import require
+from virtio.errors import WroteOutsideBuffer, WroteReadableBuffer
 from virtio.workloads import POISON, RngWorkload, Shape
 
 pytestmark = pytest.mark.usefixtures("target_spec")
@@ -134,6 +135,8 @@ def _blame(clause, what, exchange):
 
     try:
         exchange()
+    except (WroteOutsideBuffer, WroteReadableBuffer):
+        raise  # a write where the device must not write names its own clause
     except DeviceViolation as e:
         raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e
 

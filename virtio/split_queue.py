@@ -79,6 +79,8 @@ class BufferChain:
     ids: list[int] = field(default_factory=list)  # descriptor ids, freed on completion
     used_len: int | None = None
     batch: bool = False  # made available by add_batch (out_sgs/in_sgs read back from the table)
+    table: Sg | None = None  # the indirect table as an element (device-readable)
+    readonly: list = field(default_factory=list)  # (addr, len, copy or crc32) of device-readable memory
 
     @property
     def writable(self) -> int:
@@ -285,6 +287,7 @@ class SplitVirtqueue(VirtqueueBase):
         if chain is None:
             chain = self._synth_chain(head)
         chain.used_len = used_len
+        self._check_chain(chain)
         self._free_chain(head)
         return chain
 
@@ -350,6 +353,7 @@ class SplitVirtqueue(VirtqueueBase):
                 self._next[ids[j]] = ids[j + 1]
         head = ids[0]
         chain = BufferChain(head, token, out_sgs, in_sgs, n, table, owned, ids)
+        self._arm_chain(chain, ring_segs[-1][0] if table is not None else None)
         self._chains[head] = chain
         self._room[head] = chain.writable + 1
         if n > 1:
@@ -401,6 +405,7 @@ class SplitVirtqueue(VirtqueueBase):
         self._nflight += count
         if self.in_order:
             self._note_available(heads)
+        self._watch_batch(out, in_, heads)
         self._make_available(heads)
         return heads
 
@@ -426,6 +431,7 @@ class SplitVirtqueue(VirtqueueBase):
         if k == 0:
             return
         self._take_recycled(heads, "readd_batch")
+        self._rearm_recycled(heads)
         self._room[heads] = self._kept_room[heads]
         self._nflight += k
         self._multi += int(_count_nonzero(self._nd[heads] > 1))
@@ -447,6 +453,7 @@ class SplitVirtqueue(VirtqueueBase):
         if len(heads) == 0:
             return
         self._take_recycled(heads, "free_recycled")
+        self._forget_recycled(heads)
         self._nflight += len(heads)  # _free_heads counts them out of flight
         self._multi += int(_count_nonzero(self._nd[heads] > 1))
         self._free_heads(heads)
@@ -634,6 +641,7 @@ class SplitVirtqueue(VirtqueueBase):
                 room_arr[ids] = 0
         if repeated:
             self._batch_violation(elems, s)
+        self._check_batch(ids, recycle)
         if recycle:
             self._kept_room[ids] = room
             self._recycled[ids] = True
@@ -679,6 +687,7 @@ class SplitVirtqueue(VirtqueueBase):
             for h, n in zip(heads[max_count:].tolist(), all_lens[max_count:].tolist()):
                 self._ready.append(self._complete_one(h, n))
             heads, all_lens = heads[:max_count], all_lens[:max_count]
+        self._check_batch(heads)
         self._free_heads(heads)
         if self._chains:
             self._collect_chains(heads, all_lens, chains)
@@ -737,6 +746,7 @@ class SplitVirtqueue(VirtqueueBase):
             return None
         head = next(iter(self._chains)) if self._chains else self._heads_in_flight()[0]
         chain = self._chains.pop(head, None) or self._synth_chain(head)
+        self._unwatch([head])
         self._free_chain(head)
         return chain
 

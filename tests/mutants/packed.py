@@ -116,6 +116,26 @@ class ConsolePackedWritesReadableBuffer(ConsoleDevice):
         return n
 
 
+class RngPackedWritesPastBuffer(RngDevice):
+    """On packed rings, fills each entropy buffer and then one byte more: the byte right after
+    its last device-writable element.
+
+    def.packed.writable-bounds (2.8.4): a descriptor's Element Address and Length name the
+    element; the device writes inside it and nowhere else.
+    """
+
+    name = "rng-packed-writes-past-buffer"
+    clause = "def.packed.writable-bounds"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        n = super().handle(qindex, queue, chain)
+        if isinstance(queue, DevicePackedQueue) and chain.writable:
+            addr, length = chain.writable[-1]
+            if self.mem.contains(addr + length, 1):
+                self.mem.write(addr + length, b"\0")  # BUG: one byte past the buffer
+        return n
+
+
 class _FilledSlotQueue(DevicePackedQueue):
     wrapped = False
 

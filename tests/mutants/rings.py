@@ -81,6 +81,26 @@ class ConsoleWritesReadableBuffer(ConsoleDevice):
         return n
 
 
+class RngWritesPastBuffer(RngDevice):
+    """Fills each entropy buffer and then one byte more: the byte right after its last
+    device-writable element (an off-by-one in the copy length).
+
+    def.split.writable-bounds (2.7.5): a descriptor gives the device addr and len of one element;
+    the device writes inside [addr, addr+len) and nowhere else.
+    """
+
+    name = "rng-writes-past-buffer"
+    clause = "def.split.writable-bounds"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        n = super().handle(qindex, queue, chain)
+        if chain.writable:
+            addr, length = chain.writable[-1]
+            if self.mem.contains(addr + length, 1):
+                self.mem.write(addr + length, b"\0")  # BUG: one byte past the buffer
+        return n
+
+
 class RngWritesDescriptorTable(RngDevice):
     """Clears the flags of each buffer's head descriptor to mark it consumed.
 
