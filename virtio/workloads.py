@@ -106,6 +106,12 @@ class Workload:
         the memory is allocated once and reused, for tests that push many buffers."""
         raise NotImplementedError
 
+    def light_echo(self):
+        """``(queue, readable, writable)`` for buffers on another queue that take back what the
+        device sends in answer to light requests (a console's echo), or None: a test pushing many
+        light requests adds one of these per request, so nothing is left pending afterwards."""
+        return None
+
     def _sgs(self, readable: list[bytes], writable: list[int]) -> tuple[list, list]:
         from .split_queue import Sg
 
@@ -339,6 +345,9 @@ class ConsoleWorkload(Workload):
 
     def light_buffers(self):
         return self._sgs([b"wrap\n"], [])
+
+    def light_echo(self):
+        return (self.rx, *self._sgs([], [len(b"wrap\n")]))
 
     def submit(self, shape: Shape = Shape(), size: int = 64) -> Exchange:
         data = os.urandom(size)

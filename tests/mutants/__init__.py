@@ -53,6 +53,7 @@ MUTANT_CLASSES = [
     rings.RngUsedEventWithoutEventIdx,
     rings.RngNoInterruptSuppressesWithEventIdx,
     rings.RngUsedEventOffByOne,
+    rings.RngUsedEventPlainCompare,
     rings.RngUsedFlagsGarbage,
     rings.RngNoNotifyWithEventIdx,
     rings.RngNeedsResetOnSpuriousKick,

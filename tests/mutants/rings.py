@@ -321,6 +321,31 @@ class RngUsedEventOffByOne(RngDevice):
             self.bus.interrupt_vq(index)
 
 
+class RngUsedEventPlainCompare(RngDevice):
+    """With VIRTIO_F_EVENT_IDX, tests "the entry at used_event was written" as
+    ``old <= used_event < new`` in plain integers instead of modulo 2^16: right everywhere except
+    where used idx wraps, so the notification for entry 65535 is never sent.
+
+    dev.basic.virtqueues.used-buffer-notification-suppression.5 (2.7.7.2): with EVENT_IDX the
+    device MUST notify when the used ring entry it writes has index used_event (indexes are
+    16-bit and wrap, as vring_need_event computes).
+    """
+
+    name = "rng-used-event-plain-compare"
+    clause = "dev.basic.virtqueues.used-buffer-notification-suppression.5"
+
+    def signal(self, index: int) -> None:
+        q = self.queues[index]
+        if q is None or not q.event_idx:
+            return super().signal(index)
+        old, new = q.signalled_used, q.used_idx
+        if old == new:
+            return
+        q.signalled_used = new
+        if old <= int(q.ring.used_event[0]) < new:  # BUG: vring_need_event compares modulo 2^16
+            self.bus.interrupt_vq(index)
+
+
 # -- available buffer notification suppression (2.7.10) -------------------------------------------
 class RngUsedFlagsGarbage(RngDevice):
     """Without VIRTIO_F_EVENT_IDX, "clears" NO_NOTIFY after a batch with ``flags = ~NO_NOTIFY``
