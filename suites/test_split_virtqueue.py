@@ -417,30 +417,10 @@ def test_index_wraparound(session):
 # suppression strands buffers across the wrap times out here), then judge the notifications.
 # IN_ORDER is refused: one used elem per buffer keeps "the entry at index used_event" defined.
 def _advance_used_idx(work, session, to: int) -> None:
-    """Make buffers available and take them back until the used idx (and avail idx) is ``to``."""
+    """Make light requests available and take them back until used idx (and avail idx) is ``to``."""
     vq = work.vq
     vq.disable_cb()  # poll: notifications on the way are not judged
-    out, in_ = work.light_buffers()
-    per = max(1, min(256, vq.num // (len(out) + len(in_))))
-    echo = work.light_echo()  # buffers for what the device answers on another queue, if any
-    if echo is not None:
-        evq, e_out, e_in = echo
-        per = max(1, min(per, evq.num // (len(e_out) + len(e_in))))
-        e_out, e_in = tuple(e_out), tuple(e_in)
-        evq.disable_cb()
-    out, in_ = tuple(out), tuple(in_)
-    while left := (to - vq.last_used_idx) & 0xFFFF:
-        n = min(per, left)
-        if echo is not None:
-            evq.add_batch(e_out, e_in, n)
-            evq.kick()
-        vq.add_batch(out, in_, n)
-        vq.kick()
-        vq.wait_used_batch(n, session.timeout, awaited=f"{n} buffers on the way to used idx {to} (at {vq.last_used_idx}, queue size {vq.num})")
-        if echo is not None:
-            evq.wait_used_batch(n, session.timeout, awaited=f"{n} buffers taking back the answers on {evq.name}")
-    if echo is not None:
-        evq.enable_cb()
+    work.push_light((to - vq.last_used_idx) & 0xFFFF, f"on the way to used idx {to}")
 
 
 @pytest.mark.heavy

@@ -112,6 +112,33 @@ class Workload:
         light requests adds one of these per request, so nothing is left pending afterwards."""
         return None
 
+    def push_light(self, count: int, why: str) -> None:
+        """Make ``count`` light requests available on ``vq`` and take them back, in batches as
+        large as the queue size allows (the batch API: every used elem still validated), with
+        their echo buffers (``light_echo``) if any. Each kick is decided from the device's
+        suppression fields, so a device that strands buffers times out here, saying ``why``."""
+        vq = self.vq
+        out, in_ = self.light_buffers()
+        per = max(1, min(256, vq.num // (len(out) + len(in_))))
+        echo = self.light_echo()
+        if echo is not None:
+            evq, e_out, e_in = echo
+            per = max(1, min(per, evq.num // (len(e_out) + len(e_in))))
+            e_out, e_in = tuple(e_out), tuple(e_in)
+        out, in_ = tuple(out), tuple(in_)
+        done = 0
+        while done < count:
+            n = min(per, count - done)
+            if echo is not None:
+                evq.add_batch(e_out, e_in, n)
+                evq.kick()
+            vq.add_batch(out, in_, n)
+            vq.kick()
+            vq.wait_used_batch(n, self.timeout, awaited=f"{n} light requests {why} ({done} of {count} done, queue size {vq.num})")
+            if echo is not None:
+                evq.wait_used_batch(n, self.timeout, awaited=f"{n} buffers taking back the answers to light requests on {evq.name}")
+            done += n
+
     def _sgs(self, readable: list[bytes], writable: list[int]) -> tuple[list, list]:
         from .split_queue import Sg
 

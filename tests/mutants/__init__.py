@@ -79,6 +79,7 @@ MUTANT_CLASSES = [
     packed.RngPackedEnableNotifiesEveryOther,
     packed.RngPackedIgnoresEventDisable,
     packed.RngPackedDescEventIgnored,
+    packed.RngPackedDescEventPlainCompare,
     packed.RngPackedDescEventAsEnable,
     packed.RngPackedDescFlagWithoutEventIdx,
     packed.BlkPackedUsedInAvailOrder,
