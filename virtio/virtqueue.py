@@ -26,6 +26,9 @@ CLAUSE_READONLY = {
     "split": "dev.basic.virtqueues.the-virtqueue-descriptor-table.1",
     "packed": "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1",
 }
+# An indirect table: on a split ring its entries are descriptor table entries (2.7.5.1: the device
+# MUST NOT write to any), on a packed ring a device-readable buffer (2.8.7, 2.8.15).
+CLAUSE_TABLE = {"split": "dev.basic.virtqueues.the-virtqueue-descriptor-table.2", "packed": CLAUSE_READONLY["packed"]}
 SNAPSHOT_MAX = 4096  # readable elements up to this size are kept as a copy (to say which bytes changed)
 _GUARDS_MAX = 4096  # canaries a queue keeps watching for the batch API (beyond: start again)
 
@@ -57,6 +60,7 @@ class VirtqueueBase:
         self._gidx: np.ndarray | None = None  # their byte indexes
         self._gfrees = self.mem.frees
         self._gseen: dict[int, object] = {}  # add_batch elements already looked at (by identity)
+        self._wlast: tuple = (None, None)  # the last add_batch element tuples (all looked at)
         self._rsum = np.zeros(n, dtype=np.uint64)  # digest of a batch buffer's readable elements
         self._rmark = np.zeros(n, dtype=bool)  # ...to check when it comes back
         self._rkeep = np.zeros(n, dtype=bool)  # recycled with readable elements: digest again on readd
@@ -93,9 +97,10 @@ class VirtqueueBase:
         for addr, n, was in chain.readonly:
             now = mem.read(addr, n) if type(was) is bytes else zlib.crc32(mem.view(addr, n))
             if now != was:
-                what = "indirect table" if chain.table is not None and addr == chain.table.addr else "device-readable element"
+                table = chain.table is not None and addr == chain.table.addr
                 detail = changed_bytes(was, now, addr) if type(was) is bytes else f"crc32 {was:#010x} -> {now:#010x}"
-                self._bad_readonly(chain.head, addr, n, what, detail)
+                self._bad_readonly(chain.head, addr, n, "indirect table" if table else "device-readable element", detail,
+                                   CLAUSE_TABLE[self.layout] if table else None)
         if chain.batch and self._nread:
             self._check_read_batch(np.array([chain.head], dtype=np.intp))
 
@@ -112,10 +117,10 @@ class VirtqueueBase:
             )
         )
 
-    def _bad_readonly(self, head: int, addr: int, n: int, what: str, detail: str) -> None:
+    def _bad_readonly(self, head: int, addr: int, n: int, what: str, detail: str, clause: str | None = None) -> None:
         self._bad(
             WroteReadableBuffer(
-                CLAUSE_READONLY[self.layout],
+                clause or CLAUSE_READONLY[self.layout],
                 f"device wrote into a {what} of buffer {head}",
                 expected=f"[{addr:#x}, +{n}) unchanged while the buffer was available",
                 observed=detail,
@@ -127,6 +132,11 @@ class VirtqueueBase:
         """add_batch: watch the canaries next to the elements' memory; digest readable elements."""
         if self._nread:
             self._unwatch(heads)
+        if out is self._wlast[0] and in_ is self._wlast[1]:  # a buffer pool, batch after batch
+            if out:
+                self._watch_readable(out, heads)
+            return
+        self._wlast = (out, in_)
         seen = self._gseen
         for x in (*out, *in_):
             if id(x) in seen and seen[id(x)] is x:
@@ -140,14 +150,18 @@ class VirtqueueBase:
                     self._refresh_guards()
                 self._set_guards((set() if len(self._gset) > _GUARDS_MAX else self._gset) | set(g))
         if out:
-            count = len(heads)
-            what = tuple((np.array(np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,))),
-                          x.len.copy() if isinstance(x.len, np.ndarray) else int(x.len)) for x in out)
-            holder = np.empty(count, dtype=object)
-            holder[:] = [what] * count
-            self._rwhat[heads] = holder
-            self._rpos[heads] = np.arange(count, dtype=np.intp)
-            self._arm_read_batch(heads)
+            self._watch_readable(out, heads)
+
+    def _watch_readable(self, out: Sequence, heads: np.ndarray) -> None:
+        """Digest each batch buffer's readable elements, to compare when it comes back."""
+        count = len(heads)
+        what = tuple((np.array(np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,))),
+                      x.len.copy() if isinstance(x.len, np.ndarray) else int(x.len)) for x in out)
+        holder = np.empty(count, dtype=object)
+        holder[:] = [what] * count
+        self._rwhat[heads] = holder
+        self._rpos[heads] = np.arange(count, dtype=np.intp)
+        self._arm_read_batch(heads)
 
     def _read_digests(self, heads: np.ndarray) -> np.ndarray:
         """Digest of each batch buffer's readable elements now (heads with _rwhat set)."""
@@ -189,6 +203,7 @@ class VirtqueueBase:
         mem = self.mem
         self._gfrees = mem.frees
         self._gseen.clear()
+        self._wlast = (None, None)
         self._set_guards(set(mem.still_guards(np.fromiter(self._gset, dtype=np.intp, count=len(self._gset))).tolist()))
 
     def _set_guards(self, gset: set[int]) -> None:

@@ -136,6 +136,25 @@ class RngPackedWritesPastBuffer(RngDevice):
         return n
 
 
+class _WritesIndirectTableQueue(DevicePackedQueue):
+    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
+        super()._walk_indirect(addr, length, readable, writable)
+        self.mem.write(addr + 12, b"\xaa\xaa")  # BUG: the first entry's id, in a read-only table
+
+
+class RngPackedWritesIndirectTable(RngDevice):
+    """On packed rings, stamps each indirect table it has read: writes into the id field of the
+    table's first entry (a field the device ignores there anyway).
+
+    dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1 (2.8.15, 2.8.7): the indirect
+    table is read-only by the device; the device MUST NOT write to a device-readable buffer.
+    """
+
+    name = "rng-packed-writes-indirect-table"
+    clause = "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1"
+    packed_queue_class = _WritesIndirectTableQueue
+
+
 class _FilledSlotQueue(DevicePackedQueue):
     wrapped = False
 

@@ -116,6 +116,30 @@ class RngWritesDescriptorTable(RngDevice):
         return super().handle(qindex, queue, chain)
 
 
+class RngWritesIndirectTable(RngDevice):
+    """Marks each indirect table it has walked as consumed: writes 0xffff into the ``next`` field
+    of the table's first entry (harmless to itself, the table is read once).
+
+    dev.basic.virtqueues.the-virtqueue-descriptor-table.2 (2.7.5.1): the device MUST NOT write to
+    any descriptor table entry, and the entries of an indirect table are descriptor table entries.
+    """
+
+    name = "rng-writes-indirect-table"
+    clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.2"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        desc, idx = queue.ring.desc, chain.head
+        for _ in range(queue.num):
+            addr, _len, flags, nxt = desc[idx].item()
+            if flags & C.VIRTQ_DESC_F_INDIRECT:
+                self.mem.write(addr + 14, b"\xff\xff")  # BUG: a store into the driver's indirect table
+                break
+            if not flags & C.VIRTQ_DESC_F_NEXT or nxt >= queue.num:
+                break
+            idx = nxt
+        return super().handle(qindex, queue, chain)
+
+
 class BlkOneDescriptorPerPart(BlkDevice):
     """Assumes a request is [header][data][status] with exactly one descriptor for header and data:
     data split over several device-readable descriptors is cut to the first one.
