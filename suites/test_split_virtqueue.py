@@ -419,6 +419,8 @@ def test_index_wraparound(session):
 def _advance_used_idx(work, session, to: int) -> None:
     """Make light requests available and take them back until used idx (and avail idx) is ``to``."""
     vq = work.vq
+    if why := work.light_unfit():
+        pytest.skip(f"cannot bring the indexes to the wrap: {why}")
     vq.disable_cb()  # poll: notifications on the way are not judged
     work.push_light((to - vq.last_used_idx) & 0xFFFF, f"on the way to used idx {to}")
 

@@ -112,6 +112,16 @@ class Workload:
         light requests adds one of these per request, so nothing is left pending afterwards."""
         return None
 
+    def light_unfit(self) -> str | None:
+        """Why light requests (and their echo buffers) cannot go through the queues as sized,
+        or None when they can."""
+        out, in_ = self.light_buffers()
+        echo = self.light_echo()
+        for vq, n in [(self.vq, len(out) + len(in_))] + ([(echo[0], len(echo[1]) + len(echo[2]))] if echo else []):
+            if n > vq.num:
+                return f"a light request takes {n} descriptors, {vq.name} has {vq.num}"
+        return None
+
     def push_light(self, count: int, why: str) -> None:
         """Make ``count`` light requests available on ``vq`` and take them back, in batches as
         large as the queue size allows (the batch API: every used elem still validated), with
