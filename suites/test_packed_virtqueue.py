@@ -39,6 +39,7 @@ USED_FLAGS = "def.packed.used-flags"
 USED_ID = "def.packed.used-buffer-id"
 USED_POSITION = "def.packed.used-position"
 USED_LEN = "def.packed.used-len"
+WRITABLE_BOUNDS = "def.packed.writable-bounds"
 INDIRECT_TABLE = "def.packed.indirect-table"
 EVENT_ENABLE = "def.packed.driver-event-enable"
 EVENT_DISABLE = "def.packed.driver-event-disable"
@@ -339,6 +340,17 @@ def test_device_readable_buffers_not_written(session):
     work = start(session, refuse=(INDIRECT,))
     for segments in (1, 4):
         direct_roundtrip(work, Shape(segments=segments), size=1024)
+
+
+@pytest.mark.clause(WRITABLE_BOUNDS)
+@pytest.mark.parametrize("size", [1, 7, 512, 4096])
+def test_device_writes_inside_buffers(session, size):
+    """Every element the harness makes available lies between canary bytes (virtio/memory.py),
+    checked by the driver side when its buffer comes back: a device writing before or past an
+    element it was given is caught there (2.8.4), in this test and in every other."""
+    work = start(session, refuse=(INDIRECT,))
+    for segments in (1, 2):
+        direct_roundtrip(work, Shape(segments=segments), size=size)
 
 
 def _not_used_until_available(session, work, bogus_flags: int, what: str) -> None:

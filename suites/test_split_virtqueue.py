@@ -37,6 +37,17 @@ def test_device_readable_buffers_not_written(session):
         work.finish(ex)  # finish() re-reads every readable element and raises if one changed
 
 
+@pytest.mark.clause("def.split.writable-bounds")
+@pytest.mark.parametrize("size", [1, 7, 512, 4096])
+def test_device_writes_inside_buffers(session, size):
+    """Every element the harness makes available lies between canary bytes (virtio/memory.py),
+    checked by the driver side when its buffer comes back: a device writing before or past an
+    element it was given is caught there (2.7.5), in this test and in every other."""
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
+    for segments in (1, 2):
+        work.roundtrip(Shape(segments=segments), size=size)
+
+
 @pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.2")
 def test_descriptor_table_not_written(session):
     work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
