@@ -664,7 +664,8 @@ def _place_before_ring_end(work, per: int) -> None:
         pytest.skip(f"light requests of {d} descriptors cannot put an exchange of {per} at the end of a ring of {vq.num}")
     work.push_light(k, f"on the way to ring position {(pos + k * d) % vq.num}")
     if not vq.num - per <= (vq.last_used_idx + 2 * per) % vq.num:
-        raise HarnessError(f"{vq.name}: light requests left the next used position at {vq.last_used_idx}, not {(pos + k * d) % vq.num}")
+        raise HarnessError(f"{vq.name}: light requests left the next used position at {vq.last_used_idx}, "
+                           f"not {(pos + k * d) % vq.num}")
 
 
 @pytest.mark.clause(EVENT_ENABLE, PROCESS)
@@ -700,7 +701,8 @@ def test_desc_event_notifies_at_descriptor_across_ring_wrap(session):
         counts[2] > counts[1],
         EVENT_DESC,
         "no notification when the descriptor named by the driver event suppression structure was used, at the ring's end",
-        expected=f"a notification at the third exchange (descriptor {offset}, wrap {wrap}; its exchange reaches the end of the ring)",
+        expected=f"a notification at the third exchange (descriptor {offset}, wrap {wrap}; "
+        "its exchange reaches the end of the ring)",
         observed=f"cumulative notifications per exchange {counts}; away from the ring's end {base}",
         queue=vq.name,
     )

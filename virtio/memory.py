@@ -27,7 +27,7 @@ CANARY = bytes.fromhex("c3 5a 96 e1 0f 3c 69 d2 7b 84 1e b7 4d 28 f0 6b")
 _CANARY = np.frombuffer(CANARY, dtype=np.uint8)
 _GUARD_AR = np.arange(GUARD, dtype=np.intp)
 # Guard map values: an allocation starts at this offset (canary before it) / ends here (canary after).
-_STARTS, _ENDS = 1, 2
+GUARD_START, GUARD_END = 1, 2
 # Digests of small device-readable elements: a weighted byte sum with random odd 64-bit weights
 # (vectorized over a batch; any single changed byte changes it); larger ones use crc32.
 SMALL_DIGEST = 256
@@ -74,8 +74,8 @@ class GuestMemory:
         self._free = [(PAGE, size - PAGE)]
         self._live: dict[int, int] = {}
         self._lock = threading.Lock()
-        # One byte per guest byte (zero pages until touched): _STARTS where an allocation begins,
-        # _ENDS at the first byte after one. ``frees`` counts frees, so that a holder of guard
+        # One byte per guest byte (zero pages until touched): GUARD_START where an allocation begins,
+        # GUARD_END at the first byte after one. ``frees`` counts frees, so that a holder of guard
         # positions knows when to look again which are still guards.
         self.guard_map = np.zeros(size + 1, dtype=np.uint8)
         self.frees = 0
@@ -101,8 +101,8 @@ class GuestMemory:
                     self._live[start] = length
                     self.buf[lo:start] = CANARY
                     self.buf[start + length : start + length + GUARD] = CANARY
-                    self.guard_map[start] = _STARTS
-                    self.guard_map[start + length] = _ENDS
+                    self.guard_map[start] = GUARD_START
+                    self.guard_map[start + length] = GUARD_END
                     return self.base + start
         raise GuestMemoryError(f"guest memory exhausted: cannot allocate {length} bytes (size {self.size})")
 
@@ -146,7 +146,7 @@ class GuestMemory:
         ok = (off >= 0) & (end <= self.size) & (off <= end)
         off, end = off[ok], end[ok]
         gm = self.guard_map
-        return np.concatenate((off[gm[off] == _STARTS] - GUARD, end[gm[end] == _ENDS]))
+        return np.concatenate((off[gm[off] == GUARD_START] - GUARD, end[gm[end] == GUARD_END]))
 
     def guard_index(self, guards: np.ndarray) -> np.ndarray:
         """Byte indexes of the canaries at offsets ``guards`` (for ``canaries_broken``)."""
@@ -159,8 +159,8 @@ class GuestMemory:
     def still_guards(self, guards: np.ndarray) -> np.ndarray:
         """The offsets in ``guards`` that are still canaries of a live allocation."""
         gm = self.guard_map
-        before = gm[np.minimum(guards + GUARD, self.size)] == _STARTS
-        after = gm[guards] == _ENDS
+        before = gm[np.minimum(guards + GUARD, self.size)] == GUARD_START
+        after = gm[guards] == GUARD_END
         return guards[before | after]
 
     def canary_damage(self, guard: int) -> str | None:
@@ -172,7 +172,7 @@ class GuestMemory:
 
     def allocation_of(self, guard: int) -> tuple[int, int] | None:
         """(guest address, length) of the allocation the canary at ``guard`` belongs to."""
-        if self.guard_map[guard + GUARD] == _STARTS:
+        if self.guard_map[guard + GUARD] == GUARD_START:
             start = guard + GUARD
             return self.base + start, self._live.get(start, 0)
         for start, length in self._live.items():

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from .errors import DeviceTimeout, HarnessError, WroteOutsideBuffer, WroteReadableBuffer
-from .memory import CANARY, GUARD, changed_bytes
+from .memory import CANARY, GUARD, GUARD_END, GUARD_START, changed_bytes
 
 if TYPE_CHECKING:
     from .split_queue import BufferChain, Sg, SgArray
@@ -90,9 +90,9 @@ class VirtqueueBase:
             off = s.addr - base
             end = off + s.len
             if 0 <= off <= end <= size:
-                if gm[off] == 1 and mm[off - GUARD : off] != CANARY:
+                if gm[off] == GUARD_START and mm[off - GUARD : off] != CANARY:
                     self._bad_guard(off - GUARD, chain.head, s, "before")
-                if gm[end] == 2 and mm[end : end + GUARD] != CANARY:
+                if gm[end] == GUARD_END and mm[end : end + GUARD] != CANARY:
                     self._bad_guard(end, chain.head, s, "after")
         for addr, n, was in chain.readonly:
             now = mem.read(addr, n) if type(was) is bytes else zlib.crc32(mem.view(addr, n))

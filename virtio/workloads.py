@@ -146,7 +146,7 @@ class Workload:
             vq.kick()
             vq.wait_used_batch(n, self.timeout, awaited=f"{n} light requests {why} ({done} of {count} done, queue size {vq.num})")
             if echo is not None:
-                evq.wait_used_batch(n, self.timeout, awaited=f"{n} buffers taking back the answers to light requests on {evq.name}")
+                evq.wait_used_batch(n, self.timeout, awaited=f"{n} buffers taking back the answers to light requests")
             done += n
 
     def _sgs(self, readable: list[bytes], writable: list[int]) -> tuple[list, list]:
