@@ -180,13 +180,9 @@ class GuestMemory:
                 return self.base + start, length
         return None
 
-    def digest(self, addr: int, length: int) -> int:
-        """A digest of [addr, +length): equal digests mean (to 2**-32 or better) equal bytes."""
-        return int(self.digests(np.array([addr], dtype=np.uint64), length)[0])
-
     def digests(self, addrs: np.ndarray, length) -> np.ndarray:
-        """``digest`` of each element [addrs[i], +length or length[i]), as uint64 (vectorized
-        when every element has the same small length)."""
+        """A digest of each element [addrs[i], +length or length[i]) as uint64, vectorized when every
+        element has the same small length: equal digests mean (to 2**-32 or better) equal bytes."""
         n = len(addrs)
         if isinstance(length, np.ndarray) and n and (length == length[0]).all():
             length = int(length[0])
