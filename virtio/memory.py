@@ -170,6 +170,11 @@ class GuestMemory:
             return None
         return changed_bytes(CANARY, now, self.base + guard)
 
+    def first_damage(self, guard: int) -> int | None:
+        """Guest address of the first changed byte of the canary at offset ``guard``, or None."""
+        now = self.mmap[guard : guard + GUARD]
+        return next((self.base + guard + i for i in range(GUARD) if now[i] != CANARY[i]), None)
+
     def allocation_of(self, guard: int) -> tuple[int, int] | None:
         """(guest address, length) of the allocation the canary at ``guard`` belongs to."""
         if self.guard_map[guard + GUARD] == GUARD_START:

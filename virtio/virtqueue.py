@@ -29,6 +29,9 @@ CLAUSE_READONLY = {
 # An indirect table: on a split ring its entries are descriptor table entries (2.7.5.1: the device
 # MUST NOT write to any), on a packed ring a device-readable buffer (2.8.7, 2.8.15).
 CLAUSE_TABLE = {"split": "dev.basic.virtqueues.the-virtqueue-descriptor-table.2", "packed": CLAUSE_READONLY["packed"]}
+# Used elems or used descriptors written past the ring the driver gave (a device indexing its
+# ring by a larger size than the queue size): they are not returned through the used ring.
+CLAUSE_RING_OVERRUN = {"split": "def.basic.buffers-are-used", "packed": "def.packed.used-position"}
 SNAPSHOT_MAX = 4096  # readable elements up to this size are kept as a copy (to say which bytes changed)
 _GUARDS_MAX = 4096  # canaries a queue keeps watching for the batch API (beyond: start again)
 
@@ -104,8 +107,35 @@ class VirtqueueBase:
         if chain.batch and self._nread:
             self._check_read_batch(np.array([chain.head], dtype=np.intp))
 
+    def _ring_overrun(self, guard: int) -> None:
+        """A changed canary that a device writing past this queue's device area explains (used
+        elems beyond the queue size, or split avail_event where a ring of another power-of-2 size
+        has it) is charged to that, not to a buffer next to it."""
+        mem = self.mem
+        if self.layout == "split":
+            area, size, tail = self.addrs.used, 6 + 8 * self.num, 4
+        else:
+            area, size, tail = self.addrs.desc, 16 * self.num, 0
+        own = mem.guards_of(area, size).tolist()  # the device area's own canaries
+        first = mem.first_damage(guard)
+        hit = any(mem.canary_damage(g) is not None for g in own)
+        if not hit and first is not None and self.layout == "split":
+            k = first - area - tail  # split avail_event sits at used + 4 + 8 * size
+            hit = k > 8 * self.num and k % 8 in (0, 1) and (k // 8) & (k // 8 - 1) == 0
+        if hit:
+            self._bad(
+                WroteOutsideBuffer(
+                    CLAUSE_RING_OVERRUN[self.layout],
+                    "device wrote past the end of its ring, as if the queue size were larger",
+                    expected=f"writes inside the {size}-byte ring at {area:#x} (queue size {self.num})",
+                    observed=mem.canary_damage(guard) or "a canary after the ring changed",
+                    queue=self.name,
+                )
+            )
+
     def _bad_guard(self, guard: int, head: int, sg, side: str) -> None:
         mem = self.mem
+        self._ring_overrun(guard)
         self._bad(
             WroteOutsideBuffer(
                 CLAUSE_WRITABLE_BOUNDS[self.layout],
@@ -252,6 +282,7 @@ class VirtqueueBase:
         for g in sorted(self._gset):
             if mem.canary_damage(g) is None:
                 continue
+            self._ring_overrun(g)
             for h in list(ids.tolist()) + [b for b in self.in_flight if b not in set(ids.tolist())]:
                 chain = self._chains.get(h) or self._synth_chain(h)
                 for sg in chain.out_sgs + chain.in_sgs:
