@@ -16,7 +16,7 @@ import pytest
 
 from virtio import constants as C
 from virtio.checks import require
-from virtio.errors import DeviceViolation, HarnessError, RingTooSmall
+from virtio.errors import DeviceViolation, HarnessError, RingTooSmall, WroteOutsideBuffer, WroteReadableBuffer
 from virtio.messages import blk_outhdr
 from virtio.split_queue import Sg
 from virtio.workloads import POISON, BlkWorkload, Shape
@@ -39,6 +39,7 @@ USED_FLAGS = "def.packed.used-flags"
 USED_ID = "def.packed.used-buffer-id"
 USED_POSITION = "def.packed.used-position"
 USED_LEN = "def.packed.used-len"
+WRITABLE_BOUNDS = "def.packed.writable-bounds"
 INDIRECT_TABLE = "def.packed.indirect-table"
 EVENT_ENABLE = "def.packed.driver-event-enable"
 EVENT_DISABLE = "def.packed.driver-event-disable"
@@ -90,6 +91,8 @@ def _blame(clause, what, exchange):
     """Run ``exchange``; a device failure in it is charged to ``clause`` (a control passed)."""
     try:
         exchange()
+    except (WroteOutsideBuffer, WroteReadableBuffer):
+        raise  # a write where the device must not write names its own clause
     except DeviceViolation as e:
         if e.clause == clause:
             raise
@@ -351,6 +354,17 @@ def test_device_readable_buffers_not_written(session):
         direct_roundtrip(work, Shape(segments=segments), size=1024)
 
 
+@pytest.mark.clause(WRITABLE_BOUNDS)
+@pytest.mark.parametrize("size", [1, 7, 512, 4096])
+def test_device_writes_inside_buffers(session, size):
+    """Every element the harness makes available lies between canary bytes (virtio/memory.py),
+    checked by the driver side when its buffer comes back: a device writing before or past an
+    element it was given is caught there (2.8.4), in this test and in every other."""
+    work = start(session, refuse=(INDIRECT,))
+    for segments in (1, 2):
+        direct_roundtrip(work, Shape(segments=segments), size=size)
+
+
 def _not_used_until_available(session, work, bogus_flags: int, what: str) -> None:
     """Write a whole descriptor at the next slot with ``bogus_flags`` (AVAIL unchanged), notify,
     and check the device leaves it; then make it available for real and check it is used."""
@@ -565,14 +579,15 @@ def test_no_notification_when_disabled(session, event_idx):
         )
 
 
-def _desc_event_steps(session, work):
+def _desc_event_steps(session, work, at_ring_end: bool = False):
     """Ask (flags DESC) for a notification exactly when the first used descriptor of the third next
-    exchange is written; returns the notification count seen after each of four exchanges."""
+    exchange is written; returns the notification count seen after each of four exchanges. With
+    ``at_ring_end`` that exchange is one whose descriptors reach the end of the ring."""
     vq = work.vq
     vq.disable_cb()
-    begin = used_count(vq)
-    work.roundtrip()
-    per = used_count(vq) - begin  # ring positions one exchange takes on this queue
+    per = _exchange_descriptors(work)
+    if at_ring_end:
+        _place_before_ring_end(work, per)
     offset, wrap = vq.position_after(2 * per)
     vq.set_driver_event(C.RING_EVENT_FLAGS_DESC, offset, wrap)
     counts = []
@@ -632,3 +647,91 @@ def test_device_event_flags_values(session, event_idx):
                 flags in allowed, DEVICE_EVENT_FLAGS, "device event suppression flags outside the allowed values",
                 expected=sorted(allowed), observed=flags, queue=vq.name,
             )
+
+
+# -- driver event suppression across the ring wrap (2.8.10) ------------------------------------------
+# Packed ring positions run 0..size-1 and the wrap counters flip at the end of the ring; an event
+# offset is compared with the used range modulo the ring, its wrap bit saying which lap (Linux
+# vring_packed_need_event). A device comparing plain positions agrees except where the used range
+# reaches the end of the ring. These tests first push light requests (batch API, as many at a
+# time as the queue holds) until the exchange two ahead ends at or crosses the end of the ring.
+def _exchange_descriptors(work) -> int:
+    """Ring positions one exchange takes on ``work.vq`` (measured with one exchange)."""
+    begin = used_count(work.vq)
+    work.roundtrip()
+    return used_count(work.vq) - begin
+
+
+def _place_before_ring_end(work, per: int) -> None:
+    """Move the next used position so that the third exchange (of ``per`` descriptors) from there
+    reaches the end of the ring; skips when light requests cannot put it there."""
+    vq = work.vq
+    if why := work.light_unfit():
+        pytest.skip(f"cannot move the ring position: {why}")
+    out, in_ = work.light_buffers()
+    d = len(out) + len(in_)
+    pos = vq.last_used_idx
+    k = next((k for k in range(vq.num) if vq.num - per <= (pos + k * d + 2 * per) % vq.num), None)
+    if k is None or 2 * per > vq.num:
+        pytest.skip(f"light requests of {d} descriptors cannot put an exchange of {per} at the end of a ring of {vq.num}")
+    work.push_light(k, f"on the way to ring position {(pos + k * d) % vq.num}")
+    if not vq.num - per <= (vq.last_used_idx + 2 * per) % vq.num:
+        raise HarnessError(f"{vq.name}: light requests left the next used position at {vq.last_used_idx}, "
+                           f"not {(pos + k * d) % vq.num}")
+
+
+@pytest.mark.clause(EVENT_ENABLE, PROCESS)
+def test_notifies_when_enabled_across_ring_wrap(session):
+    """Flags ENABLE: a notification for every exchange, those whose used descriptors reach the end
+    of the ring and flip the wrap counter too."""
+    work = start(session, refuse=(EVENT_IDX,))
+    vq = work.vq
+    vq.disable_cb()
+    _place_before_ring_end(work, _exchange_descriptors(work))
+    vq.enable_cb()
+    for i in range(4):
+        at = (vq.last_used_idx, vq.used_wrap_counter)
+        vq, before = _exchange_counting(work)
+        require(
+            vq.wait_interrupt(before, session.timeout),
+            EVENT_ENABLE,
+            "no used buffer notification while the driver event suppression flags are ENABLE, at the ring's end",
+            expected="a notification",
+            observed=f"none within {session.timeout}s (exchange {i}, from ring position {at[0]}, used wrap counter {at[1]})",
+            queue=vq.name,
+        )
+
+
+@pytest.mark.clause(EVENT_DESC, PROCESS)
+def test_desc_event_notifies_at_descriptor_across_ring_wrap(session):
+    work = start(session, want=(EVENT_IDX,))
+    _, base, _ = _desc_event_steps(session, work)  # control, wherever the ring is
+    if not base[2] > base[1]:
+        pytest.skip("no notification at the named descriptor away from the ring's end (see def.packed.driver-event-desc)")
+    vq, counts, (offset, wrap) = _desc_event_steps(session, work, at_ring_end=True)
+    require(
+        counts[2] > counts[1],
+        EVENT_DESC,
+        "no notification when the descriptor named by the driver event suppression structure was used, at the ring's end",
+        expected=f"a notification at the third exchange (descriptor {offset}, wrap {wrap}; "
+        "its exchange reaches the end of the ring)",
+        observed=f"cumulative notifications per exchange {counts}; away from the ring's end {base}",
+        queue=vq.name,
+    )
+
+
+@pytest.mark.clause(EVENT_DESC_ONLY)
+def test_desc_event_quiet_elsewhere_across_ring_wrap(session):
+    work = start(session, want=(EVENT_IDX,))
+    _, base, _ = _desc_event_steps(session, work)  # control
+    if not (base[0] == 0 and base[1] == 0 and base[3] == base[2]):
+        pytest.skip("notifications for other descriptors even away from the ring's end (see def.packed.driver-event-desc-only)")
+    vq, counts, (offset, wrap) = _desc_event_steps(session, work, at_ring_end=True)
+    require(
+        counts[0] == 0 and counts[1] == 0 and counts[3] == counts[2],
+        EVENT_DESC_ONLY,
+        "notifications sent for descriptors other than the one the driver named, at the ring's end",
+        expected=f"notifications only at the third exchange (descriptor {offset}, wrap {wrap})",
+        observed=f"cumulative notifications per exchange {counts}",
+        queue=vq.name,
+    )

@@ -10,6 +10,7 @@ import pytest
 
 from virtio import constants as C
 from virtio.checks import require
+from virtio.errors import WroteOutsideBuffer, WroteReadableBuffer
 from virtio.workloads import POISON, RngWorkload, Shape
 
 pytestmark = pytest.mark.usefixtures("target_spec")
@@ -34,6 +35,17 @@ def test_device_readable_buffers_not_written(session):
         ex = work.submit(Shape(segments=segments), size=1024)
         work.kick()
         work.finish(ex)  # finish() re-reads every readable element and raises if one changed
+
+
+@pytest.mark.clause("def.split.writable-bounds")
+@pytest.mark.parametrize("size", [1, 7, 512, 4096])
+def test_device_writes_inside_buffers(session, size):
+    """Every element the harness makes available lies between canary bytes (virtio/memory.py),
+    checked by the driver side when its buffer comes back: a device writing before or past an
+    element it was given is caught there (2.7.5), in this test and in every other."""
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,))
+    for segments in (1, 2):
+        work.roundtrip(Shape(segments=segments), size=size)
 
 
 @pytest.mark.clause("dev.basic.virtqueues.the-virtqueue-descriptor-table.2")
@@ -134,6 +146,8 @@ def _blame(clause, what, exchange):
 
     try:
         exchange()
+    except (WroteOutsideBuffer, WroteReadableBuffer):
+        raise  # a write where the device must not write names its own clause
     except DeviceViolation as e:
         raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e
 
@@ -401,5 +415,109 @@ def test_index_wraparound(session):
         "used idx after wrap-around does not count the used elems",
         expected=(start + done) & 0xFFFF,
         observed=f"used idx {int(vq.ring.used_idx[0])}, last_used_idx {vq.last_used_idx}",
+        queue=vq.name,
+    )
+
+
+# -- notification suppression across the 16-bit index wrap (2.7.7.2, 2.7.10) -----------------------
+# The event index comparisons are modulo 2^16 (vring_need_event); a device doing them in plain
+# integers agrees near 0 and goes wrong only where used idx wraps. These tests first bring the
+# ring's indexes to just below 65535 by pushing buffers (the batch API, as many at a time as the
+# device's queue size allows, every used elem validated on the way; each kick decided from the
+# device's avail_event or used flags, so a device whose available buffer notification
+# suppression strands buffers across the wrap times out here), then judge the notifications.
+# IN_ORDER is refused: one used elem per buffer keeps "the entry at index used_event" defined.
+def _advance_used_idx(work, session, to: int) -> None:
+    """Make light requests available and take them back until used idx (and avail idx) is ``to``."""
+    vq = work.vq
+    if why := work.light_unfit():
+        pytest.skip(f"cannot bring the indexes to the wrap: {why}")
+    vq.disable_cb()  # poll: notifications on the way are not judged
+    work.push_light((to - vq.last_used_idx) & 0xFFFF, f"on the way to used idx {to}")
+
+
+@pytest.mark.heavy
+@pytest.mark.clause(
+    "dev.basic.virtqueues.used-buffer-notification-suppression.3",
+    "dev.basic.virtqueues.used-buffer-notification-suppression.1",
+    "def.basic.buffers-are-used",
+)
+def test_notifies_when_flags_zero_across_wrap(session):
+    """Without EVENT_IDX, avail flags 0: a notification after each used ring write, also for the
+    writes of entries 65535 and 0."""
+    work = session.start(refuse=(C.VIRTIO_F_EVENT_IDX, C.VIRTIO_F_IN_ORDER))
+    _require_notifying(work, session, 1)  # control, away from the wrap
+    per = work.elems_per_exchange
+    _advance_used_idx(work, session, (0x10000 - per - 1) & 0xFFFF)
+    vq = work.vq
+    vq.enable_cb()
+    for i in range(3):
+        at, used_event = vq.last_used_idx, int(vq.ring.used_event[0])
+        vq, before = _exchange_counting(work, session)
+        if vq.wait_interrupt(before, session.timeout):
+            continue
+        # A silent device may be following used_event (the driver writes it as Linux does, EVENT_IDX
+        # or not): if naming the next entry there brings the notification, that is the duty broken.
+        vq.set_used_event(vq.last_used_idx)
+        _, again = _exchange_counting(work, session)
+        require(
+            not vq.wait_interrupt(again, session.timeout),
+            "dev.basic.virtqueues.used-buffer-notification-suppression.1",
+            "device followed used_event although VIRTIO_F_EVENT_IDX was not negotiated",
+            expected="a notification per used buffer (flags 0), whatever used_event holds",
+            observed=f"none with used_event {used_event} (exchange {i}, entries from {at}); "
+            "one once used_event named the entry written",
+            queue=vq.name,
+        )
+        require(
+            False,
+            "dev.basic.virtqueues.used-buffer-notification-suppression.3",
+            "no used buffer notification while avail flags is 0, as used idx wrapped",
+            expected="a notification",
+            observed=f"none within {session.timeout}s (exchange {i}, used elems from index {at})",
+            queue=vq.name,
+        )
+
+
+@pytest.mark.heavy
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.5", "def.basic.buffers-are-used")
+def test_event_idx_notifies_at_used_event_across_wrap(session):
+    """With EVENT_IDX, used_event 65535: the notification is due when entry 65535 is written,
+    the write after which used idx wraps to 0 (a plain ``old <= used_event < new`` misses it)."""
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,), refuse=(C.VIRTIO_F_IN_ORDER,))
+    _, base = _event_idx_steps(work, session, flags=0)  # control, away from the wrap
+    if not base[2] > base[1]:
+        pytest.skip("no notification at used_event away from the wrap (see ...suppression.5): the wrap cannot be judged")
+    per = work.elems_per_exchange
+    _advance_used_idx(work, session, (0xFFFF - 2 * per) & 0xFFFF)
+    vq, counts = _event_idx_steps(work, session, flags=0)
+    require(
+        counts[2] > counts[1],
+        "dev.basic.virtqueues.used-buffer-notification-suppression.5",
+        "no notification when the used elem at index used_event (65535) was written and used idx wrapped",
+        expected="a notification at the third exchange (as away from the wrap)",
+        observed=f"cumulative notifications per exchange {counts}; away from the wrap {base}",
+        queue=vq.name,
+    )
+
+
+@pytest.mark.heavy
+@pytest.mark.clause("dev.basic.virtqueues.used-buffer-notification-suppression.6")
+def test_event_idx_quiet_elsewhere_across_wrap(session):
+    """With EVENT_IDX, used_event 0 just past the wrap: no notification for entries 65534 and
+    65535 (nor for 0 + 1 after it), only for entry 0."""
+    work = session.start(want=(C.VIRTIO_F_EVENT_IDX,), refuse=(C.VIRTIO_F_IN_ORDER,))
+    _, base = _event_idx_steps(work, session, flags=0)  # control, away from the wrap
+    if not (base[0] == 0 and base[1] == 0 and base[3] == base[2]):
+        pytest.skip("notifications away from used_event even away from the wrap (see ...suppression.6)")
+    per = work.elems_per_exchange
+    _advance_used_idx(work, session, (0x10000 - 2 * per) & 0xFFFF)
+    vq, counts = _event_idx_steps(work, session, flags=0)
+    require(
+        counts[0] == 0 and counts[1] == 0 and counts[3] == counts[2],
+        "dev.basic.virtqueues.used-buffer-notification-suppression.6",
+        "notifications sent for used elems other than the one at used_event (0), as used idx wrapped",
+        expected="notifications only at the third exchange",
+        observed=f"cumulative notifications per exchange {counts}",
         queue=vq.name,
     )

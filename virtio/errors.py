@@ -50,6 +50,16 @@ class InvalidUsedFlags(DeviceViolation):
     descriptor for the driver's used wrap counter, or mark used a descriptor never made available."""
 
 
+class WroteOutsideBuffer(DeviceViolation):
+    """A canary next to a buffer's element changed: the device wrote outside the memory it was
+    given (2.7.5 / 2.8.4)."""
+
+
+class WroteReadableBuffer(DeviceViolation):
+    """A device-readable element (or indirect table) changed while the buffer was available
+    (2.7.5.1 / 2.8.15)."""
+
+
 class DeviceTimeout(DeviceViolation):
     """A bounded wait on the device ran out: says what was awaited, where, and for how long."""
 

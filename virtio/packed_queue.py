@@ -182,10 +182,13 @@ class PackedVirtqueue(VirtqueueBase):
         write = (word >> 32) & C.VIRTQ_DESC_F_WRITE
         return BufferChain(bid, None, [] if write else sg, sg if write else [], 1, batch=True)
 
-    def _complete(self, bid: int, used_len: int | None) -> BufferChain:
-        """Take buffer ``bid`` out of flight (its ring slots are counted back by the caller)."""
+    def _complete(self, bid: int, used_len: int | None, used: bool = True) -> BufferChain:
+        """Take buffer ``bid`` out of flight (its ring slots are counted back by the caller);
+        a ``used`` one is checked first (canaries, device-readable bytes)."""
         chain = self._chains.pop(bid, None) or self._synth_chain(bid)
         chain.used_len = used_len
+        if used:
+            self._check_chain(chain)
         self._room[bid] = 0
         if self._nd[bid] > 1:
             self._nd[bid] = 1
@@ -282,6 +285,7 @@ class PackedVirtqueue(VirtqueueBase):
         self.next_avail_idx, self.avail_wrap_counter = pos, wrap
         self.free_desc -= n
         chain = BufferChain(bid, token, out_sgs, in_sgs, n, table, owned, slots)
+        self._arm_chain(chain, ring_segs[0][0] if table is not None else None)
         self._chains[bid] = chain
         self._room[bid] = chain.writable + 1
         if n > 1:
@@ -349,6 +353,7 @@ class PackedVirtqueue(VirtqueueBase):
                 self._room[b] = c.writable + 1
             self._nd[bids] = nd
             self._multi += count
+        self._watch_batch(out, in_, bids)
         self._pending_runs.append((heads.copy(), head_flags))
         pos += need
         if pos >= self.num:
@@ -590,6 +595,7 @@ class PackedVirtqueue(VirtqueueBase):
             room_arr[ids] = room  # undo: get_buf finds the repeat in ring order
             return self._batch_violation(m, chains)
         used_lens = lens if _count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
+        self._check_batch(ids)
         top = self._nfree_ids
         self._free[top : top + m] = ids
         self._nfree_ids = top + m
@@ -647,7 +653,8 @@ class PackedVirtqueue(VirtqueueBase):
         bid = next(iter(self._chains)) if self._chains else int(np.flatnonzero(self._room[: self.num])[0])
         if bid in self._avail_order:
             self._avail_order.remove(bid)
-        chain = self._complete(bid, None)
+        self._unwatch([bid])
+        chain = self._complete(bid, None, used=False)
         self.free_desc += chain.ndesc
         return chain
 

@@ -84,6 +84,8 @@ class BufferChain:
     # the device reported no len for it; the spec has it "used completely", so used_len is its
     # writable length (as Linux's in-order code takes total_in_len), not a len the device wrote.
     len_reported: bool = True
+    table: Sg | None = None  # the indirect table as an element (device-readable)
+    readonly: list = field(default_factory=list)  # (addr, len, copy or crc32) of device-readable memory
 
     @property
     def writable(self) -> int:
@@ -294,6 +296,7 @@ class SplitVirtqueue(VirtqueueBase):
         if chain is None:
             chain = self._synth_chain(head)
         chain.used_len = used_len
+        self._check_chain(chain)
         self._free_chain(head)
         return chain
 
@@ -359,6 +362,7 @@ class SplitVirtqueue(VirtqueueBase):
                 self._next[ids[j]] = ids[j + 1]
         head = ids[0]
         chain = BufferChain(head, token, out_sgs, in_sgs, n, table, owned, ids)
+        self._arm_chain(chain, ring_segs[-1][0] if table is not None else None)
         self._chains[head] = chain
         self._room[head] = chain.writable + 1
         if n > 1:
@@ -410,6 +414,7 @@ class SplitVirtqueue(VirtqueueBase):
         self._nflight += count
         if self.in_order:
             self._note_available(heads)
+        self._watch_batch(out, in_, heads)
         self._make_available(heads)
         return heads
 
@@ -435,6 +440,7 @@ class SplitVirtqueue(VirtqueueBase):
         if k == 0:
             return
         self._take_recycled(heads, "readd_batch")
+        self._rearm_recycled(heads)
         self._room[heads] = self._kept_room[heads]
         self._nflight += k
         self._multi += int(_count_nonzero(self._nd[heads] > 1))
@@ -456,6 +462,7 @@ class SplitVirtqueue(VirtqueueBase):
         if len(heads) == 0:
             return
         self._take_recycled(heads, "free_recycled")
+        self._forget_recycled(heads)
         self._nflight += len(heads)  # _free_heads counts them out of flight
         self._multi += int(_count_nonzero(self._nd[heads] > 1))
         self._free_heads(heads)
@@ -710,6 +717,7 @@ class SplitVirtqueue(VirtqueueBase):
                 room_arr[ids] = 0
         if repeated:
             self._batch_violation(elems, s)
+        self._check_batch(ids, recycle)
         if recycle:
             self._kept_room[ids] = room
             self._recycled[ids] = True
@@ -756,6 +764,7 @@ class SplitVirtqueue(VirtqueueBase):
                     c = self._chains.get(h)
                     if c is not None:
                         c.len_reported = False
+        self._check_batch(heads)
         self._free_heads(heads)
         if self._chains:
             self._collect_chains(heads, lens, chains)
@@ -809,6 +818,7 @@ class SplitVirtqueue(VirtqueueBase):
             return None
         head = next(iter(self._chains)) if self._chains else self._heads_in_flight()[0]
         chain = self._chains.pop(head, None) or self._synth_chain(head)
+        self._unwatch([head])
         self._free_chain(head)
         return chain
 

@@ -5,16 +5,35 @@ from __future__ import annotations
 
 import threading
 import time
+import zlib
 from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .errors import DeviceTimeout, HarnessError, RingTooSmall
+from .errors import DeviceTimeout, HarnessError, RingTooSmall, WroteOutsideBuffer, WroteReadableBuffer
+from .memory import CANARY, GUARD, GUARD_END, GUARD_START, changed_bytes
 
 if TYPE_CHECKING:
     from .split_queue import BufferChain, Sg, SgArray
 
 _U32_MAX = 0xFFFF_FFFF
+
+# The device writes only inside the buffers it was given (2.7.5 / 2.8.4: each descriptor names
+# one element, addr and len) and never into a device-readable one (2.7.5.1 / 2.8.15; an indirect
+# table is device-readable too, 2.7.5.3 / 2.8.7), per layout.
+CLAUSE_WRITABLE_BOUNDS = {"split": "def.split.writable-bounds", "packed": "def.packed.writable-bounds"}
+CLAUSE_READONLY = {
+    "split": "dev.basic.virtqueues.the-virtqueue-descriptor-table.1",
+    "packed": "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1",
+}
+# An indirect table: on a split ring its entries are descriptor table entries (2.7.5.1: the device
+# MUST NOT write to any), on a packed ring a device-readable buffer (2.8.7, 2.8.15).
+CLAUSE_TABLE = {"split": "dev.basic.virtqueues.the-virtqueue-descriptor-table.2", "packed": CLAUSE_READONLY["packed"]}
+# Used elems or used descriptors written past the ring the driver gave (a device indexing its
+# ring by a larger size than the queue size): they are not returned through the used ring.
+CLAUSE_RING_OVERRUN = {"split": "def.basic.buffers-are-used", "packed": "def.packed.used-position"}
+SNAPSHOT_MAX = 4096  # readable elements up to this size are kept as a copy (to say which bytes changed)
+_GUARDS_MAX = 4096  # canaries a queue keeps watching for the batch API (beyond: start again)
 
 
 class VirtqueueBase:
@@ -29,6 +48,260 @@ class VirtqueueBase:
         self.interrupts = 0
         self.spurious_interrupts = 0
         self.irq_event = threading.Event()
+        self._reset_watch()
+
+    # -- what the device must not write: canaries and device-readable digests --------------------
+    # Per-buffer API (add): each BufferChain keeps copies (or crc32s) of its device-readable
+    # elements and indirect table; its elements' canaries and those copies are checked when it is
+    # used. Batch API (add_batch): the canaries next to the elements' memory are watched per queue
+    # (one vectorized compare each time buffers come back), and each buffer with device-readable
+    # elements keeps a digest in _rsum, checked when it is used.
+    def _reset_watch(self) -> None:
+        n = self.num + 1
+        self._gset: set[int] = set()  # canary offsets watched for the batch API
+        self._glist: list[int] = []  # the same, sorted
+        self._gidx: np.ndarray | None = None  # their byte indexes
+        self._gfrees = self.mem.frees
+        self._gseen: dict[int, object] = {}  # add_batch elements already looked at (by identity)
+        self._wlast: tuple = (None, None)  # the last add_batch element tuples (all looked at)
+        self._rsum = np.zeros(n, dtype=np.uint64)  # digest of a batch buffer's readable elements
+        self._rmark = np.zeros(n, dtype=bool)  # ...to check when it comes back
+        self._rkeep = np.zeros(n, dtype=bool)  # recycled with readable elements: digest again on readd
+        self._rwhat = np.empty(n, dtype=object)  # its readable elements: ((addrs, len), ...)
+        self._rpos = np.zeros(n, dtype=np.intp)  # ...and its index in them
+        self._nread = 0
+
+    def _arm_chain(self, chain: BufferChain, table=None) -> None:
+        """Remember the device-readable bytes of a buffer from ``add`` (and its indirect table)."""
+        keep = []
+        for s in chain.out_sgs + ([table] if table is not None else []):
+            if s.len <= SNAPSHOT_MAX:
+                keep.append((s.addr, s.len, self.mem.read(s.addr, s.len)))
+            else:
+                keep.append((s.addr, s.len, zlib.crc32(self.mem.view(s.addr, s.len))))
+        chain.readonly = keep
+        chain.table = table
+
+    def _check_chain(self, chain: BufferChain) -> None:
+        """A used buffer from either API: its canaries intact, its device-readable bytes unchanged."""
+        mem = self.mem
+        gm, base, size, mm = mem.guard_map, mem.base, mem.size, mem.mmap
+        sgs = chain.out_sgs + chain.in_sgs
+        if chain.table is not None:
+            sgs = sgs + [chain.table]
+        for s in sgs:
+            off = s.addr - base
+            end = off + s.len
+            if 0 <= off <= end <= size:
+                if gm[off] == GUARD_START and mm[off - GUARD : off] != CANARY:
+                    self._bad_guard(off - GUARD, chain.head, s, "before")
+                if gm[end] == GUARD_END and mm[end : end + GUARD] != CANARY:
+                    self._bad_guard(end, chain.head, s, "after")
+        for addr, n, was in chain.readonly:
+            now = mem.read(addr, n) if type(was) is bytes else zlib.crc32(mem.view(addr, n))
+            if now != was:
+                table = chain.table is not None and addr == chain.table.addr
+                detail = changed_bytes(was, now, addr) if type(was) is bytes else f"crc32 {was:#010x} -> {now:#010x}"
+                self._bad_readonly(chain.head, addr, n, "indirect table" if table else "device-readable element", detail,
+                                   CLAUSE_TABLE[self.layout] if table else None)
+        if chain.batch and self._nread:
+            self._check_read_batch(np.array([chain.head], dtype=np.intp))
+
+    def _ring_overrun(self, guard: int) -> None:
+        """A changed canary that a device writing past this queue's device area explains (used
+        elems beyond the queue size, or split avail_event where a ring of another power-of-2 size
+        has it) is charged to that, not to a buffer next to it."""
+        mem = self.mem
+        if self.layout == "split":
+            area, size, tail = self.addrs.used, 6 + 8 * self.num, 4
+        else:
+            area, size, tail = self.addrs.desc, 16 * self.num, 0
+        own = mem.guards_of(area, size).tolist()  # the device area's own canaries
+        first = mem.first_damage(guard)
+        hit = any(mem.canary_damage(g) is not None for g in own)
+        if not hit and first is not None and self.layout == "split":
+            k = first - area - tail  # split avail_event sits at used + 4 + 8 * size
+            hit = k > 8 * self.num and k % 8 in (0, 1) and (k // 8) & (k // 8 - 1) == 0
+        if hit:
+            self._bad(
+                WroteOutsideBuffer(
+                    CLAUSE_RING_OVERRUN[self.layout],
+                    "device wrote past the end of its ring, as if the queue size were larger",
+                    expected=f"writes inside the {size}-byte ring at {area:#x} (queue size {self.num})",
+                    observed=mem.canary_damage(guard) or "a canary after the ring changed",
+                    queue=self.name,
+                )
+            )
+
+    def _bad_guard(self, guard: int, head: int, sg, side: str) -> None:
+        mem = self.mem
+        self._ring_overrun(guard)
+        self._bad(
+            WroteOutsideBuffer(
+                CLAUSE_WRITABLE_BOUNDS[self.layout],
+                f"device wrote outside the buffer: the canary {side} an element changed",
+                expected=f"the {GUARD} bytes at {mem.base + guard:#x} ({side} element [{sg.addr:#x}, +{sg.len}) "
+                f"of buffer {head}) untouched",
+                observed=mem.canary_damage(guard) or "changed",
+                queue=self.name,
+            )
+        )
+
+    def _bad_readonly(self, head: int, addr: int, n: int, what: str, detail: str, clause: str | None = None) -> None:
+        self._bad(
+            WroteReadableBuffer(
+                clause or CLAUSE_READONLY[self.layout],
+                f"device wrote into a {what} of buffer {head}",
+                expected=f"[{addr:#x}, +{n}) unchanged while the buffer was available",
+                observed=detail,
+                queue=self.name,
+            )
+        )
+
+    def _watch_batch(self, out: Sequence, in_: Sequence, heads: np.ndarray) -> None:
+        """add_batch: watch the canaries next to the elements' memory; digest readable elements."""
+        if self._nread:
+            self._unwatch(heads)
+        if out is self._wlast[0] and in_ is self._wlast[1]:  # a buffer pool, batch after batch
+            if out:
+                self._watch_readable(out, heads)
+            return
+        self._wlast = (out, in_)
+        seen = self._gseen
+        for x in (*out, *in_):
+            if id(x) in seen and seen[id(x)] is x:
+                continue
+            if len(seen) > 256:
+                seen.clear()
+            seen[id(x)] = x
+            g = self.mem.guards_of(x.addr, x.len).tolist()
+            if g and not self._gset.issuperset(g):
+                if self.mem.frees != self._gfrees:
+                    self._refresh_guards()
+                self._set_guards((set() if len(self._gset) > _GUARDS_MAX else self._gset) | set(g))
+        if out:
+            self._watch_readable(out, heads)
+
+    def _watch_readable(self, out: Sequence, heads: np.ndarray) -> None:
+        """Digest each batch buffer's readable elements, to compare when it comes back."""
+        count = len(heads)
+        what = tuple((np.array(np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,))),
+                      x.len.copy() if isinstance(x.len, np.ndarray) else int(x.len)) for x in out)
+        holder = np.empty(count, dtype=object)
+        holder[:] = [what] * count
+        self._rwhat[heads] = holder
+        self._rpos[heads] = np.arange(count, dtype=np.intp)
+        self._arm_read_batch(heads)
+
+    def _read_digests(self, heads: np.ndarray) -> np.ndarray:
+        """Digest of each batch buffer's readable elements now (heads with _rwhat set)."""
+        sums = np.zeros(len(heads), dtype=np.uint64)
+        whats = self._rwhat[heads]
+        pos = self._rpos[heads]
+        for what in {id(w): w for w in whats.tolist()}.values():
+            sel = np.flatnonzero(np.fromiter((w is what for w in whats.tolist()), dtype=bool, count=len(heads)))
+            p = pos[sel]
+            for addrs, n in what:
+                sums[sel] += self.mem.digests(addrs[p], n[p] if isinstance(n, np.ndarray) else n)
+        return sums
+
+    def _arm_read_batch(self, heads: np.ndarray) -> None:
+        self._rsum[heads] = self._read_digests(heads)
+        k = len(heads) - int(np.count_nonzero(self._rmark[heads]))
+        self._rmark[heads] = True
+        self._nread += k
+
+    def _check_batch(self, ids: np.ndarray, recycle: bool = False) -> None:
+        """Buffers coming back through get_used_batch: every watched canary intact, the readable
+        elements of these buffers unchanged. Called before their state is freed."""
+        if self._glist:
+            mem = self.mem
+            if mem.frees != self._gfrees:
+                self._refresh_guards()
+            if len(self._glist) <= 16:  # a few slices compare faster than one numpy gather
+                mm = mem.mmap
+                for g in self._glist:
+                    if mm[g : g + GUARD] != CANARY:
+                        self._batch_guard_violation(ids)
+            elif mem.canaries_broken(self._gidx):
+                self._batch_guard_violation(ids)
+        if self._nread:
+            self._check_read_batch(ids, recycle)
+
+    def _refresh_guards(self) -> None:
+        """Memory was freed since the canaries were listed: keep those still guarding an allocation."""
+        mem = self.mem
+        self._gfrees = mem.frees
+        self._gseen.clear()
+        self._wlast = (None, None)
+        self._set_guards(set(mem.still_guards(np.fromiter(self._gset, dtype=np.intp, count=len(self._gset))).tolist()))
+
+    def _set_guards(self, gset: set[int]) -> None:
+        self._gset = gset
+        self._glist = sorted(gset)
+        self._gidx = self.mem.guard_index(np.array(self._glist, dtype=np.intp)) if gset else None
+
+    def _check_read_batch(self, ids: np.ndarray, recycle: bool = False) -> None:
+        mark = self._rmark[ids]
+        if not mark.any():
+            return
+        sel = ids[mark]
+        bad = np.flatnonzero(self._read_digests(sel) != self._rsum[sel])
+        if len(bad):
+            h = int(sel[bad[0]])
+            p = int(self._rpos[h])
+            for addrs, n in self._rwhat[h]:
+                k = int(n[p]) if isinstance(n, np.ndarray) else n
+                a = int(addrs[p])
+                self._bad_readonly(h, a, k, "device-readable element", "its digest changed")
+        self._rmark[sel] = False
+        self._nread -= len(sel)
+        if recycle:
+            self._rkeep[sel] = True
+
+    def _rearm_recycled(self, heads: np.ndarray) -> None:
+        """readd_batch: the driver may have rewritten readable elements; digest them again."""
+        keep = self._rkeep[heads]
+        if keep.any():
+            self._arm_read_batch(heads[keep])
+
+    def _forget_recycled(self, heads: np.ndarray) -> None:
+        self._rkeep[heads] = False
+
+    def _unwatch(self, heads) -> None:
+        """Buffers leaving flight unchecked (detached after a reset) or ids reused: no digest due."""
+        mark = self._rmark[heads]
+        k = int(np.count_nonzero(mark))
+        if k:
+            self._rmark[heads] = False
+            self._nread -= k
+
+    def _batch_guard_violation(self, ids: np.ndarray) -> None:
+        """A watched canary changed: name it and, if one is there, the buffer next to it."""
+        mem = self.mem
+        for g in sorted(self._gset):
+            if mem.canary_damage(g) is None:
+                continue
+            self._ring_overrun(g)
+            for h in list(ids.tolist()) + [b for b in self.in_flight if b not in set(ids.tolist())]:
+                chain = self._chains.get(h) or self._synth_chain(h)
+                for sg in chain.out_sgs + chain.in_sgs:
+                    off = sg.addr - mem.base
+                    if off + sg.len == g:
+                        self._bad_guard(g, h, sg, "after")
+                    if off == g + GUARD:
+                        self._bad_guard(g, h, sg, "before")
+            alloc = mem.allocation_of(g)
+            where = f"allocation [{alloc[0]:#x}, +{alloc[1]})" if alloc else "an allocation"
+            self._bad(
+                WroteOutsideBuffer(
+                    CLAUSE_WRITABLE_BOUNDS[self.layout],
+                    "device wrote outside the buffers: a canary next to buffer memory changed",
+                    expected=f"the {GUARD} bytes at {mem.base + g:#x} next to {where} untouched",
+                    observed=mem.canary_damage(g),
+                    queue=self.name,
+                )
+            )
 
     @property
     def num_in_flight(self) -> int:
@@ -169,6 +442,7 @@ class VirtqueueBase:
             c = pop(h, None)
             if c is not None:
                 c.used_len = n
+                self._check_chain(c)
                 if c.batch:
                     continue
                 if chains is not None:

@@ -108,6 +108,49 @@ class Workload:
         the memory is allocated once and reused, for tests that push many buffers."""
         raise NotImplementedError
 
+    def light_echo(self):
+        """``(queue, readable, writable)`` for buffers on another queue that take back what the
+        device sends in answer to light requests (a console's echo), or None: a test pushing many
+        light requests adds one of these per request, so nothing is left pending afterwards."""
+        return None
+
+    def light_unfit(self) -> str | None:
+        """Why light requests (and their echo buffers) cannot go through the queues as sized,
+        or None when they can."""
+        out, in_ = self.light_buffers()
+        echo = self.light_echo()
+        for vq, n in [(self.vq, len(out) + len(in_))] + ([(echo[0], len(echo[1]) + len(echo[2]))] if echo else []):
+            if n > vq.num:
+                return f"a light request takes {n} descriptors, {vq.name} has {vq.num}"
+        return None
+
+    def push_light(self, count: int, why: str) -> None:
+        """Make ``count`` light requests available on ``vq`` and take them back, in batches as
+        large as the queue size allows (the batch API: every used elem still validated), with
+        their echo buffers (``light_echo``) if any. Each kick is decided from the device's
+        suppression fields, so a device that strands buffers times out here, saying ``why``."""
+        vq = self.vq
+        out, in_ = self.light_buffers()
+        per = max(1, min(256, vq.num // (len(out) + len(in_))))
+        echo = self.light_echo()
+        if echo is not None:
+            evq, e_out, e_in = echo
+            per = max(1, min(per, evq.num // (len(e_out) + len(e_in))))
+            e_out, e_in = tuple(e_out), tuple(e_in)
+        out, in_ = tuple(out), tuple(in_)
+        done = 0
+        while done < count:
+            n = min(per, count - done)
+            if echo is not None:
+                evq.add_batch(e_out, e_in, n)
+                evq.kick()
+            vq.add_batch(out, in_, n)
+            vq.kick()
+            vq.wait_used_batch(n, self.timeout, awaited=f"{n} light requests {why} ({done} of {count} done, queue size {vq.num})")
+            if echo is not None:
+                evq.wait_used_batch(n, self.timeout, awaited=f"{n} buffers taking back the answers to light requests")
+            done += n
+
     def _sgs(self, readable: list[bytes], writable: list[int]) -> tuple[list, list]:
         from .split_queue import Sg
 
@@ -401,6 +444,9 @@ class ConsoleWorkload(Workload):
 
     def light_buffers(self):
         return self._sgs([b"wrap\n"], [])
+
+    def light_echo(self):
+        return (self.rx, *self._sgs([], [len(b"wrap\n")]))
 
     def submit(self, shape: Shape = Shape(), size: int = 64) -> Exchange:
         data = os.urandom(size)

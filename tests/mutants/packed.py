@@ -116,6 +116,45 @@ class ConsolePackedWritesReadableBuffer(ConsoleDevice):
         return n
 
 
+class RngPackedWritesPastBuffer(RngDevice):
+    """On packed rings, fills each entropy buffer and then one byte more: the byte right after
+    its last device-writable element.
+
+    def.packed.writable-bounds (2.8.4): a descriptor's Element Address and Length name the
+    element; the device writes inside it and nowhere else.
+    """
+
+    name = "rng-packed-writes-past-buffer"
+    clause = "def.packed.writable-bounds"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        n = super().handle(qindex, queue, chain)
+        if isinstance(queue, DevicePackedQueue) and chain.writable:
+            addr, length = chain.writable[-1]
+            if self.mem.contains(addr + length, 1):
+                self.mem.write(addr + length, b"\0")  # BUG: one byte past the buffer
+        return n
+
+
+class _WritesIndirectTableQueue(DevicePackedQueue):
+    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
+        super()._walk_indirect(addr, length, readable, writable)
+        self.mem.write(addr + 12, b"\xaa\xaa")  # BUG: the first entry's id, in a read-only table
+
+
+class RngPackedWritesIndirectTable(RngDevice):
+    """On packed rings, stamps each indirect table it has read: writes into the id field of the
+    table's first entry (a field the device ignores there anyway).
+
+    dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1 (2.8.15, 2.8.7): the indirect
+    table is read-only by the device; the device MUST NOT write to a device-readable buffer.
+    """
+
+    name = "rng-packed-writes-indirect-table"
+    clause = "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1"
+    packed_queue_class = _WritesIndirectTableQueue
+
+
 class _FilledSlotQueue(DevicePackedQueue):
     wrapped = False
 
@@ -305,6 +344,37 @@ class RngPackedDescEventIgnored(RngDevice):
     name = "rng-packed-desc-event-ignored"
     clause = "def.packed.driver-event-desc"
     packed_queue_class = _DescNeverQueue
+
+
+class _DescPlainCompareQueue(DevicePackedQueue):
+    def should_interrupt(self) -> bool:
+        if not self.pushed:
+            return False
+        old, new = self.signalled_used, self.used_idx
+        self.signalled_used, self.signalled_wrap, self.pushed = new, self.used_wrap_counter, 0
+        desc, flags = split_event(int(self.ring.driver_event[0]))
+        if flags == C.RING_EVENT_FLAGS_DISABLE:
+            return False
+        if flags == C.RING_EVENT_FLAGS_DESC and self.event_idx:
+            # BUG: plain positions, wrap bit ignored: a used range that reaches the end of the ring
+            # (new < old, or new == 0) never contains the offset.
+            return old <= desc & 0x7FFF < new
+        return True
+
+
+class RngPackedDescEventPlainCompare(RngDevice):
+    """With VIRTIO_F_EVENT_IDX and flags DESC, tests "the named descriptor was used" as
+    ``old <= offset < new`` on plain ring positions, ignoring the wrap counter: right except where
+    the used descriptors reach the end of the ring.
+
+    def.packed.driver-event-desc (2.8.10): the device notifies when it uses the descriptor at the
+    offset and wrap counter the driver named (compared modulo the ring, as
+    vring_packed_need_event does).
+    """
+
+    name = "rng-packed-desc-event-plain-compare"
+    clause = "def.packed.driver-event-desc"
+    packed_queue_class = _DescPlainCompareQueue
 
 
 class _DescAlwaysQueue(DevicePackedQueue):

@@ -81,6 +81,26 @@ class ConsoleWritesReadableBuffer(ConsoleDevice):
         return n
 
 
+class RngWritesPastBuffer(RngDevice):
+    """Fills each entropy buffer and then one byte more: the byte right after its last
+    device-writable element (an off-by-one in the copy length).
+
+    def.split.writable-bounds (2.7.5): a descriptor gives the device addr and len of one element;
+    the device writes inside [addr, addr+len) and nowhere else.
+    """
+
+    name = "rng-writes-past-buffer"
+    clause = "def.split.writable-bounds"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        n = super().handle(qindex, queue, chain)
+        if chain.writable:
+            addr, length = chain.writable[-1]
+            if self.mem.contains(addr + length, 1):
+                self.mem.write(addr + length, b"\0")  # BUG: one byte past the buffer
+        return n
+
+
 class RngWritesDescriptorTable(RngDevice):
     """Clears the flags of each buffer's head descriptor to mark it consumed.
 
@@ -93,6 +113,30 @@ class RngWritesDescriptorTable(RngDevice):
 
     def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
         queue.ring.desc["flags"][chain.head] = 0  # BUG: a store into the driver's table
+        return super().handle(qindex, queue, chain)
+
+
+class RngWritesIndirectTable(RngDevice):
+    """Marks each indirect table it has walked as consumed: writes 0xffff into the ``next`` field
+    of the table's first entry (harmless to itself, the table is read once).
+
+    dev.basic.virtqueues.the-virtqueue-descriptor-table.2 (2.7.5.1): the device MUST NOT write to
+    any descriptor table entry, and the entries of an indirect table are descriptor table entries.
+    """
+
+    name = "rng-writes-indirect-table"
+    clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.2"
+
+    def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
+        desc, idx = queue.ring.desc, chain.head
+        for _ in range(queue.num):
+            addr, _len, flags, nxt = desc[idx].item()
+            if flags & C.VIRTQ_DESC_F_INDIRECT:
+                self.mem.write(addr + 14, b"\xff\xff")  # BUG: a store into the driver's indirect table
+                break
+            if not flags & C.VIRTQ_DESC_F_NEXT or nxt >= queue.num:
+                break
+            idx = nxt
         return super().handle(qindex, queue, chain)
 
 
@@ -298,6 +342,31 @@ class RngUsedEventOffByOne(RngDevice):
         q.signalled_used = new
         # BUG: vring_need_event(used_event, new, old) tests entries old..new-1; this tests old+1..new
         if vring_need_event((int(q.ring.used_event[0]) - 1) & 0xFFFF, new, old):
+            self.bus.interrupt_vq(index)
+
+
+class RngUsedEventPlainCompare(RngDevice):
+    """With VIRTIO_F_EVENT_IDX, tests "the entry at used_event was written" as
+    ``old <= used_event < new`` in plain integers instead of modulo 2^16: right everywhere except
+    where used idx wraps, so the notification for entry 65535 is never sent.
+
+    dev.basic.virtqueues.used-buffer-notification-suppression.5 (2.7.7.2): with EVENT_IDX the
+    device MUST notify when the used ring entry it writes has index used_event (indexes are
+    16-bit and wrap, as vring_need_event computes).
+    """
+
+    name = "rng-used-event-plain-compare"
+    clause = "dev.basic.virtqueues.used-buffer-notification-suppression.5"
+
+    def signal(self, index: int) -> None:
+        q = self.queues[index]
+        if q is None or not q.event_idx:
+            return super().signal(index)
+        old, new = q.signalled_used, q.used_idx
+        if old == new:
+            return
+        q.signalled_used = new
+        if old <= int(q.ring.used_event[0]) < new:  # BUG: vring_need_event compares modulo 2^16
             self.bus.interrupt_vq(index)
 
 
