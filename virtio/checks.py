@@ -58,14 +58,15 @@ def control(clause: str, what: str, *, variant=()):
     """A control run: the test's variant will differ from it in one thing (the ``variant`` clauses,
     e.g. a feature). A failure inside is the control's, never the variant's: a timeout, or a check
     that named a ``variant`` clause, is charged to ``clause`` (the duty the control exercises); a
-    check that named any other clause keeps it. ``variant`` clauses are listed as implicated."""
+    used-ring violation or a check that named any other clause keeps it. ``variant`` clauses are
+    listed as implicated."""
     try:
         yield
     except DeviceViolation as e:
         variant = tuple(variant)
         if e.clause == clause:
             raise
-        if isinstance(e, DeviceTimeout) or e.clause in variant:
+        if not isinstance(e, RING_VIOLATIONS) and (isinstance(e, DeviceTimeout) or e.clause in variant):
             raise charge(clause, f"control: {what}", e, variant) from e
         e.implicated = tuple(dict.fromkeys(c for c in (*e.implicated, *variant) if c != e.clause))
         raise
