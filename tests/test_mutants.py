@@ -187,3 +187,25 @@ def test_plain_asserts_only_where_one_clause_is_claimed():
             if isinstance(node, ast.Assert) and id(node) not in allowed:
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert not bad, "plain asserts where no single clause is claimed (use virtio.checks.require):\n  " + "\n  ".join(bad)
+
+
+@pytest.mark.selftest_slow
+def test_stress_failure_is_charged_to_its_diagnosis_and_waivable(tmp_path):
+    """The ring stress suite's shrunk failure is charged to the clause of its own diagnosis (the
+    symptom, a timeout, is implicated), so a waiver of that one clause covers it: the target comes
+    out CONFORMANT whatever else the stress test claims."""
+    mutant = MUTANTS["rng-rejects-direct-then-indirect"]
+    waivers = tmp_path / "w.toml"
+    waivers.write_text(f'[[waiver]]\ntarget = "model:{mutant.name}"\nclause = "{mutant.clause}"\n'
+                       'reason = "self-test: the mutant breaks it"\nevidence = "tests/mutants/rings.py"\n')
+    out = tmp_path / "r.json"
+    cmd = [sys.executable, "-m", "pytest", "suites/stress", "-p", "no:cacheprovider", "-q", "--target", f"model:{mutant.name}",
+           "--conformance-json", str(out), "--device-timeout", "1", "--stress-seed", "1", "--waivers", str(waivers)]
+    proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert out.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = json.loads(out.read_text())
+    (result,) = report["results"]
+    assert result["kind"] == "waived" and result["primary"] == mutant.clause, result
+    assert "def.basic.buffers-are-used" in result["implicated"], result
+    assert "direct descriptors then an indirect one" in result["message"], result["message"]
+    assert report["targets"][f"model:{mutant.name}"]["verdict"] == "CONFORMANT", report["targets"]

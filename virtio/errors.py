@@ -72,11 +72,6 @@ class DeviceTimeout(DeviceViolation):
             implicated=implicated,
         )
 
-    def recharged(self, clause: str, what: str | None = None, implicated=()) -> "DeviceTimeout":
-        """The same wait, charged to ``clause`` (a control's duty); see virtio.checks.control."""
-        return DeviceTimeout(clause, f"{what}: {self.awaited}" if what else self.awaited, timeout=self.timeout,
-                             queue=self.queue, observed=self.observed, implicated=(self.clause, *implicated))
-
 
 class UnsupportedOp(Exception):
     """The transport cannot perform this config op; tests needing it skip, naming the op."""
