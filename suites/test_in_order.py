@@ -41,11 +41,8 @@ def test_in_order_across_wrap(session):
             for t in tokens:
                 vq.add(out, in_, t)
             vq.kick()
-            got = [c.token for c in vq.wait_used(per, session.timeout, awaited=f"{per} buffers")]
-            # Without IN_ORDER (the control) any order is allowed (2.7.8); with it, this order.
-            in_order = bool((session.driver.negotiated or 0) >> C.VIRTIO_F_IN_ORDER & 1)
-            require(not in_order or got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8],
-                    observed=got[:8], queue=vq.name)
+            got = [c.token for c in vq.wait_used(per, session.timeout, awaited=f"{per} in-order buffers")]
+            require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
 
     def wraps(work):
         run(work, 3 * work.vq.num // max(1, work.vq.num // 4) + 1)

@@ -153,14 +153,13 @@ class Workload:
                     queue=self.vq.name,
                 )
 
-    def wait(self, vq: SplitVirtqueue, chain: BufferChain, what: str, duty: str | None = None) -> BufferChain:
-        """Wait for one specific chain; other chains completing meanwhile are kept for later. A
-        timeout is charged to ``duty`` (default: 2.6, buffers made available are used)."""
+    def wait(self, vq: SplitVirtqueue, chain: BufferChain, what: str) -> BufferChain:
+        """Wait for one specific chain; other chains completing meanwhile are kept for later."""
         done = getattr(vq, "_completed", None)
         if done is None:
             done = vq._completed = {}
         while chain.head not in done or done[chain.head] is not chain:
-            got = vq.wait_used(1, self.timeout, awaited=what, duty=duty)[0]
+            got = vq.wait_used(1, self.timeout, awaited=what)[0]
             done[got.head] = got
         del done[chain.head]
         return chain

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pytest
 
 from virtio import constants as C
-from virtio.checks import blame, control, require
+from virtio.checks import blame, require
 from virtio.errors import (
     DeviceTimeout,
     DeviceViolation,
@@ -597,8 +597,7 @@ class RingStress:
         self.poll(q)
         probe = q not in self.traffic.held and self.good[q] > 0
         if probe:
-            with control(CLAUSE_BUFFERS_USED, "the queue before a queue reset", variant=(CLAUSE_QUEUE_RESET,)):
-                self._probe(q)
+            self._probe(q)  # control: the queue works before the reset
         try:
             reclaimed = self.driver.reset_vq(vq)
         except UnsupportedOp:
