@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .errors import DeviceTimeout, DeviceViolation, InvalidUsedFlags, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
+from .errors import (
+    DeviceTimeout,
+    DeviceViolation,
+    FeaturesNotAccepted,
+    InvalidUsedFlags,
+    InvalidUsedId,
+    InvalidUsedIdx,
+    InvalidUsedLen,
+)
 
 # Used-ring violations: the driver saw exactly which ring duty broke (bad id, len, idx, flags).
 RING_VIOLATIONS = (InvalidUsedId, InvalidUsedLen, InvalidUsedIdx, InvalidUsedFlags)
+# Observations that name their own duty wherever they happen: no control or variant is charged
+# with a refused FEATURES_OK (2.2.2 says which duty that is).
+OWN_CLAUSE = (FeaturesNotAccepted,)
 
 
 def require(condition, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None,
@@ -36,13 +47,16 @@ def blame(clause: str, what: str, exchange, *, ring_violations_too: bool = False
     Used-ring violations (bad id, len, idx, flags) already name their own clause and keep it (with
     ``clause`` implicated), unless ``ring_violations_too``: e.g. under IN_ORDER, an out-of-order
     device shows up as used elems the in-order accounting cannot match, and the cause is the ordering.
+    A refused FEATURES_OK always keeps its own clause (2.2.2).
     """
     try:
         exchange()
+    except OWN_CLAUSE as e:
+        _implicate(e, clause)
+        raise
     except RING_VIOLATIONS as e:
         if not ring_violations_too:
-            if clause != e.clause and clause not in e.implicated:
-                e.implicated = (*e.implicated, clause)
+            _implicate(e, clause)
             raise
         raise charge(clause, what, e) from e
     except DeviceViolation as e:
@@ -64,7 +78,11 @@ def control(clause: str, what: str, *, variant=()):
         variant = tuple(variant)
         if e.clause == clause:
             raise
-        if not isinstance(e, RING_VIOLATIONS) and (isinstance(e, DeviceTimeout) or e.clause in variant):
+        if not isinstance(e, RING_VIOLATIONS + OWN_CLAUSE) and (isinstance(e, DeviceTimeout) or e.clause in variant):
             raise charge(clause, f"control: {what}", e, variant) from e
-        e.implicated = tuple(dict.fromkeys(c for c in (*e.implicated, *variant) if c != e.clause))
+        _implicate(e, *variant)
         raise
+
+
+def _implicate(error: DeviceViolation, *clauses: str) -> None:
+    error.implicated = tuple(dict.fromkeys(c for c in (*error.implicated, *clauses) if c != error.clause))

@@ -14,7 +14,7 @@ from typing import Callable
 
 from . import constants as C
 from .config_layout import CONFIG_LAYOUTS
-from .errors import DeviceTimeout, DeviceViolation
+from .errors import DeviceTimeout, DeviceViolation, FeaturesNotAccepted
 from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
@@ -161,7 +161,7 @@ class VirtioDriver:
             self.negotiated = features
             self.accepted_features.add(features)
         elif check and features in self.accepted_features:
-            raise DeviceViolation(
+            raise FeaturesNotAccepted(
                 CLAUSE_RENEGOTIATION,
                 "device refused FEATURES_OK, after a reset, for a feature set it accepted before",
                 expected="FEATURES_OK set",
@@ -169,7 +169,7 @@ class VirtioDriver:
                 implicated=(CLAUSE_FEATURES_OK,),
             )
         elif check:
-            raise DeviceViolation(
+            raise FeaturesNotAccepted(
                 CLAUSE_FEATURES_OK,
                 "device refused FEATURES_OK for a subset of the features it offered",
                 level="SHOULD",

@@ -57,6 +57,10 @@ class InvalidUsedFlags(DeviceViolation):
     descriptor for the driver's used wrap counter, or mark used a descriptor never made available."""
 
 
+class FeaturesNotAccepted(DeviceViolation):
+    """FEATURES_OK did not stick for a feature set the driver may ask for (2.2.2, 3.1.1 step 6)."""
+
+
 class DeviceTimeout(DeviceViolation):
     """A bounded wait on the device ran out: says what was awaited, where, for how long, and (as
     its clause) the duty that waiting checked -- the caller's, where it knows which."""
