@@ -60,52 +60,70 @@ def kind_of(result: dict) -> str:
     return _OUTCOME_KIND.get(result.get("outcome"), "harness-error")
 
 
-def judge_result(result: dict, target_spec: str | None, catalogue, waivers, on: dt.date) -> dict:
-    """Return a copy of ``result`` with kind, violated, severity and waivers settled.
+def primary_and_implicated(result: dict) -> tuple[str | None, list[str]]:
+    """The clause a violation proves broken, and those it merely touches (DESIGN: one primary clause).
 
-    A violation that names no clause is charged to the clauses the test claims; one that names
-    none at all is still a device fault and counts as MUST (a failure is never dropped).
+    A result from before the plugin named a primary clause (an old JSON or journal) has only
+    ``violated``: one clause there is the primary one; several (a plain assert charged to every
+    claim) or none in a test claiming several say no clause was singled out, so none is primary.
+    """
+    claims = list(result.get("clauses") or [])
+    if "primary" in result:
+        primary = result.get("primary") or None
+        implicated = list(result.get("implicated") or [])
+    else:
+        violated = list(dict.fromkeys(result.get("violated") or claims))
+        primary = violated[0] if len(violated) == 1 else None
+        implicated = [] if primary else violated
+    if primary is None and len(claims) == 1 and not implicated:
+        primary = claims[0]  # a plain assert in a single-clause test is that clause
+    return primary, [c for c in dict.fromkeys(implicated) if c != primary]
+
+
+def judge_result(result: dict, target_spec: str | None, catalogue, waivers, on: dt.date) -> dict:
+    """Return a copy of ``result`` with kind, primary, implicated, violated, severity and waivers settled.
+
+    Severity, waivers and the clause matrix work on the primary clause alone; ``violated`` is the
+    primary clause as a list (empty when none is named). A violation that names no primary clause
+    is still a device fault: it counts at the strongest level of the clauses it implicates, MUST if
+    none (a failure is never dropped), but fails no clause and no waiver covers it.
     """
     # Every field the report promises exists, even if a plugin left it out.
     judged = {**dict.fromkeys(_RESULT_FIELDS), **result}
     judged["clauses"] = list(result.get("clauses") or [])
     kind = kind_of(result)
-    judged.update(kind=kind, violated=[], severity=None, waivers=[])
+    judged.update(kind=kind, primary=None, implicated=[], violated=[], severity=None, waivers=[])
     if kind != "violation":
         return judged
 
-    violated = list(dict.fromkeys(result.get("violated") or judged["clauses"]))
-    unwaived = []
-    for clause in violated:
+    primary, implicated = primary_and_implicated(result)
+    judged.update(primary=primary, implicated=implicated, violated=[primary] if primary else [])
+    if primary is not None:
         waiver = find_waiver(waivers, on, target_id=result.get("target"), target_spec=target_spec,
-                             clause=clause, nodeid=result.get("nodeid"), test=result.get("test"))
-        if waiver is None:
-            unwaived.append(clause)
-        else:
-            judged["waivers"].append({"clause": clause, **waiver.to_dict()})
-    judged["violated"] = violated
-    if violated and not unwaived:
-        judged["kind"] = "waived"
-    # The severity that matters is what is left after waivers; a fully waived result keeps its own.
+                             clause=primary, nodeid=result.get("nodeid"), test=result.get("test"))
+        if waiver is not None:
+            judged["waivers"].append({"clause": primary, **waiver.to_dict()})
+            judged["kind"] = "waived"
     # A check may name the weaker half of a mixed statement ("SHOULD accept, else MUST refuse").
     if result.get("level") in _LEVEL_SEVERITY:
         judged["severity"] = _LEVEL_SEVERITY[result["level"]]
     else:
-        judged["severity"] = severity(unwaived or violated, catalogue) or "must"
+        judged["severity"] = severity([primary] if primary else implicated, catalogue) or "must"
     return judged
 
 
 def result_clause_statuses(judged: dict) -> dict[str, str]:
-    """What one judged result says about each clause it claims or violated.
+    """What one judged result says about each clause it claims, and about its primary clause.
 
     A claimed clause of a result that failed on another clause (or errored) was not shown: not-run.
+    Implicated clauses are listed on the result only: they were not seen to break.
     """
     kind = judged["kind"]
     plain = {"pass": "pass", "skip": "skip"}.get(kind, "not-run")
     statuses = {clause: plain for clause in judged["clauses"]}
-    waived = {w["clause"] for w in judged["waivers"]}
-    for clause in judged["violated"]:
-        statuses[clause] = "waived" if clause in waived else "fail"
+    primary = judged.get("primary")
+    if primary and kind in ("violation", "waived"):
+        statuses[primary] = "waived" if kind == "waived" else "fail"
     return statuses
 
 

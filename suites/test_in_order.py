@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from virtio import constants as C
-from virtio.checks import blame, require
+from virtio.checks import require
 
 pytestmark = pytest.mark.usefixtures("target_spec", "ring_layout")
 
@@ -28,11 +28,8 @@ def _batch(work, n):
 @pytest.mark.parametrize("batch", [1, 8])
 def test_buffers_used_in_order(session, batch):
     """A batch of requests comes back in the order it was made available, each buffer intact."""
-    work = session.start(refuse=(C.VIRTIO_F_IN_ORDER,))
-    _batch(work, batch)  # control: the same batch without IN_ORDER
-    session.driver.reset()
-    work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
-    blame(IN_ORDER, f"a batch of {batch} worked without VIRTIO_F_IN_ORDER but not with it", lambda: [_batch(work, batch) for _ in range(3)], ring_violations_too=True)
+    session.control_then_variant(C.VIRTIO_F_IN_ORDER, IN_ORDER, f"batches of {batch}",
+                                 lambda work: [_batch(work, batch) for _ in range(3)], ring_violations_too=True)
 
 
 @pytest.mark.clause(IN_ORDER, "def.split.used-idx")
@@ -52,9 +49,7 @@ def test_in_order_across_wrap(session):
             if vq.in_order:  # without IN_ORDER any completion order is allowed (2.7.8)
                 require(got == tokens, IN_ORDER, "buffers came back out of order", expected=tokens[:8], observed=got[:8], queue=vq.name)
 
-    control = session.start(refuse=(C.VIRTIO_F_IN_ORDER,))
-    rounds = 3 * control.vq.num // max(1, control.vq.num // 4) + 1
-    run(control, rounds)  # control: the same traffic, ring wraps included, without IN_ORDER
-    session.driver.reset()
-    work = session.start(want=(C.VIRTIO_F_IN_ORDER,))
-    blame(IN_ORDER, "in-order use broke as the ring wrapped", lambda: run(work, rounds), ring_violations_too=True)
+    def wraps(work):
+        run(work, 3 * work.vq.num // max(1, work.vq.num // 4) + 1)
+
+    session.control_then_variant(C.VIRTIO_F_IN_ORDER, IN_ORDER, "traffic as the ring wraps", wraps, ring_violations_too=True)

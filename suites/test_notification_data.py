@@ -16,12 +16,8 @@ CLAUSE = "def.notify.notification-data"
 @pytest.mark.clause(CLAUSE)
 @pytest.mark.parametrize("per_kick", [1, 5])
 def test_buffers_announced_by_notification_data_are_served(session, per_kick):
-    work = session.start(refuse=(C.VIRTIO_F_NOTIFICATION_DATA,))
-    for _ in range(2):  # control: the same traffic with plain notifications
-        _exchanges(work, per_kick)
-    session.driver.reset()
-    work = session.start(want=(C.VIRTIO_F_NOTIFICATION_DATA,))
-    blame(CLAUSE, "buffers announced with notification data were not all served", lambda: [_exchanges(work, per_kick) for _ in range(4)])
+    session.control_then_variant(C.VIRTIO_F_NOTIFICATION_DATA, CLAUSE, f"{per_kick} buffer(s) per notification",
+                                 lambda work: [_exchanges(work, per_kick) for _ in range(4)])
 
 
 @pytest.mark.heavy

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 from virtio import constants as C
-from virtio.checks import require
-from virtio.errors import DeviceViolation, HarnessError, RingTooSmall, WroteOutsideBuffer, WroteReadableBuffer
+from virtio.checks import blame, control, require
+from virtio.errors import DeviceViolation, HarnessError, RingTooSmall
 from virtio.messages import blk_outhdr
 from virtio.split_queue import Sg
 from virtio.workloads import POISON, BlkWorkload, Shape
@@ -85,18 +85,6 @@ def pieces(sgs, parts: int) -> list:
             out.append(Sg(addr, n))
             addr += n
     return out
-
-
-def _blame(clause, what, exchange):
-    """Run ``exchange``; a device failure in it is charged to ``clause`` (a control passed)."""
-    try:
-        exchange()
-    except (WroteOutsideBuffer, WroteReadableBuffer):
-        raise  # a write where the device must not write names its own clause
-    except DeviceViolation as e:
-        if e.clause == clause:
-            raise
-        raise DeviceViolation(clause, f"{what}: {e.message}", expected=e.expected, observed=e.observed, queue=e.queue) from e
 
 
 def _blk_element_order(work) -> str | None:
@@ -190,15 +178,17 @@ def test_buffer_id_from_last_descriptor(session):
     """2.8.6: the buffer id is in the last descriptor of a list. The driver writes it there only,
     and an id no buffer has in the other descriptors; the device must return the right one."""
     work = start(session, refuse=(INDIRECT,))
-    direct_roundtrip(work, Shape(segments=2))  # control: the id in every descriptor, as Linux does
+    with control(PROCESS, "a list of 2 descriptors per side, the id in every descriptor (as Linux does)", variant=(USED_ID,)):
+        direct_roundtrip(work, Shape(segments=2))
     for vq in work.vqs:
         if vq is not None:
             vq.id_in_every_desc = False
     for segments in (2, 3):
-        _blame(
+        blame(
             USED_ID,
             f"a list of {segments} descriptors per side failed once only its last descriptor carried the buffer id",
             lambda: direct_roundtrip(work, Shape(segments=segments)),
+            ring_violations_too=True,
         )
 
 
@@ -207,7 +197,8 @@ def test_buffer_ids_independent_of_slots(session):
     """Several buffers in flight at once, waited for in reverse order: each comes back under its
     own buffer id (ids are tokens the driver reuses in a different order from the ring slots)."""
     work = start(session)
-    work.roundtrip()  # control
+    with control(PROCESS, "a single exchange", variant=(USED_ID,)):
+        work.roundtrip()
     vq = work.vq
     mismatched = 0
     for rnd in range(3):
@@ -219,7 +210,8 @@ def test_buffer_ids_independent_of_slots(session):
             for ex in reversed(exchanges):
                 work.finish(ex)
 
-        _blame(USED_ID, f"round {rnd}: buffers in flight together came back wrong (a single one worked)", finish_all)
+        blame(USED_ID, f"round {rnd}: buffers in flight together came back wrong (a single one worked)", finish_all,
+              ring_violations_too=True)
         require(not vq.in_flight, USED_ID, "buffers in flight after their exchanges", observed=sorted(vq.in_flight), queue=vq.name)
     if not mismatched:
         raise HarnessError("the driver never gave a buffer an id different from its ring slot")
@@ -522,19 +514,24 @@ INDIRECT_LAYOUTS = {
 def test_indirect_descriptors(session, layout):
     work = start(session, want=(INDIRECT,))
     shape = INDIRECT_LAYOUTS[layout]
-    direct_roundtrip(work, Shape(segments=shape.segments))  # control: the same buffer, direct
-    _blame(INDIRECT_TABLE, f"a buffer that works direct failed as {layout}", lambda: work.roundtrip(shape, size=2048))
+    with control(PROCESS, "the same buffer, direct", variant=(INDIRECT_TABLE,)):
+        direct_roundtrip(work, Shape(segments=shape.segments))
+    blame(INDIRECT_TABLE, f"a buffer that works direct failed as {layout}", lambda: work.roundtrip(shape, size=2048),
+          ring_violations_too=True)
 
 
 @pytest.mark.clause(INDIRECT_TABLE)
 def test_write_flag_on_indirect_descriptor_ignored(session):
     work = start(session, want=(INDIRECT,))
-    direct_roundtrip(work, Shape(segments=2), size=1024)  # control: the same buffer, direct
-    _blame(INDIRECT_TABLE, "an indirect buffer failed", lambda: work.roundtrip(Shape(segments=2, indirect=True), size=1024))
-    _blame(
+    with control(PROCESS, "the same buffer, direct", variant=(INDIRECT_TABLE,)):
+        direct_roundtrip(work, Shape(segments=2), size=1024)
+    blame(INDIRECT_TABLE, "an indirect buffer failed", lambda: work.roundtrip(Shape(segments=2, indirect=True), size=1024),
+          ring_violations_too=True)
+    blame(
         INDIRECT_TABLE,
         "an indirect buffer failed only once VIRTQ_DESC_F_WRITE was set on its indirect descriptor",
         lambda: work.roundtrip(Shape(segments=2, indirect=True, indirect_desc_write_flag=True), size=1024),
+        ring_violations_too=True,
     )
 
 

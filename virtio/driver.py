@@ -8,16 +8,22 @@ read loop of 2.5.1.
 from __future__ import annotations
 
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Callable
 
 from . import constants as C
 from .config_layout import CONFIG_LAYOUTS
-from .errors import DeviceTimeout, DeviceViolation
+from .errors import DeviceTimeout, DeviceViolation, FeaturesNotAccepted
 from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
 CLAUSE_FEATURES_OK = "dev.basic.feature-bits.2"
+CLAUSE_RENEGOTIATION = "dev.basic.feature-bits.4"
+
+# Feature sets each device (its config ops) has accepted in this process: a set refused after it was
+# accepted once breaks 2.2.2's "SHOULD NOT fail ... after a reset", not "accept any valid subset".
+_ACCEPTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 CLAUSE_GENERATION = "def.config.generation"
 
 # Device-independent features whose driver side the harness implements. VIRTIO_F_RING_PACKED is
@@ -92,6 +98,10 @@ class VirtioDriver:
         self.negotiated: int | None = None
         self.vqs: list = []
         self.config_notifications = 0
+        try:
+            self.accepted_features = _ACCEPTED.setdefault(ops, set())
+        except TypeError:  # ops that cannot be weakly referenced: this driver's own memory only
+            self.accepted_features = set()
         ops.config_changed = self._config_changed
 
     def _config_changed(self) -> None:
@@ -154,8 +164,17 @@ class VirtioDriver:
         ok = bool(status & C.FEATURES_OK)
         if ok:
             self.negotiated = features
+            self.accepted_features.add(features)
+        elif check and features in self.accepted_features:
+            raise FeaturesNotAccepted(
+                CLAUSE_RENEGOTIATION,
+                "device refused FEATURES_OK, after a reset, for a feature set it accepted before",
+                expected="FEATURES_OK set",
+                observed=f"status {C.status_names(status)} after accepting {C.feature_names(features, self.device_id)}",
+                implicated=(CLAUSE_FEATURES_OK,),
+            )
         elif check:
-            raise DeviceViolation(
+            raise FeaturesNotAccepted(
                 CLAUSE_FEATURES_OK,
                 "device refused FEATURES_OK for a subset of the features it offered",
                 level="SHOULD",

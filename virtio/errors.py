@@ -12,10 +12,17 @@ class DeviceViolation(AssertionError):
 
     Subclasses AssertionError so pytest reports it as a test failure, like a plain ``assert`` in a
     suite; the plugin reads ``clause``, ``expected`` and ``observed`` into the report.
+
+    ``clause`` is the primary clause: the one duty whose breach was observed. ``implicated`` lists
+    clauses the failure merely touches (the feature the test was about, a duty that may be the
+    cause); the report lists them on the result, but only the primary clause fails, is judged for
+    severity and can be waived.
     """
 
-    def __init__(self, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None):
+    def __init__(self, clause: str, message: str, *, expected=None, observed=None, queue=None, level=None,
+                 implicated=()):
         self.clause = clause
+        self.implicated = tuple(dict.fromkeys(c for c in implicated if c and c != clause))
         # A statement may join duties of two levels (2.2.2: SHOULD accept a valid subset, else MUST
         # refuse FEATURES_OK); ``level`` says which part this failure broke, if not the clause's.
         self.level = level
@@ -60,10 +67,15 @@ class WroteReadableBuffer(DeviceViolation):
     (2.7.5.1 / 2.8.15)."""
 
 
-class DeviceTimeout(DeviceViolation):
-    """A bounded wait on the device ran out: says what was awaited, where, and for how long."""
+class FeaturesNotAccepted(DeviceViolation):
+    """FEATURES_OK did not stick for a feature set the driver may ask for (2.2.2, 3.1.1 step 6)."""
 
-    def __init__(self, clause: str, awaited: str, *, timeout: float, queue=None, observed=None):
+
+class DeviceTimeout(DeviceViolation):
+    """A bounded wait on the device ran out: says what was awaited, where, for how long, and (as
+    its clause) the duty that waiting checked -- the caller's, where it knows which."""
+
+    def __init__(self, clause: str, awaited: str, *, timeout: float, queue=None, observed=None, implicated=()):
         self.awaited = awaited
         self.timeout = timeout
         super().__init__(
@@ -71,6 +83,7 @@ class DeviceTimeout(DeviceViolation):
             f"timed out after {timeout:.3g}s waiting for {awaited}",
             queue=queue,
             observed=observed,
+            implicated=implicated,
         )
 
 

@@ -14,7 +14,6 @@ completed either way.
 from __future__ import annotations
 
 import threading
-import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable, Sequence

@@ -13,6 +13,8 @@ import numpy as np
 from .errors import DeviceTimeout, HarnessError, RingTooSmall, WroteOutsideBuffer, WroteReadableBuffer
 from .memory import CANARY, GUARD, GUARD_END, GUARD_START, changed_bytes
 
+CLAUSE_BUFFERS_USED = "def.basic.buffers-are-used"  # 2.6: what is made available comes back, in bounded time
+
 if TYPE_CHECKING:
     from .split_queue import BufferChain, Sg, SgArray
 
@@ -451,9 +453,11 @@ class VirtqueueBase:
                     self.release(c)
 
     # -- bounded waits for used buffers -------------------------------------------------------------
-    def _timeout(self, count: int, got: int, timeout: float, awaited: str | None) -> DeviceTimeout:
+    def _timeout(self, count: int, got: int, timeout: float, awaited: str | None, duty: str | None) -> DeviceTimeout:
+        # The duty a wait checks is the caller's to say (e.g. a queue reset's "restart from 0");
+        # without one it is the general duty to use what is made available (2.6).
         return DeviceTimeout(
-            "def.basic.buffers-are-used",
+            duty or CLAUSE_BUFFERS_USED,
             awaited or f"{count} used buffer(s)",
             timeout=timeout,
             queue=self.name,
@@ -469,8 +473,10 @@ class VirtqueueBase:
             self.irq_event.wait(min(left, 0.00005 * min(idle - 49, 40)))
             self.irq_event.clear()
 
-    def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None) -> list[BufferChain]:
-        """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing."""
+    def wait_used(self, count: int = 1, timeout: float = 5.0, awaited: str | None = None,
+                  duty: str | None = None) -> list[BufferChain]:
+        """Collect ``count`` used buffers, bounded by ``timeout``; DeviceTimeout names what is missing
+        and, as its clause, ``duty`` (the duty this wait checks; default def.basic.buffers-are-used)."""
         got: list[BufferChain] = []
         deadline = time.monotonic() + timeout
         idle = 0
@@ -484,12 +490,13 @@ class VirtqueueBase:
                 return got
             left = deadline - time.monotonic()
             if left <= 0:
-                raise self._timeout(count, len(got), timeout, awaited)
+                raise self._timeout(count, len(got), timeout, awaited, duty)
             idle += 1
             self._idle_wait(idle, left)
 
     def wait_used_batch(
-        self, count: int, timeout: float = 5.0, awaited: str | None = None, chains: list | None = None
+        self, count: int, timeout: float = 5.0, awaited: str | None = None, chains: list | None = None,
+        duty: str | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """``get_used_batch`` until ``count`` buffers are back (exactly ``count``), bounded by ``timeout``."""
         parts: list[tuple[np.ndarray, np.ndarray]] = []
@@ -511,6 +518,6 @@ class VirtqueueBase:
                 deadline = now + timeout
             left = deadline - now
             if left <= 0:
-                raise self._timeout(count, got, timeout, awaited)
+                raise self._timeout(count, got, timeout, awaited, duty)
             idle += 1
             self._idle_wait(idle, left)
