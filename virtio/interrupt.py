@@ -21,6 +21,7 @@ import threading
 REDELIVER_S = 0.3  # a swallowed interrupt is raised again after this long
 
 _pending: int | None = None  # the signal received and not yet delivered
+_resent = 0  # signals the watchdog sent that the handler has not seen yet
 _watchdog: threading.Thread | None = None
 _wake = threading.Condition(threading.RLock())  # reentrant: the handler may run inside delivered()
 
@@ -32,8 +33,15 @@ def pending() -> bool:
 
 def handler(signum, frame) -> None:
     """Signal handler: remember the interrupt, then raise KeyboardInterrupt here (as Python's own)."""
-    global _pending, _watchdog
+    global _pending, _watchdog, _resent
     with _wake:
+        if _resent:
+            _resent -= 1
+            if _pending is None:
+                # Our own resend, overtaken by the runner catching the interrupt it stood for: an
+                # interrupt raised now would land in the runner's own handling of it (and Python
+                # exits by SIGINT when one escapes).
+                return
         _pending = signum
         if _watchdog is None or not _watchdog.is_alive():
             _watchdog = threading.Thread(target=_redeliver, args=(threading.main_thread().ident,), name="interrupt-redeliver", daemon=True)
@@ -42,16 +50,19 @@ def handler(signum, frame) -> None:
 
 
 def _redeliver(main_ident: int) -> None:
+    global _resent
     with _wake:
         while _pending is not None:
             signum = _pending
             _wake.wait(REDELIVER_S)
             if _pending is not None and _pending == signum:
+                _resent += 1
                 signal.pthread_kill(main_ident, signum)
 
 
 def delivered() -> None:
-    """The runner caught the interrupt: stop sending it again (a new Ctrl-C starts afresh)."""
+    """The runner caught the interrupt: stop sending it again (a new Ctrl-C starts afresh; a resend
+    still on its way is dropped by the handler)."""
     global _pending
     with _wake:
         _pending = None

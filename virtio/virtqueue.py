@@ -74,9 +74,13 @@ class VirtqueueBase:
         self._nread = 0
 
     def _arm_chain(self, chain: BufferChain, table=None) -> None:
-        """Remember the device-readable bytes of a buffer from ``add`` (and its indirect table)."""
+        """Remember the device-readable bytes of a buffer from ``add`` (and its indirect table).
+        Elements outside this queue's guest memory (a vhost-user test's extra memory region) are
+        the caller's to watch: only memory this queue can read is remembered."""
         keep = []
         for s in chain.out_sgs + ([table] if table is not None else []):
+            if not self.mem.contains(s.addr, s.len):
+                continue
             if s.len <= SNAPSHOT_MAX:
                 keep.append((s.addr, s.len, self.mem.read(s.addr, s.len)))
             else:

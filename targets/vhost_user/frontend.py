@@ -190,7 +190,11 @@ class VhostUserTransport(ConfigOps):
                                   f"(instead of answering {closed.removeprefix('closed after ')})") from None
             if isinstance(e, TargetError):
                 raise
-            raise TargetError(f"{spec_id}: {socket_path} does not speak vhost-user: {getattr(e, 'message', None) or e}") from None
+            # The bytes seen are the evidence: keep them (DeviceViolation.observed), drop only the clause prefix.
+            what = getattr(e, "message", None) or str(e)
+            seen = getattr(e, "observed", None)
+            raise TargetError(f"{spec_id}: {socket_path} does not speak vhost-user: {what}"
+                              + (f"; observed {seen}" if seen is not None else "")) from None
         except BaseException:
             self.close()
             raise
