@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 
 from targets.registry import open_target, parse_target  # noqa: E402
 from virtio import constants as C  # noqa: E402
+from virtio.buffers import Sg, SgArray  # noqa: E402
 from virtio.driver import VirtioDriver, VqInfo  # noqa: E402
-from virtio.split_queue import Sg, SgArray  # noqa: E402
 from virtio.workloads import workload_for  # noqa: E402
 
 SCHEMA = "virtio-conformance/throughput/1"

@@ -39,9 +39,9 @@ import numpy as np  # noqa: E402
 
 from targets.vhost_user.frontend import VhostUserTransport  # noqa: E402
 from virtio import constants as C  # noqa: E402
+from virtio.buffers import SgArray  # noqa: E402
 from virtio.driver import VirtioDriver, VqInfo  # noqa: E402
 from virtio.messages import BLK_OUTHDR, NET_HDR_SIZE  # noqa: E402
-from virtio.split_queue import SgArray  # noqa: E402
 
 SCHEMA = "virtio-conformance/vhost-user-throughput/1"
 BLK_GOAL_IOPS = 1_000_000  # at queue depth 128 against null-co

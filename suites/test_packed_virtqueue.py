@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from virtio import constants as C
+from virtio.buffers import Sg
 from virtio.checks import blame, control, require
 from virtio.errors import DeviceViolation, HarnessError, RingTooSmall
 from virtio.messages import blk_outhdr
-from virtio.split_queue import Sg
 from virtio.workloads import POISON, BlkWorkload, Shape
 
 pytestmark = pytest.mark.usefixtures("target_spec")

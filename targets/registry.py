@@ -16,7 +16,7 @@ from virtio.net_frames import FORWARD_MODES
 
 VALID_FORMS = """valid --target forms:
   model:blk | model:net | model:rng | model:console      in-process reference devices
-  model:MUTANT                                            a deliberately broken model (python -m targets.model.mutants)
+  model:MUTANT                                            a deliberately broken model (python -m targets.mutants)
   python:package.module:factory                           your own device model: factory() returns a device object
   vhost-user:DEVICE:SOCKET                                a running vhost-user back-end listening on the UNIX socket
                                                           SOCKET; DEVICE is its device type (blk, net, rng, console)
@@ -49,7 +49,7 @@ class TargetSpec:
 
 def model_names() -> dict[str, object]:
     from .model import MODELS
-    from .model.mutants import mutant_registry
+    from .mutants import mutant_registry
 
     names = dict(MODELS)
     names.update({n: m.factory for n, m in mutant_registry().items()})

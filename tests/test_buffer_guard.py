@@ -16,7 +16,7 @@ from virtio import constants as C
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import WroteOutsideBuffer, WroteReadableBuffer
 from virtio.memory import CANARY, GUARD, GuestMemory
-from virtio.split_queue import Sg, SgArray
+from virtio.buffers import Sg, SgArray
 from virtio.virtqueue import CLAUSE_READONLY, CLAUSE_TABLE, CLAUSE_WRITABLE_BOUNDS
 
 TIMEOUT = 5.0

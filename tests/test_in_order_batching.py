@@ -23,7 +23,8 @@ from virtio.errors import InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from virtio.memory import GuestMemory
 from virtio.messages import blk_outhdr
 from virtio.packed_queue import PackedVirtqueue
-from virtio.split_queue import Sg, SplitVirtqueue
+from virtio.split_queue import SplitVirtqueue
+from virtio.buffers import Sg
 
 IN_ORDER = "dev.reserved-features.5"
 F_IN_ORDER = 1 << C.VIRTIO_F_IN_ORDER

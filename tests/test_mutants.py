@@ -1,4 +1,4 @@
-"""Self-test of the suites: each mutant device (tests/mutants) breaks one clause, and running the
+"""Self-test of the suites: each mutant device (targets/mutants) breaks one clause, and running the
 suites against it must fail with that clause as the primary one -- no other mutant's clause and no
 other MUST clause primary, and no harness error. The clean models, in both modes, must come out
 CONFORMANT.
@@ -18,7 +18,7 @@ import pytest
 
 from targets.model import MODELS
 from targets.model.device import MODES
-from targets.model.mutants import mutant_registry
+from targets.mutants import mutant_registry
 from virtio.clauses import load_catalogue
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ def harness_errors(report: dict) -> list[str]:
 
 
 def test_listing():
-    proc = subprocess.run([sys.executable, "-m", "targets.model.mutants"], cwd=ROOT, env=_env(),
+    proc = subprocess.run([sys.executable, "-m", "targets.mutants"], cwd=ROOT, env=_env(),
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     rows = [line.split("\t") for line in proc.stdout.splitlines()]
@@ -197,7 +197,7 @@ def test_stress_failure_is_charged_to_its_diagnosis_and_waivable(tmp_path):
     mutant = MUTANTS["rng-rejects-direct-then-indirect"]
     waivers = tmp_path / "w.toml"
     waivers.write_text(f'[[waiver]]\ntarget = "model:{mutant.name}"\nclause = "{mutant.clause}"\n'
-                       'reason = "self-test: the mutant breaks it"\nevidence = "tests/mutants/rings.py"\n')
+                       'reason = "self-test: the mutant breaks it"\nevidence = "targets/mutants/rings.py"\n')
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "pytest", "suites/stress", "-p", "no:cacheprovider", "-q", "--target", f"model:{mutant.name}",
            "--conformance-json", str(out), "--device-timeout", "1", "--stress-seed", "1", "--waivers", str(waivers)]

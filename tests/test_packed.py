@@ -13,7 +13,7 @@ import pytest
 from targets.config_ops import VqInfo
 from targets.model import BlkDevice, RngDevice
 from targets.model.packed_ring import DevicePackedQueue
-from targets.model.split_ring import ChainError
+from virtio.buffers import ChainError
 from targets.model.transport import ModelTransport
 from virtio import constants as C
 from virtio.errors import DeviceViolation, HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen
@@ -450,7 +450,7 @@ def test_queue_reset_and_resize(transports):
 
 
 # -- batch API (add_batch / get_used_batch / wait_used_batch) ---------------------------------------
-from virtio.split_queue import Sg, SgArray  # noqa: E402
+from virtio.buffers import Sg, SgArray  # noqa: E402
 
 
 def _sga(vq, count, size=8):

@@ -12,7 +12,7 @@ from targets.registry import open_target, parse_target
 from virtio import constants as C
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.messages import NetHdr
-from virtio.split_queue import Sg, SgArray
+from virtio.buffers import Sg, SgArray
 from virtio.workloads import POISON
 
 TIMEOUT = 5.0

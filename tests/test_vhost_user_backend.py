@@ -134,7 +134,7 @@ class Client:
         a = vq.addrs
         assert self.ack(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, num)) == 0
         assert self.ack(vu.SET_VRING_BASE, vu.VRING_STATE.pack(index, base)) == 0
-        addr = vu.VRING_ADDR.pack(index, 0, self.user(a.desc), self.user(a.used), self.user(a.avail), 0)
+        addr = vu.VRING_ADDR.pack(index, 0, self.user(a.desc), self.user(a.device), self.user(a.driver), 0)
         assert self.ack(vu.SET_VRING_ADDR, addr) == 0
         assert self.ack(vu.SET_VRING_CALL, vu.U64.pack(index), [call]) == 0
         assert self.ack(vu.SET_VRING_KICK, vu.U64.pack(index), [kick]) == 0

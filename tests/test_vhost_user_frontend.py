@@ -188,7 +188,7 @@ def test_testpmd_status_and_tx(testpmd):
         vqs = d.initialize()
         assert d.status() & C.DRIVER_OK  # read back with GET_STATUS
         tx = vqs[1]
-        from virtio.split_queue import Sg
+        from virtio.buffers import Sg
 
         frame = bytes(12) + b"\xff" * 6 + b"\x02" + bytes(5) + b"\x08\x00" + bytes(46)
         a = t.mem.alloc(len(frame))

@@ -7,7 +7,7 @@ session (virtio/vhost_user_session.py).
    test's outcome is pinned -- pass, skip (feature not offered), or the clause the back-end is
    seen to break (evidence in the report of the suite's author; waivers are the lead's call).
 3. Our back-end server (targets/vhost_user/serve.py) passes the suite; each protocol mutant
-   (tests/mutants/vhost_user.py) fails the clause it breaks; every clause the suite claims has one.
+   (targets/mutants/vhost_user.py) fails the clause it breaks; every clause the suite claims has one.
 """
 
 from __future__ import annotations

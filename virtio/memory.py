@@ -16,6 +16,16 @@ import numpy as np
 
 from .errors import GuestMemoryError
 
+# Any locked instruction is a full fence on x86 (and a lock is a full barrier elsewhere): it orders
+# the avail idx store before the loads that decide whether to kick (see Linux virtio_mb()).
+_FENCE = threading.Lock()
+
+
+def virtio_mb() -> None:
+    """A full memory barrier between the driver's ring stores and the loads that follow."""
+    _FENCE.acquire()
+    _FENCE.release()
+
 DEFAULT_BASE = 0x1_0000_0000  # above 4 GiB: a device that truncates addresses to 32 bits misses
 DEFAULT_SIZE = 64 << 20
 PAGE = 4096

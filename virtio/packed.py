@@ -8,11 +8,10 @@ available or used) is one 16-bit store, written after the rest of the descriptor
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from . import constants as C
+from .areas import RingAddrs
 from .memory import GuestMemory
 
 # struct pvirtq_desc { le64 addr; le32 len; le16 id; le16 flags; }  (2.8.13)
@@ -70,20 +69,6 @@ def need_event(off_wrap_value: int, wrap: int, num: int, new: int, old: int) -> 
     return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
 
 
-@dataclass(frozen=True)
-class PackedRingAddrs:
-    """Guest addresses of the three parts, as the driver hands them to the transport.
-
-    ``desc`` is the descriptor area, ``driver`` the driver area (driver event suppression),
-    ``device`` the device area (device event suppression).
-    """
-
-    num: int
-    desc: int
-    driver: int
-    device: int
-
-
 class PackedRing:
     """Typed views over a packed virtqueue in guest memory.
 
@@ -94,7 +79,7 @@ class PackedRing:
     ``device_event`` are the whole structure as one le32, for a single-load snapshot.
     """
 
-    def __init__(self, mem: GuestMemory, addrs: PackedRingAddrs):
+    def __init__(self, mem: GuestMemory, addrs: RingAddrs):
         num = addrs.num
         self.num = num
         self.addrs = addrs
@@ -123,7 +108,7 @@ def check_queue_size(num: int) -> None:
         raise ValueError(f"packed queue size must be in 1..{MAX_QUEUE_SIZE}, got {num}")
 
 
-def alloc_packed_ring(mem: GuestMemory, num: int) -> PackedRingAddrs:
+def alloc_packed_ring(mem: GuestMemory, num: int) -> RingAddrs:
     """Allocate the three parts with the alignments 2.8.10.1 requires, zeroed (the descriptor
     ring is zero-initialized, 2.8.13)."""
     check_queue_size(num)
@@ -133,9 +118,9 @@ def alloc_packed_ring(mem: GuestMemory, num: int) -> PackedRingAddrs:
     mem.fill(desc, ring_size(num), 0)
     mem.fill(driver, EVENT_SUPPRESS_SIZE, 0)
     mem.fill(device, EVENT_SUPPRESS_SIZE, 0)
-    return PackedRingAddrs(num, desc, driver, device)
+    return RingAddrs(num, desc, driver, device)
 
 
-def free_packed_ring(mem: GuestMemory, addrs: PackedRingAddrs) -> None:
+def free_packed_ring(mem: GuestMemory, addrs: RingAddrs) -> None:
     for a in (addrs.desc, addrs.driver, addrs.device):
         mem.free(a)

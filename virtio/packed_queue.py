@@ -22,14 +22,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from . import constants as C
+from .areas import RingAddrs
+from .buffers import BufferChain, Sg, SgArray
 from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen, RingTooSmall
-from .memory import GuestMemory
+from .memory import GuestMemory, virtio_mb
 from .packed import (
     DESC_SIZE,
     EVENT_SUPPRESS_SIZE,
     PVIRTQ_DESC,
     PackedRing,
-    PackedRingAddrs,
     alloc_packed_ring,
     avail_flags,
     check_queue_size,
@@ -40,7 +41,7 @@ from .packed import (
     off_wrap,
     split_event,
 )
-from .split_queue import BufferChain, Sg, SgArray, _count_nonzero, _nth, virtio_mb
+from .split_queue import _count_nonzero, _nth
 from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
@@ -84,7 +85,7 @@ class PackedVirtqueue(VirtqueueBase):
         features: int = 0,
         callback: Callable[["PackedVirtqueue"], None] | None = None,
         name: str = "",
-        addrs: PackedRingAddrs | None = None,
+        addrs: RingAddrs | None = None,
     ):
         check_queue_size(num)
         self.mem = mem

@@ -7,10 +7,9 @@ store is a single aligned store of the field's width (a torn 16-bit index would 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
+from .areas import RingAddrs
 from .memory import GuestMemory
 
 # struct virtq_desc { le64 addr; le32 len; le16 flags; le16 next; }  (2.7.5)
@@ -39,16 +38,6 @@ def used_size(num: int) -> int:
     return 4 + USED_ELEM_SIZE * num + 2
 
 
-@dataclass(frozen=True)
-class SplitRingAddrs:
-    """Guest addresses of the three parts, as the driver hands them to the transport."""
-
-    num: int
-    desc: int
-    avail: int
-    used: int
-
-
 class SplitRing:
     """Typed views over a split virtqueue in guest memory.
 
@@ -58,24 +47,24 @@ class SplitRing:
     is one 16-bit store.
     """
 
-    def __init__(self, mem: GuestMemory, addrs: SplitRingAddrs):
+    def __init__(self, mem: GuestMemory, addrs: RingAddrs):
         num = addrs.num
         self.num = num
         self.addrs = addrs
         self.desc = mem.array(addrs.desc, VIRTQ_DESC, num)
-        avail = mem.array(addrs.avail, np.uint16, 3 + num)
+        avail = mem.array(addrs.driver, np.uint16, 3 + num)
         self.avail_flags = avail[0:1]
         self.avail_idx = avail[1:2]
         self.avail_ring = avail[2 : 2 + num]
         self.used_event = avail[2 + num : 3 + num]
-        used_hdr = mem.array(addrs.used, np.uint16, 2)
+        used_hdr = mem.array(addrs.device, np.uint16, 2)
         self.used_flags = used_hdr[0:1]
         self.used_idx = used_hdr[1:2]
-        self.used_ring = mem.array(addrs.used + 4, np.uint32, 2 * num).reshape(num, 2)
-        self.avail_event = mem.array(addrs.used + 4 + USED_ELEM_SIZE * num, np.uint16, 1)
+        self.used_ring = mem.array(addrs.device + 4, np.uint32, 2 * num).reshape(num, 2)
+        self.avail_event = mem.array(addrs.device + 4 + USED_ELEM_SIZE * num, np.uint16, 1)
 
 
-def alloc_split_ring(mem: GuestMemory, num: int) -> SplitRingAddrs:
+def alloc_split_ring(mem: GuestMemory, num: int) -> RingAddrs:
     """Allocate the three areas with the alignments 2.7 requires and zero them."""
     if num < 1 or num > MAX_QUEUE_SIZE or num & (num - 1):
         raise ValueError(f"split queue size must be a power of 2 in 1..{MAX_QUEUE_SIZE}, got {num}")
@@ -85,11 +74,11 @@ def alloc_split_ring(mem: GuestMemory, num: int) -> SplitRingAddrs:
     mem.fill(desc, desc_table_size(num), 0)
     mem.fill(avail, avail_size(num), 0)
     mem.fill(used, used_size(num), 0)
-    return SplitRingAddrs(num, desc, avail, used)
+    return RingAddrs(num, desc, avail, used)
 
 
-def free_split_ring(mem: GuestMemory, addrs: SplitRingAddrs) -> None:
-    for a in (addrs.desc, addrs.avail, addrs.used):
+def free_split_ring(mem: GuestMemory, addrs: RingAddrs) -> None:
+    for a in (addrs.desc, addrs.driver, addrs.device):
         mem.free(a)
 
 

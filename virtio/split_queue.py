@@ -13,17 +13,17 @@ completed either way.
 
 from __future__ import annotations
 
-import threading
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
 
 from . import constants as C
+from .areas import RingAddrs
+from .buffers import BufferChain, Sg, SgArray
 from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen, RingTooSmall
-from .memory import GuestMemory
-from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, SplitRingAddrs, alloc_split_ring, free_split_ring, vring_need_event
+from .memory import GuestMemory, virtio_mb
+from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, alloc_split_ring, free_split_ring, vring_need_event
 from .virtqueue import VirtqueueBase
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
@@ -37,59 +37,6 @@ CLAUSE_USED_ID = "def.split.used-elem-id"
 CLAUSE_USED_IDX = "def.split.used-idx"
 CLAUSE_PROCESS = "def.basic.buffers-are-used"
 CLAUSE_IN_ORDER = "dev.reserved-features.5"  # 6.2 MUST, with the 2.7.9 batch rule it implies
-
-# Any locked instruction is a full fence on x86 (and a lock is a full barrier elsewhere): it orders
-# the avail idx store before the loads that decide whether to kick (see Linux virtio_mb()).
-_FENCE = threading.Lock()
-
-
-def virtio_mb() -> None:
-    _FENCE.acquire()
-    _FENCE.release()
-
-
-@dataclass(frozen=True)
-class Sg:
-    """One scatter-gather element: a guest address and a length."""
-
-    addr: int
-    len: int
-
-
-@dataclass(frozen=True)
-class SgArray:
-    """One scatter-gather element per buffer of a batch (``add_batch``): ``addr`` holds one guest
-    address per buffer; ``len`` is one length for all of them or one per buffer."""
-
-    addr: np.ndarray
-    len: int | np.ndarray
-
-
-@dataclass
-class BufferChain:
-    """A buffer made available to the device: what the driver put in, and what came back."""
-
-    head: int
-    token: object
-    out_sgs: list[Sg]
-    in_sgs: list[Sg]
-    ndesc: int
-    indirect: int | None = None  # guest address of the indirect table, if any
-    owned: list[int] = field(default_factory=list)  # allocations freed on completion
-    ids: list[int] = field(default_factory=list)  # descriptor ids, freed on completion
-    used_len: int | None = None
-    batch: bool = False  # made available by add_batch (out_sgs/in_sgs read back from the table)
-    # False for a buffer an IN_ORDER batch answered without an entry of its own (2.7.9, 2.8.8):
-    # the device reported no len for it; the spec has it "used completely", so used_len is its
-    # writable length (as Linux's in-order code takes total_in_len), not a len the device wrote.
-    len_reported: bool = True
-    table: Sg | None = None  # the indirect table as an element (device-readable)
-    readonly: list = field(default_factory=list)  # (addr, len, copy or crc32) of device-readable memory
-
-    @property
-    def writable(self) -> int:
-        return sum(s.len for s in self.in_sgs)
-
 
 def check_split_queue_size(num: int, name: str = "") -> None:
     """2.7: a split queue's size is a power of 2, at most 32768 (the ring indexes are taken
@@ -126,7 +73,7 @@ class SplitVirtqueue(VirtqueueBase):
         features: int = 0,
         callback: Callable[["SplitVirtqueue"], None] | None = None,
         name: str = "",
-        addrs: SplitRingAddrs | None = None,
+        addrs: RingAddrs | None = None,
     ):
         self.name = name or f"vq{index}"
         check_split_queue_size(num, self.name)
@@ -169,8 +116,8 @@ class SplitVirtqueue(VirtqueueBase):
         """
         num = self.num
         self.mem.fill(self.addrs.desc, 16 * num, 0)
-        self.mem.fill(self.addrs.avail, 2 * (3 + num), 0)
-        self.mem.fill(self.addrs.used, 4 + 8 * num + 2, 0)
+        self.mem.fill(self.addrs.driver, 2 * (3 + num), 0)
+        self.mem.fill(self.addrs.device, 4 + 8 * num + 2, 0)
         d64 = self.mem.array(self.addrs.desc, np.dtype("<u8"), 2 * num)
         self._desc_addr = d64[0::2]  # le64 addr
         self._desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48, one 8-byte store
@@ -805,7 +752,7 @@ class SplitVirtqueue(VirtqueueBase):
     def device_area(self) -> bytes:
         """A copy of everything the device writes in this queue (2.7.8: the used ring, flags,
         idx and avail_event): two copies differ iff the device wrote in between."""
-        return self.mem.read(self.addrs.used, 4 + 8 * self.num + 2)
+        return self.mem.read(self.addrs.device, 4 + 8 * self.num + 2)
 
     def used_state(self) -> str:
         """The device area's indexes, for messages (what a wait saw)."""

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 
 from . import constants as C
 from . import vhost_user as vu
+from .buffers import Sg
 from .errors import DeviceViolation, TargetError
 from .memory import GuestMemory
 from .messages import NetHdr, blk_outhdr
 from .packed_queue import PackedVirtqueue
-from .split_queue import Sg, SplitVirtqueue
+from .split_queue import SplitVirtqueue
 
 USER_BASE = 0x7F00_0000_0000
 CLAUSE_HEADER_FLAGS = "vu.header.1"
@@ -217,11 +218,10 @@ class RawSession:
         notify = lambda _vq: os.eventfd_write(kick_fd, 1)  # noqa: E731
         if packed:
             vq = PackedVirtqueue(self.mem, index, num, notify, features=self.features)
-            desc, avail, used = vq.addrs.desc, vq.addrs.driver, vq.addrs.device
             base = vu.vring_base_packed(0, 1, 0, 1) if base == 0 else base
         else:
             vq = SplitVirtqueue(self.mem, index, num, notify, features=self.features)
-            desc, avail, used = vq.addrs.desc, vq.addrs.avail, vq.addrs.used
+        desc, avail, used = vq.addrs.desc, vq.addrs.driver, vq.addrs.device
         ring = RawRing(index, vq, kick_fd, call_fd, packed, (desc, avail, used))
         self.rings[index] = ring
         self.setup(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, num))

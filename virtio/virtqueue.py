@@ -16,7 +16,7 @@ from .memory import CANARY, GUARD, GUARD_END, GUARD_START, changed_bytes
 CLAUSE_BUFFERS_USED = "def.basic.buffers-are-used"  # 2.6: what is made available comes back, in bounded time
 
 if TYPE_CHECKING:
-    from .split_queue import BufferChain, Sg, SgArray
+    from .buffers import BufferChain, Sg, SgArray
 
 _U32_MAX = 0xFFFF_FFFF
 
@@ -119,7 +119,7 @@ class VirtqueueBase:
         has it) is charged to that, not to a buffer next to it."""
         mem = self.mem
         if self.layout == "split":
-            area, size, tail = self.addrs.used, 6 + 8 * self.num, 4
+            area, size, tail = self.addrs.device, 6 + 8 * self.num, 4
         else:
             area, size, tail = self.addrs.desc, 16 * self.num, 0
         own = mem.guards_of(area, size).tolist()  # the device area's own canaries
@@ -376,7 +376,7 @@ class VirtqueueBase:
     def _buffer_sgs(self, out: Sequence, in_: Sequence) -> tuple[list, list, list[int]]:
         """``add``'s elements as Sg lists: bytes are copied into fresh guest memory, an int
         allocates that many device-writable bytes. Returns (out_sgs, in_sgs, owned allocations)."""
-        from .split_queue import Sg
+        from .buffers import Sg
 
         owned: list[int] = []
         out_sgs, in_sgs = [], []
@@ -422,7 +422,7 @@ class VirtqueueBase:
 
     def _check_elem(self, x: Sg | SgArray, count: int) -> None:
         """Refuse a malformed add_batch element before anything is taken or written."""
-        from .split_queue import Sg, SgArray
+        from .buffers import Sg, SgArray
 
         if type(x) is Sg:
             if not (0 <= x.len <= _U32_MAX and 0 <= x.addr < 1 << 64):

@@ -12,10 +12,11 @@ import time
 from dataclasses import dataclass, field
 
 from . import constants as C
+from .buffers import BufferChain
 from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from .net_frames import FrameTags, check_forward_mode, difference
-from .split_queue import BufferChain, SplitVirtqueue
+from .split_queue import SplitVirtqueue
 
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
@@ -152,7 +153,7 @@ class Workload:
             done += n
 
     def _sgs(self, readable: list[bytes], writable: list[int]) -> tuple[list, list]:
-        from .split_queue import Sg
+        from .buffers import Sg
 
         mem = self.vq.mem
         out = []

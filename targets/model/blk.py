@@ -11,10 +11,11 @@ import threading
 import numpy as np
 
 from virtio import constants as C
+from virtio.buffers import ChainError, DeviceChain
 from virtio.messages import BLK_DISCARD_WZ, BLK_OUTHDR
 
 from .device import Device
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+from .split_ring import DeviceSplitQueue
 
 SERIAL = b"vconf-model-blk"
 SIZE_MAX = 1 << 20  # bytes in one data segment (a hint to the driver; 5.2.4)

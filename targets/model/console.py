@@ -7,9 +7,10 @@ held until there is data for them; data larger than one buffer is split across s
 from __future__ import annotations
 
 from virtio import constants as C
+from virtio.buffers import DeviceChain
 
 from .device import Device
-from .split_ring import DeviceChain, DeviceSplitQueue
+from .split_ring import DeviceSplitQueue
 
 RX, TX = 0, 1
 PENDING_MAX = 64 * 1024  # echoed bytes waiting for receive buffers; more are dropped

@@ -17,12 +17,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from virtio import constants as C
+from virtio.areas import RingAddrs
+from virtio.buffers import ChainError, DeviceChain
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.memory import GuestMemory
-from virtio.split import MAX_QUEUE_SIZE, SplitRingAddrs
+from virtio.split import MAX_QUEUE_SIZE
 
 from .packed_ring import DevicePackedQueue
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+from .split_ring import DeviceSplitQueue
 
 MODES = ("notify", "threaded")
 _BATCH_OK: dict[type, bool] = {}  # per device class: may handle_batch serve its queues?
@@ -97,7 +99,7 @@ class NullBus:
 @dataclass
 class QueueConfig:
     size: int = 0
-    addrs: SplitRingAddrs | None = None
+    addrs: RingAddrs | None = None
     enabled: bool = False
 
 
@@ -276,7 +278,7 @@ class Device:
     def queue_max(self, index: int) -> int:
         return self.queue_size_max if 0 <= index < self.num_queues else 0
 
-    def queue_set(self, index: int, addrs: SplitRingAddrs) -> None:
+    def queue_set(self, index: int, addrs: RingAddrs) -> None:
         with self.lock:
             if not 0 <= index < self.num_queues:
                 raise IndexError(f"queue {index} does not exist")

@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections import deque
 
 from virtio import constants as C
+from virtio.buffers import ChainError, DeviceChain
 from virtio.messages import NET_CTRL_HDR, NET_HDR_SIZE, NetHdr
 
 from .device import Device
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue
+from .split_ring import DeviceSplitQueue
 
 RX, TX, CTRL = 0, 1, 2
 DEFAULT_MAC = bytes.fromhex("525400123456")

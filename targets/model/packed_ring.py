@@ -12,19 +12,12 @@ from __future__ import annotations
 import numpy as np
 
 from virtio import constants as C
+from virtio.areas import RingAddrs
+from virtio.buffers import ChainError, DeviceChain
 from virtio.memory import GuestMemory
-from virtio.packed import (
-    PVIRTQ_DESC,
-    PackedRing,
-    PackedRingAddrs,
-    is_avail,
-    need_event,
-    off_wrap,
-    split_event,
-    used_flags,
-)
+from virtio.packed import PVIRTQ_DESC, PackedRing, is_avail, need_event, off_wrap, split_event, used_flags
 
-from .split_ring import ChainError, DeviceChain, DeviceSplitQueue, _count_nonzero, u64_view
+from .split_ring import DeviceSplitQueue, _count_nonzero, u64_view
 
 _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
 # Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
@@ -36,7 +29,7 @@ _RUN_MAX = 1024  # slots looked at per pop_simple: bounds the work of one call
 class DevicePackedQueue:
     layout = "packed"
 
-    def __init__(self, mem: GuestMemory, index: int, addrs: PackedRingAddrs, features: int):
+    def __init__(self, mem: GuestMemory, index: int, addrs: RingAddrs, features: int):
         self.mem = mem
         self.index = index
         self.num = addrs.num
@@ -66,7 +59,7 @@ class DevicePackedQueue:
     # A simple list is one descriptor: available in its lap, neither NEXT nor INDIRECT, its buffer
     # inside guest memory, its id not in flight. Anything else ends the run and goes through
     # pop()/walk(), which take or reject it exactly as before (ChainError).
-    def _init_batch_views(self, mem: GuestMemory, addrs: PackedRingAddrs) -> None:
+    def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
         num = self.num
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num
         lap = np.arange(2 * num) < num

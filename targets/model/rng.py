@@ -7,10 +7,10 @@ import os
 import numpy as np
 
 from virtio import constants as C
+from virtio.buffers import DeviceChain
 
 from .device import Device
-from .split_ring import DeviceChain, DeviceSplitQueue
-
+from .split_ring import DeviceSplitQueue
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
     from numpy._core.multiarray import count_nonzero as _count_nonzero

@@ -7,14 +7,13 @@ chain raises ChainError instead of reading outside guest memory or looping forev
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 
 from virtio import constants as C
+from virtio.areas import RingAddrs
+from virtio.buffers import ChainError, DeviceChain
 from virtio.memory import GuestMemory
-from virtio.split import VIRTQ_DESC, SplitRing, SplitRingAddrs, vring_need_event
-
+from virtio.split import VIRTQ_DESC, SplitRing, vring_need_event
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
     from numpy._core.multiarray import count_nonzero as _count_nonzero
@@ -29,29 +28,8 @@ def u64_view(mem_bytes: np.ndarray) -> np.ndarray | None:
     return mem_bytes[: len(mem_bytes) // 8 * 8].view(np.uint64)
 
 
-class ChainError(Exception):
-    """The driver made a malformed descriptor chain available (a harness bug when we are the driver)."""
-
-
-@dataclass
-class DeviceChain:
-    """One available buffer as the device sees it: readable then writable (addr, len) elements."""
-
-    head: int
-    readable: list[tuple[int, int]] = field(default_factory=list)
-    writable: list[tuple[int, int]] = field(default_factory=list)
-
-    @property
-    def readable_len(self) -> int:
-        return sum(n for _, n in self.readable)
-
-    @property
-    def writable_len(self) -> int:
-        return sum(n for _, n in self.writable)
-
-
 class DeviceSplitQueue:
-    def __init__(self, mem: GuestMemory, index: int, addrs: SplitRingAddrs, features: int):
+    def __init__(self, mem: GuestMemory, index: int, addrs: RingAddrs, features: int):
         self.mem = mem
         self.index = index
         self.num = addrs.num
@@ -143,7 +121,7 @@ class DeviceSplitQueue:
     # A simple chain is one descriptor: neither NEXT nor INDIRECT, its buffer inside guest memory,
     # its head within the queue. Anything else ends the run and goes through pop()/walk(), which
     # take or reject it exactly as before (ChainError).
-    def _init_batch_views(self, mem: GuestMemory, addrs: SplitRingAddrs) -> None:
+    def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
         num = self.num
         d64 = mem.array(addrs.desc, np.dtype("<u8"), 2 * num)
         self._desc_addr = d64[0::2]  # le64 addr

@@ -24,13 +24,13 @@ import threading
 from dataclasses import dataclass
 
 from virtio import constants as C
+from virtio import packed, split
 from virtio import vhost_user as vu
+from virtio.areas import RingAddrs
+from virtio.buffers import ChainError
 from virtio.errors import GuestMemoryError
-from virtio.packed import MAX_QUEUE_SIZE, PackedRingAddrs, off_wrap
-from virtio.split import SplitRingAddrs
+from virtio.packed import MAX_QUEUE_SIZE, off_wrap
 from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
-
-from targets.model.split_ring import ChainError
 
 from .backend_memory import MAX_MEM_SLOTS, BackendMemory
 
@@ -533,25 +533,28 @@ class Backend:
         ring.num = num
 
     def _ring_areas(self, ring: Ring, desc: int, used: int, avail: int) -> list[tuple[str, int, int, int]]:
-        """(what, user address, length, alignment) of each part of the ring (2.7 / 2.8 layouts)."""
+        """(what, user address, length, alignment) of the descriptor, driver and device areas
+        (2.7 / 2.8 layouts), in that order."""
         n = ring.num
         if self.packed():
-            return [("descriptor ring", desc, 16 * n, 16), ("driver area", avail, 4, 4), ("device area", used, 4, 4)]
-        return [("descriptor table", desc, 16 * n, 16), ("available ring", avail, 6 + 2 * n, 2), ("used ring", used, 6 + 8 * n, 4)]
+            return [("descriptor ring", desc, packed.ring_size(n), packed.DESC_ALIGN),
+                    ("driver area", avail, packed.EVENT_SUPPRESS_SIZE, packed.EVENT_ALIGN),
+                    ("device area", used, packed.EVENT_SUPPRESS_SIZE, packed.EVENT_ALIGN)]
+        return [("descriptor table", desc, split.desc_table_size(n), split.DESC_ALIGN),
+                ("available ring", avail, split.avail_size(n), split.AVAIL_ALIGN),
+                ("used ring", used, split.used_size(n), split.USED_ALIGN)]
 
-    def _guest_addrs(self, ring: Ring):
+    def _guest_addrs(self, ring: Ring) -> RingAddrs:
         flags, desc, used, avail = ring.addr
-        g = {}
+        g = []
         for what, uaddr, length, align in self._ring_areas(ring, desc, used, avail):
             try:
-                g[what] = self.mem.user_to_guest(uaddr, length)
+                g.append(self.mem.user_to_guest(uaddr, length))
             except GuestMemoryError as e:
                 raise RequestFailed(f"vring {ring.index}: {what}: {e}") from None
-            if g[what] % align:
-                raise RequestFailed(f"vring {ring.index}: {what} at guest {g[what]:#x} is not {align}-byte aligned")
-        if self.packed():
-            return PackedRingAddrs(ring.num, g["descriptor ring"], g["driver area"], g["device area"])
-        return SplitRingAddrs(ring.num, g["descriptor table"], g["available ring"], g["used ring"])
+            if g[-1] % align:
+                raise RequestFailed(f"vring {ring.index}: {what} at guest {g[-1]:#x} is not {align}-byte aligned")
+        return RingAddrs(ring.num, *g)
 
     def on_set_vring_addr(self, msg: vu.Message) -> None:
         if len(msg.payload) < vu.VRING_ADDR.size:

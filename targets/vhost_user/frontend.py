@@ -525,12 +525,11 @@ class VhostUserTransport(ConfigOps):
         packed = isinstance(vq, PackedVirtqueue)
         # A packed ring starts with both wrap counters 1 (2.8.1); bit 15 carries it (backends.md #5).
         base = vu.vring_base_packed(0, 1, 0, 1) if packed else 0
-        avail, used = (a.driver, a.device) if packed else (a.avail, a.used)
         self._must(vu.SET_VRING_NUM, vu.VRING_STATE.pack(i, vq.num), queue=vq.name)
         self._must(vu.SET_VRING_BASE, vu.VRING_STATE.pack(i, base), queue=vq.name)
         self._must(
             vu.SET_VRING_ADDR,
-            vu.VRING_ADDR.pack(i, 0, self._user_addr(a.desc), self._user_addr(used), self._user_addr(avail), 0),
+            vu.VRING_ADDR.pack(i, 0, self._user_addr(a.desc), self._user_addr(a.device), self._user_addr(a.driver), 0),
             queue=vq.name,
         )
         # Call and err before kick: a back-end starts the ring on its kick fd (backends.md #3).

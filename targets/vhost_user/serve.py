@@ -49,10 +49,8 @@ def backend_class(mutant: str | None):
 
     if mutant is None:
         return Backend
-    try:
-        from tests.mutants.vhost_user import PROTOCOL_MUTANTS
-    except ImportError as e:
-        raise SystemExit(f"--protocol-mutant {mutant}: cannot import tests.mutants.vhost_user.PROTOCOL_MUTANTS ({e})")
+    from targets.mutants.vhost_user import PROTOCOL_MUTANTS
+
     if mutant not in PROTOCOL_MUTANTS:
         raise SystemExit(f"--protocol-mutant {mutant}: unknown; known: {', '.join(sorted(PROTOCOL_MUTANTS)) or '(none)'}")
     return PROTOCOL_MUTANTS[mutant]
@@ -80,10 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     from targets.registry import model_names
 
     p = argparse.ArgumentParser(prog="python -m targets.vhost_user.serve", description=__doc__.split("\n\n")[0])
-    p.add_argument("--device", required=True, help="a model or device mutant name (python -m targets.model.mutants)")
+    p.add_argument("--device", required=True, help="a model or device mutant name (python -m targets.mutants)")
     p.add_argument("--socket", required=True, help="UNIX socket path to listen on")
     p.add_argument("--mode", choices=("notify", "threaded"), default="notify")
-    p.add_argument("--protocol-mutant", default=None, help="a name in tests.mutants.vhost_user.PROTOCOL_MUTANTS")
+    p.add_argument("--protocol-mutant", default=None, help="a name in targets.mutants.vhost_user.PROTOCOL_MUTANTS")
     p.add_argument("--pidfile", default=None)
     p.add_argument("--once", action="store_true", help="exit after the first front-end leaves")
     p.add_argument("--timeout", type=float, default=5.0, help="bound on reading one whole message (s)")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from targets.model.blk import BlkDevice
 from targets.model.rng import RngDevice
-from targets.model.split_ring import ChainError
+from virtio.buffers import ChainError
 from virtio import constants as C
 
 from . import Unusual

@@ -9,8 +9,8 @@ from targets.model.blk import BlkDevice
 from targets.model.console import ConsoleDevice
 from targets.model.packed_ring import DevicePackedQueue
 from targets.model.rng import RngDevice
-from targets.model.split_ring import DeviceChain
 from virtio import constants as C
+from virtio.buffers import DeviceChain
 from virtio.packed import is_avail, is_used, off_wrap, split_event, used_flags
 
 

@@ -9,8 +9,9 @@ import os
 from targets.model.blk import BlkDevice
 from targets.model.console import ConsoleDevice
 from targets.model.rng import RngDevice
-from targets.model.split_ring import ChainError, DeviceChain, DeviceSplitQueue
+from targets.model.split_ring import DeviceSplitQueue
 from virtio import constants as C
+from virtio.buffers import ChainError, DeviceChain
 from virtio.split import vring_need_event
 
 

@@ -1,4 +1,8 @@
 """Mutant devices: clean models (targets/model) with one method overridden to break one clause.
+They are part of the product: ``--target model:NAME`` runs the suites against one (a user can see
+what a failure of each clause looks like), ``python -m targets.mutants`` lists them, and the
+vhost-user server serves them (``--device NAME``, ``--protocol-mutant NAME``). The self-tests
+(tests/test_mutants.py) assert that the suites catch each one on its clause and no other.
 
 A mutant is a subclass of a model with class attributes ``name`` (kebab-case, device type first)
 and ``clause`` (an id from virtio/clauses.toml), a docstring saying what it breaks and why that is
@@ -9,11 +13,22 @@ class in the module of its topic, list it in ``MUTANT_CLASSES`` below, and run
 
 from __future__ import annotations
 
-from targets.model.mutants import Mutant
+from dataclasses import dataclass
+from typing import Callable
 
 from virtio import constants as C
 
 from . import config, packed, queue_reset, ring_options, rings, status_features
+
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    clause: str  # the clause it breaks
+    factory: Callable  # factory(mode=...) -> device
+    description: str = ""
+
 
 MUTANT_CLASSES = [
     # status, features, reset (2.1, 2.2, 2.4, 6)
@@ -110,3 +125,8 @@ def _mutant(cls) -> Mutant:
 
 
 MUTANTS: list[Mutant] = [_mutant(cls) for cls in MUTANT_CLASSES]
+
+
+def mutant_registry() -> dict[str, Mutant]:
+    """Mutants by name."""
+    return {m.name: m for m in MUTANTS}

@@ -13,7 +13,7 @@ import os
 
 from targets.vhost_user.backend import Backend, RequestFailed, SessionEnd
 from virtio import vhost_user as vu
-from virtio.split import SplitRingAddrs
+from virtio.areas import RingAddrs
 
 
 class NoReplyFlag(Backend):
@@ -176,7 +176,7 @@ class RingAddressesAsGuest(Backend):
         _flags, desc, used, avail = ring.addr
         for addr in (desc, avail, used):
             self.mem.offset(addr, 1)  # BUG: a user address looked up as a guest address
-        return SplitRingAddrs(ring.num, desc, avail, used)
+        return RingAddrs(ring.num, desc, avail, used)
 
 
 class RunsBeforeKick(Backend):
