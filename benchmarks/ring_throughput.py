@@ -29,13 +29,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from targets.registry import open_target, parse_target  # noqa: E402
-from virtio import constants as C  # noqa: E402
-from virtio.buffers import Sg, SgArray  # noqa: E402
-from virtio.driver import VirtioDriver, VqInfo  # noqa: E402
-from virtio.workloads import workload_for  # noqa: E402
+from targets.registry import open_target, parse_target
+from virtio import constants as C
+from virtio.buffers import Sg, SgArray
+from virtio.driver import VirtioDriver, VqInfo
+from virtio.workloads import workload_for
 
 SCHEMA = "virtio-conformance/throughput/1"
 BATCHES = (1, 16, 64, 256)

@@ -35,13 +35,13 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from targets.vhost_user.frontend import VhostUserTransport  # noqa: E402
-from virtio import constants as C  # noqa: E402
-from virtio.buffers import SgArray  # noqa: E402
-from virtio.driver import VirtioDriver, VqInfo  # noqa: E402
-from virtio.messages import BLK_OUTHDR, NET_HDR_SIZE  # noqa: E402
+from targets.vhost_user.frontend import VhostUserTransport
+from virtio import constants as C
+from virtio.buffers import SgArray
+from virtio.driver import VirtioDriver, VqInfo
+from virtio.messages import BLK_OUTHDR, NET_HDR_SIZE
 
 SCHEMA = "virtio-conformance/vhost-user-throughput/1"
 BLK_GOAL_IOPS = 1_000_000  # at queue depth 128 against null-co

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .build import RUN_SCHEMA, SCHEMA, build_report as _build_report
+from .build import RUN_SCHEMA, SCHEMA
+from .build import build_report as _build_report
 from .html import render_html
 from .verdict import STATUSES, VERDICTS
 from .waivers import Waiver, load_waivers

@@ -120,7 +120,7 @@ def result_clause_statuses(judged: dict) -> dict[str, str]:
     """
     kind = judged["kind"]
     plain = {"pass": "pass", "skip": "skip"}.get(kind, "not-run")
-    statuses = {clause: plain for clause in judged["clauses"]}
+    statuses = dict.fromkeys(judged["clauses"], plain)
     primary = judged.get("primary")
     if primary and kind in ("violation", "waived"):
         statuses[primary] = "waived" if kind == "waived" else "fail"

@@ -17,7 +17,7 @@ def _unoffered_bit(offered: int, candidates) -> int | None:
 
 UNOFFERED_KINDS = {
     # where to look for a bit the device did not offer
-    "device-specific": range(0, 24),
+    "device-specific": range(24),
     "device-independent": (C.VIRTIO_F_RING_RESET, C.VIRTIO_F_NOTIFICATION_DATA, C.VIRTIO_F_IN_ORDER, C.VIRTIO_F_RING_PACKED, 31, 25),
     "extended-above-63": (127, 100, 90, 80),
 }

@@ -56,7 +56,7 @@ def start(session, *, want=(), refuse=(), size=None, at_most=None):
     that many, else of its maximum (for tests that need no particular size, only a bounded one)."""
     sizes = None
     if size is not None:
-        sizes = {n: size for n in session.driver.default_vq_names() + ["controlq"]}
+        sizes = dict.fromkeys(session.driver.default_vq_names() + ["controlq"], size)
     elif at_most is not None:
         ops = session.driver.ops
         names = ["receiveq1", "transmitq1", "controlq"] if session.driver.device_id == C.VIRTIO_ID_NET else session.driver.default_vq_names()
@@ -187,7 +187,7 @@ def test_buffer_id_from_last_descriptor(session):
         blame(
             USED_ID,
             f"a list of {segments} descriptors per side failed once only its last descriptor carried the buffer id",
-            lambda: direct_roundtrip(work, Shape(segments=segments)),
+            lambda segments=segments: direct_roundtrip(work, Shape(segments=segments)),
             ring_violations_too=True,
         )
 
@@ -206,7 +206,7 @@ def test_buffer_ids_independent_of_slots(session):
         mismatched += sum(c.head != c.ids[0] for ex in exchanges for c in ex.chains)
         work.kick()
 
-        def finish_all():
+        def finish_all(exchanges=exchanges):
             for ex in reversed(exchanges):
                 work.finish(ex)
 

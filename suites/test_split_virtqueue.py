@@ -372,7 +372,7 @@ def test_queue_size_below_maximum(session, divisor):
     num = 4 if divisor == "4-entries" else largest // divisor
     if not 1 <= num < top:
         pytest.skip(f"device queue maximum {top} leaves no smaller power of 2 for this case")
-    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,), sizes={n: num for n in session.driver.default_vq_names()})
+    work = session.start(refuse=(C.VIRTIO_F_INDIRECT_DESC,), sizes=dict.fromkeys(session.driver.default_vq_names(), num))
     vq = work.vq
     require(vq.num == num, "def.basic.buffers-are-used", "harness: the queue was not given the size asked for",
             expected=num, observed=vq.num, queue=vq.name)

@@ -10,8 +10,8 @@ Features are Python ints up to 128 bits (``get_extended_features``); ``get_featu
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from virtio.driver import VqInfo
 from virtio.errors import UnsupportedOp

@@ -299,7 +299,7 @@ def _readiness(value, where: str, allowed: set) -> Readiness:
 
 
 # -- a running instance ----------------------------------------------------------------------------
-_LIVE: dict[int, "Backend"] = {}  # pid -> instance, for the atexit net
+_LIVE: dict[int, Backend] = {}  # pid -> instance, for the atexit net
 
 
 def _stop_all_at_exit() -> None:
@@ -387,7 +387,7 @@ class Backend:
                 f.truncate(e.disk_size)
         self.argv = self.expand(e.command)
         env = dict(os.environ)
-        env.update({k: v for k, v in zip(e.env, self.expand(list(e.env.values())))})
+        env.update(dict(zip(e.env, self.expand(list(e.env.values())))))
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.starts += 1
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:

@@ -235,7 +235,7 @@ def test_waivers_are_loaded_once_at_configure(tmp_path):
 def test_third_party_waivers_stay_valid_under_the_strict_rules():
     """Every entry names a catalogued clause and none has expired on today's date."""
     waivers = load_waivers(ROOT / "waivers" / "third-party.toml", catalogue=load_catalogue(),
-                           on=dt.datetime.now(dt.timezone.utc).date())
+                           on=dt.datetime.now(dt.UTC).date())
     assert waivers
 
 

@@ -13,10 +13,10 @@ import pytest
 
 from targets.registry import open_target, parse_target
 from virtio import constants as C
+from virtio.buffers import Sg, SgArray
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import WroteOutsideBuffer, WroteReadableBuffer
 from virtio.memory import CANARY, GUARD, GuestMemory
-from virtio.buffers import Sg, SgArray
 from virtio.virtqueue import CLAUSE_READONLY, CLAUSE_TABLE, CLAUSE_WRITABLE_BOUNDS
 
 TIMEOUT = 5.0

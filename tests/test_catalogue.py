@@ -11,8 +11,16 @@ from pathlib import Path
 import pytest
 
 from virtio.clauses import (
-    GROUPS, KEYWORDS, LEVELS, SPEC_VERSIONS, SYNONYMS, CatalogueError, clause_id, level_of,
-    load_catalogue, vhost_user_clause_id,
+    GROUPS,
+    KEYWORDS,
+    LEVELS,
+    SPEC_VERSIONS,
+    SYNONYMS,
+    CatalogueError,
+    clause_id,
+    level_of,
+    load_catalogue,
+    vhost_user_clause_id,
 )
 
 COUNTS_DIR = Path(__file__).parent / "data" / "spec-counts"
@@ -134,7 +142,7 @@ def _device_rows(version):
 
 
 def _tally(clauses):
-    counts = Counter({column: 0 for column in COUNT_COLUMNS})
+    counts = Counter(dict.fromkeys(COUNT_COLUMNS, 0))
     for c in clauses:
         for k in c.keywords:
             counts["other" if k in SYNONYMS else k] += 1
@@ -253,7 +261,7 @@ def test_vhost_user_group_is_separate(full_catalogue, catalogue, vhost_user):
 def test_vhost_user_ids_derived_and_dense(vhost_user):
     for c in vhost_user:
         assert c.id == vhost_user_clause_id(c.label, c.ordinal), c.id
-        assert c.sections == {v: None for v in SPEC_VERSIONS}, c.id
+        assert c.sections == dict.fromkeys(SPEC_VERSIONS), c.id
     for label, members in vhost_user.by_block().items():
         assert [c.ordinal for c in members] == list(range(1, len(members) + 1)), label
     assert vhost_user_clause_id("vhost-user:Ring states", 4) == "vu.ring-states.4"

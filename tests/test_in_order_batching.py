@@ -18,13 +18,13 @@ from targets.model.packed_ring import DevicePackedQueue
 from targets.model.split_ring import DeviceSplitQueue
 from targets.registry import open_target, parse_target
 from virtio import constants as C
+from virtio.buffers import Sg
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from virtio.memory import GuestMemory
 from virtio.messages import blk_outhdr
 from virtio.packed_queue import PackedVirtqueue
 from virtio.split_queue import SplitVirtqueue
-from virtio.buffers import Sg
 
 IN_ORDER = "dev.reserved-features.5"
 F_IN_ORDER = 1 << C.VIRTIO_F_IN_ORDER

@@ -155,7 +155,7 @@ def test_every_claimed_clause_has_a_mutant():
     claimed = set(json.loads(line.removeprefix("CLAIMED ")))
     broken = {m.clause for m in MUTANTS.values()}
     # vu.* clauses (suites/vhost_user) are broken by protocol mutants, checked in test_vhost_user_protocol.py
-    from .mutants.vhost_user import PROTOCOL_MUTANTS
+    from targets.mutants.vhost_user import PROTOCOL_MUTANTS
     broken |= {m.breaks for m in PROTOCOL_MUTANTS.values()}
     assert claimed and not claimed - broken, f"clauses claimed by suites with no mutant: {sorted(claimed - broken)}"
 

@@ -13,9 +13,9 @@ import pytest
 from targets.config_ops import VqInfo
 from targets.model import BlkDevice, RngDevice
 from targets.model.packed_ring import DevicePackedQueue
-from virtio.buffers import ChainError
 from targets.model.transport import ModelTransport
 from virtio import constants as C
+from virtio.buffers import ChainError
 from virtio.errors import DeviceViolation, HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen
 from virtio.memory import GuestMemory
 from virtio.messages import blk_outhdr
@@ -334,7 +334,7 @@ def test_garbage_in_ring_never_crashes_driver(bare):
     raw = bare.ring.desc.view(np.uint8).reshape(-1)
     outcomes = set()
     chains = []
-    for i in range(3000):
+    for _i in range(3000):
         for c in chains:
             bare.release(c)
         bare.reset_state()
@@ -386,7 +386,7 @@ def test_device_rejects_malformed_lists(pair):
         "indirect inside a list": [(buf, 8, 0, C.VIRTQ_DESC_F_NEXT), (buf, 16, 0, C.VIRTQ_DESC_F_INDIRECT)],
         "loop": [(buf, 8, 0, C.VIRTQ_DESC_F_NEXT)] * 8,
     }
-    for what, descs in cases.items():
+    for _what, descs in cases.items():
         vq.reset_state()
         q.__init__(mem, 0, vq.addrs, PACKED | (1 << C.VIRTIO_F_INDIRECT_DESC))
         for slot, d in enumerate(descs):
@@ -644,7 +644,7 @@ def test_blk_get_id_completes_after_requests_behind_it(transports):
     t, (vq,) = bring_up(transports, dev, ["requestq"])
     slow, fast = _get_id_then_read(vq)
     assert vq.get_buf() is fast and vq.get_buf() is None  # GET_ID held past this pass
-    more = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 1)], [C.SECTOR_SIZE, 1], "next")
+    vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 1)], [C.SECTOR_SIZE, 1], "next")
     vq.kick()
     assert [c.token for c in vq.wait_used(2, TIMEOUT)] == ["next", "get-id"]
     assert vq.read_in(slow).startswith(b"vconf-model-blk")

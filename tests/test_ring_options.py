@@ -56,7 +56,7 @@ def test_notification_data_matches_the_ring(mode):
     ops, d, vqs = bring_up(f"model:rng,mode={mode}", want=(C.VIRTIO_F_NOTIFICATION_DATA,))
     try:
         vq = vqs[0]
-        for i in range(70_000 // 32):
+        for _i in range(70_000 // 32):
             for _ in range(32):
                 vq.add([], [8])
             vq.kick()

@@ -10,9 +10,10 @@ import pytest
 
 from targets.registry import open_target, parse_target
 from virtio import constants as C
-from virtio.driver import VirtioDriver, VqInfo
-from virtio.messages import NetHdr
 from virtio.buffers import Sg, SgArray
+from virtio.driver import VirtioDriver, VqInfo
+from virtio.errors import HarnessError
+from virtio.messages import NetHdr
 from virtio.workloads import POISON
 
 TIMEOUT = 5.0
@@ -103,7 +104,7 @@ def test_multi_descriptor_batch(mode):
     ops, d, vqs = bring_up(f"model:rng,mode={mode}")
     try:
         vq = vqs[0]
-        for rounds in range(40):  # enough to reuse every descriptor id several times
+        for _rounds in range(40):  # enough to reuse every descriptor id several times
             n = 21
             a, b = buffers(vq, n, 8), buffers(vq, n, 24)
             heads = vq.add_batch((), (a, b, Sg(vq.mem.alloc(4, 8), 4)), n)
@@ -418,7 +419,7 @@ def test_recycled_buffers_are_not_in_flight():
     ops, d, vqs = bring_up("model:rng")
     try:
         vq = vqs[0]
-        heads = vq.add_batch((), (buffers(vq, 4),), 4)
+        vq.add_batch((), (buffers(vq, 4),), 4)
         vq.kick()
         got = []
         while len(got) < 4:
@@ -443,7 +444,7 @@ def test_recycled_pool_frees_its_descriptors():
     ops, d, vqs = bring_up("model:rng")
     try:
         vq = vqs[0]
-        heads = vq.add_batch((), (buffers(vq, 16),), 16)
+        vq.add_batch((), (buffers(vq, 16),), 16)
         vq.kick()
         got = []
         while len(got) < 16:
@@ -452,7 +453,7 @@ def test_recycled_pool_frees_its_descriptors():
         assert vq.num_free == vq.num - 16
         vq.free_recycled(np.array(got, dtype=np.intp))
         assert vq.num_free == vq.num and vq.num_in_flight == 0
-        with pytest.raises(Exception):
+        with pytest.raises(HarnessError, match="not recycled"):
             vq.readd_batch(np.array(got[:1], dtype=np.intp))
     finally:
         ops.close()

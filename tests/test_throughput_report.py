@@ -19,10 +19,10 @@ from fixtures.extras import load_throughput
 from reports import build_report, render_html
 from reports.charts import throughput_rows, throughput_svg
 from virtio import constants as C
+from virtio.buffers import SgArray
 from virtio.errors import DeviceViolation, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen
 from virtio.memory import GuestMemory
 from virtio.split_queue import CLAUSE_IN_ORDER, CLAUSE_USED_ID, CLAUSE_USED_IDX, CLAUSE_USED_LEN, SplitVirtqueue
-from virtio.buffers import SgArray
 
 ROOT = Path(__file__).resolve().parents[1]
 EVIL = '<script>alert(1)</script>'

@@ -19,13 +19,12 @@ from pathlib import Path
 
 import pytest
 
+from targets.vhost_user.backend import Backend
 from virtio import constants as C
 from virtio import vhost_user as vu
 from virtio.memory import GuestMemory
 from virtio.messages import BLK_OUTHDR
 from virtio.split_queue import SplitVirtqueue
-
-from targets.vhost_user.backend import Backend
 from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,7 +125,7 @@ class Client:
     def user(self, gaddr: int) -> int:
         return gaddr - self.mem.base + USER_BASE
 
-    def ring(self, index: int, num: int = 64, *, enable: bool = True, base: int = 0) -> "Ring":
+    def ring(self, index: int, num: int = 64, *, enable: bool = True, base: int = 0) -> Ring:
         vq = SplitVirtqueue(self.mem, index, num, lambda q: None, features=self.features)
         kick, call = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
         self.fds += [kick, call]

@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 from _pytest.outcomes import Skipped
 
+from targets.mutants.vhost_user import PROTOCOL_MUTANTS
 from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
 from virtio.vhost_user_session import BackEndUnderTest, RawSession
 
-from .mutants.vhost_user import PROTOCOL_MUTANTS
 from .test_vhost_user_backend import server  # noqa: F401  (fixture: our back-end server, by PID)
 from .test_vhost_user_frontend import ScriptedBackend, _stop, _wait_socket
 from .test_vhost_user_frontend import _reply as reply
@@ -195,7 +195,7 @@ SUITE_CLAUSES = set().union(*(claimed(fn) for _, fn, _ in CASES))
 
 
 @pytest.mark.parametrize("device", ["blk", "net"])
-def test_suite_passes_on_clean_server(server, device):
+def test_suite_passes_on_clean_server(server, device):  # noqa: F811 (the imported fixture)
     backend = BackEndUnderTest(server(device), device, timeout=3.0)
     outcomes = {name: run_case(fn, kwargs, backend) for name, fn, kwargs in CASES}
     assert {n: o for n, o in outcomes.items() if o not in ("pass", "skip")} == {}
@@ -208,7 +208,7 @@ def test_every_claimed_clause_has_a_mutant():
 
 
 @pytest.mark.parametrize("name", sorted(PROTOCOL_MUTANTS))
-def test_suite_catches_protocol_mutant(server, name):
+def test_suite_catches_protocol_mutant(server, name):  # noqa: F811 (the imported fixture)
     mutant = PROTOCOL_MUTANTS[name]
     backend = BackEndUnderTest(server(mutant.device, "--protocol-mutant", name), mutant.device, timeout=1.0)
     outcomes = {case: run_case(fn, kwargs, backend) for case, fn, kwargs in CASES if mutant.breaks in claimed(fn)}

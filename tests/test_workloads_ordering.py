@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import pytest
 
-from fixtures.devices import DeviceSession
 import suites.test_config_space as config_suite  # modules, not test names: pytest would collect those here
 import suites.test_split_virtqueue as split_suite
+from fixtures.devices import DeviceSession
 from targets.model.blk import BLK_OUTHDR, BlkDevice
 from targets.model.transport import ModelTransport
 from virtio import constants as C

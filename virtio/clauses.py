@@ -145,11 +145,11 @@ class Catalogue:
     def __len__(self) -> int:
         return len(self.clauses)
 
-    def normative(self) -> "Catalogue":
+    def normative(self) -> Catalogue:
         """The VIRTIO keyword statements only (definition and vhost-user entries left out)."""
         return Catalogue(c for c in self if c.group not in ("definition", "vhost-user"))
 
-    def vhost_user(self) -> "Catalogue":
+    def vhost_user(self) -> Catalogue:
         """The vhost-user back-end duties (group "vhost-user")."""
         return Catalogue(c for c in self if c.group == "vhost-user")
 
@@ -292,7 +292,7 @@ def _parse_vhost_user(raw: dict, fail) -> Clause:
         raw, fail, _VU_FEATURE_RE, "names of VHOST_USER_F_PROTOCOL_FEATURES, VHOST_USER_PROTOCOL_F_* or VIRTIO_F_* bits")
     return Clause(
         id=raw["id"], label=raw["label"], ordinal=raw["ordinal"], level=level, keywords=tuple(keywords),
-        sections={v: None for v in SPEC_VERSIONS}, group="vhost-user", features=tuple(features),
+        sections=dict.fromkeys(SPEC_VERSIONS), group="vhost-user", features=tuple(features),
         summary=summary, inferred=inferred,
     )
 

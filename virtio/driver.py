@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from . import constants as C
 from .config_layout import CONFIG_LAYOUTS
@@ -23,7 +23,7 @@ CLAUSE_RENEGOTIATION = "dev.basic.feature-bits.4"
 
 # Feature sets each device (its config ops) has accepted in this process: a set refused after it was
 # accepted once breaks 2.2.2's "SHOULD NOT fail ... after a reset", not "accept any valid subset".
-_ACCEPTED: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_ACCEPTED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 CLAUSE_GENERATION = "def.config.generation"
 
 # Device-independent features whose driver side the harness implements. VIRTIO_F_RING_PACKED is

@@ -13,7 +13,7 @@ PCI_ONLY_BITS = {C.VIRTIO_F_SR_IOV, C.VIRTIO_F_ADMIN_VQ}
 
 # 5.x.3 device-specific bits, legacy-only ones included (a transitional device may offer them).
 DEVICE_BITS = {
-    C.VIRTIO_ID_NET: set(range(0, 24)) - {4}
+    C.VIRTIO_ID_NET: set(range(24)) - {4}
     | {41, 42, 50, 51, 52, 53, 54, 55, 56, 57, 59, 60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70},
     C.VIRTIO_ID_BLOCK: {0, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17},
     C.VIRTIO_ID_CONSOLE: {0, 1, 2},

@@ -37,7 +37,7 @@ class NetHdr:
         )
 
     @classmethod
-    def unpack(cls, raw: bytes) -> "NetHdr":
+    def unpack(cls, raw: bytes) -> NetHdr:
         return cls(*NET_HDR.unpack_from(raw))
 
 

@@ -17,7 +17,7 @@ within the buffer). The in-flight state of both is per buffer id in numpy arrays
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -80,10 +80,10 @@ class PackedVirtqueue(VirtqueueBase):
         mem: GuestMemory,
         index: int,
         num: int,
-        notify: Callable[["PackedVirtqueue"], None],
+        notify: Callable[[PackedVirtqueue], None],
         *,
         features: int = 0,
-        callback: Callable[["PackedVirtqueue"], None] | None = None,
+        callback: Callable[[PackedVirtqueue], None] | None = None,
         name: str = "",
         addrs: RingAddrs | None = None,
     ):
@@ -513,7 +513,7 @@ class PackedVirtqueue(VirtqueueBase):
         try:
             k = order.index(bid) + 1
         except ValueError:  # in flight yet not in the avail order: a harness bug, never the device's
-            raise HarnessError(f"{self.name}: buffer {bid} in flight but not in the IN_ORDER avail order")
+            raise HarnessError(f"{self.name}: buffer {bid} in flight but not in the IN_ORDER avail order") from None
         published = len(order) - self._unpub_bufs
         if k > published:
             self._bad(

@@ -14,7 +14,7 @@ completed either way.
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -68,10 +68,10 @@ class SplitVirtqueue(VirtqueueBase):
         mem: GuestMemory,
         index: int,
         num: int,
-        notify: Callable[["SplitVirtqueue"], None],
+        notify: Callable[[SplitVirtqueue], None],
         *,
         features: int = 0,
-        callback: Callable[["SplitVirtqueue"], None] | None = None,
+        callback: Callable[[SplitVirtqueue], None] | None = None,
         name: str = "",
         addrs: RingAddrs | None = None,
     ):

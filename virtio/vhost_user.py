@@ -160,7 +160,7 @@ class MemRegion:
         return MEM_REGION.pack(self.guest_addr, self.size, self.user_addr, self.mmap_offset)
 
     @classmethod
-    def unpack(cls, data: bytes, offset: int = 0) -> "MemRegion":
+    def unpack(cls, data: bytes, offset: int = 0) -> MemRegion:
         return cls(*MEM_REGION.unpack_from(data, offset))
 
 
@@ -270,7 +270,7 @@ class Channel:
         self.closed = False
 
     @classmethod
-    def connect(cls, path: str, timeout: float, *, retry_refused: bool = True) -> "Channel":
+    def connect(cls, path: str, timeout: float, *, retry_refused: bool = True) -> Channel:
         """Connect, bounded by ``timeout``. A refused connection is retried until then: a back-end
         creates and binds its socket file before it listens (DPDK logs the two steps apart), so a
         back-end that has just (re)started can refuse for a moment. A missing file fails at once,

@@ -6,7 +6,8 @@ from __future__ import annotations
 import threading
 import time
 import zlib
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 

@@ -65,11 +65,11 @@ class Shape:
     indirect_desc_write_flag: bool = False
 
     def kw(self) -> dict:
-        return dict(
-            indirect=self.indirect,
-            direct_before_indirect=self.direct_before_indirect,
-            indirect_desc_write_flag=self.indirect_desc_write_flag,
-        )
+        return {
+            "indirect": self.indirect,
+            "direct_before_indirect": self.direct_before_indirect,
+            "indirect_desc_write_flag": self.indirect_desc_write_flag,
+        }
 
 
 @dataclass

@@ -95,7 +95,7 @@ class Traffic:
 
     held: tuple[int, ...] = ()  # queues whose buffers wait for traffic on another queue
 
-    def __init__(self, st: "RingStress"):
+    def __init__(self, st: RingStress):
         self.st = st
         self.work = st.work
 
@@ -682,7 +682,7 @@ class RingStress:
             return error  # even the plain exchange fails now: nothing to narrow down
         try:
             for clause, what, shape in experiments:
-                blame(clause, f"{what} failed where one descriptor per part worked", lambda: work.roundtrip(shape, size=2048))
+                blame(clause, f"{what} failed where one descriptor per part worked", lambda shape=shape: work.roundtrip(shape, size=2048))
             for vq in work.vqs:
                 vq.notify()  # nothing new is available
             blame(CLAUSE_SPURIOUS_KICK, "after notifications with nothing new available, an exchange failed", work.roundtrip)
@@ -727,7 +727,7 @@ def machine_class():
             try:
                 return fn(self, **kw)
             except Exception as e:
-                raise self._failed(e)
+                raise self._failed(e) from e
 
         return run
 
@@ -812,7 +812,7 @@ def machine_class():
                     for q in range(len(self.s.vqs)):
                         self.s.check_queue(q)
                 except Exception as e:
-                    raise self._failed(e)
+                    raise self._failed(e) from e
 
         def teardown(self):
             if not self.live or not self.s.vqs:
@@ -830,7 +830,7 @@ def machine_class():
             try:
                 self.s.drain()
             except Exception as e:
-                raise self._failed(e)
+                raise self._failed(e) from e
             self.s.stop()
 
     return RingStressMachine

@@ -13,13 +13,12 @@ class in the module of its topic, list it in ``MUTANT_CLASSES`` below, and run
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from virtio import constants as C
 
 from . import config, packed, queue_reset, ring_options, rings, status_features
-
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import select
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 from virtio.errors import HarnessError
 

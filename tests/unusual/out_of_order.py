@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from targets.model.blk import BlkDevice
 from targets.model.rng import RngDevice
-from virtio.buffers import ChainError
 from virtio import constants as C
+from virtio.buffers import ChainError
 
 from . import Unusual
 
