@@ -348,7 +348,7 @@ def test_rng_batch_write_paths(size, shift):
 def test_u64_view_only_for_8_aligned_memory():
     """The model's 8-byte store path needs guest memory that starts 8-aligned; a vhost-user region
     mapped at another offset (or of a length not a multiple of 8) gets the byte path instead."""
-    from targets.model.split_ring import u64_view
+    from virtio.memory import u64_view
 
     raw = np.zeros(4099, dtype=np.uint8)
     assert raw.ctypes.data % 8 == 0

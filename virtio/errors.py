@@ -128,3 +128,8 @@ class GuestMemoryError(HarnessError):
 
 class TargetError(Exception):
     """A target could not be built or reached (bad spec, factory raised, device does not answer)."""
+
+
+def ordinal(k: int) -> str:
+    """1st, 2nd, 3rd, 4th, ... 11th, 12th, 13th, ... 21st: for messages that count positions."""
+    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"

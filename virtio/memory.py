@@ -45,9 +45,9 @@ _WEIGHTS = (np.random.default_rng(0x5EED).integers(0, 1 << 63, SMALL_DIGEST, dty
 
 
 try:  # numpy >= 2: the C function, without the Python dispatch wrapper
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
+    from numpy._core.multiarray import count_nonzero
 except ImportError:  # pragma: no cover
-    _count_nonzero = np.count_nonzero
+    count_nonzero = np.count_nonzero
 
 
 def changed_bytes(before: bytes, now: bytes, addr: int) -> str:
@@ -164,7 +164,7 @@ class GuestMemory:
 
     def canaries_broken(self, index: np.ndarray) -> bool:
         """Has any canary byte at ``index`` (from guard_index) changed?"""
-        return bool(_count_nonzero(self.bytes[index].reshape(-1, GUARD) != _CANARY))
+        return bool(count_nonzero(self.bytes[index].reshape(-1, GUARD) != _CANARY))
 
     def still_guards(self, guards: np.ndarray) -> np.ndarray:
         """The offsets in ``guards`` that are still canaries of a live allocation."""
@@ -271,3 +271,11 @@ class GuestMemory:
             # A numpy view is still alive somewhere; the mapping goes when it does.
             pass
         os.close(self.fd)
+
+
+def u64_view(mem_bytes: np.ndarray) -> np.ndarray | None:
+    """Guest memory as le64 words, for 8-byte stores at 8-aligned offsets; None when the mapping
+    does not start 8-aligned (a vhost-user region may start anywhere)."""
+    if mem_bytes.ctypes.data % 8:
+        return None
+    return mem_bytes[: len(mem_bytes) // 8 * 8].view(np.uint64)

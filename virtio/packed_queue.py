@@ -24,8 +24,8 @@ import numpy as np
 from . import constants as C
 from .areas import RingAddrs
 from .buffers import BufferChain, Sg, SgArray
-from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen, RingTooSmall
-from .memory import GuestMemory, virtio_mb
+from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen, RingTooSmall, ordinal
+from .memory import GuestMemory, count_nonzero, virtio_mb
 from .packed import (
     DESC_SIZE,
     EVENT_SUPPRESS_SIZE,
@@ -41,7 +41,6 @@ from .packed import (
     off_wrap,
     split_event,
 )
-from .split_queue import _count_nonzero, _nth
 from .virtqueue import VirtqueueBase
 
 # Clause ids this module reports (see virtio/clauses.toml).
@@ -374,7 +373,7 @@ class PackedVirtqueue(VirtqueueBase):
 
     def _unpublished(self, slot: int) -> bool:
         """Is ``slot`` the head of a buffer added but not yet published?"""
-        return slot in self._pending or any(_count_nonzero(s == slot) for s, _ in self._pending_runs)
+        return slot in self._pending or any(count_nonzero(s == slot) for s, _ in self._pending_runs)
 
     def publish(self) -> None:
         """Make added buffers available: one 16-bit store of each head's flags, in ring order."""
@@ -521,7 +520,7 @@ class PackedVirtqueue(VirtqueueBase):
                     CLAUSE_IN_ORDER,
                     "used descriptor names a buffer whose in-order batch includes buffers not yet made available",
                     expected=f"one of the {published} oldest buffers in flight (a batch of at most {published}, 2.8.8)",
-                    observed=f"id {bid}, the {_nth(k)} oldest, at ring slot {slot}",
+                    observed=f"id {bid}, the {ordinal(k)} oldest, at ring slot {slot}",
                     queue=self.name,
                 )
             )
@@ -588,14 +587,14 @@ class PackedVirtqueue(VirtqueueBase):
             return self._batch_violation(m, chains)
         write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
         fits = lens < room
-        if _count_nonzero(room == 0) or _count_nonzero(write & ~fits):
+        if count_nonzero(room == 0) or count_nonzero(write & ~fits):
             return self._batch_violation(m, chains)
         room_arr = self._room
         room_arr[ids] = 0
-        if _count_nonzero(room_arr) != self._nflight - m:  # an id named twice
+        if count_nonzero(room_arr) != self._nflight - m:  # an id named twice
             room_arr[ids] = room  # undo: get_buf finds the repeat in ring order
             return self._batch_violation(m, chains)
-        used_lens = lens if _count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
+        used_lens = lens if count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
         self._check_batch(ids)
         top = self._nfree_ids
         self._free[top : top + m] = ids

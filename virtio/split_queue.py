@@ -21,15 +21,10 @@ import numpy as np
 from . import constants as C
 from .areas import RingAddrs
 from .buffers import BufferChain, Sg, SgArray
-from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen, RingTooSmall
-from .memory import GuestMemory, virtio_mb
+from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen, RingTooSmall, ordinal
+from .memory import GuestMemory, count_nonzero, virtio_mb
 from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, alloc_split_ring, free_split_ring, vring_need_event
 from .virtqueue import VirtqueueBase
-
-try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
-except ImportError:  # pragma: no cover
-    _count_nonzero = np.count_nonzero
 
 # Clause ids this module reports (see virtio/clauses.toml).
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
@@ -44,10 +39,6 @@ def check_split_queue_size(num: int, name: str = "") -> None:
     any other size the same way (vring_alloc_queue_split)."""
     if not (1 <= num <= MAX_QUEUE_SIZE and num & (num - 1) == 0):
         raise HarnessError(f"{name or 'split queue'}: size {num} is not a power of 2 in 1..{MAX_QUEUE_SIZE} (2.7)")
-
-
-def _nth(k: int) -> str:
-    return f"{k}{'th' if 10 <= k % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(k % 10, 'th')}"
 
 
 _NO_IDS = np.empty(0, dtype=np.intp)
@@ -225,7 +216,7 @@ class SplitVirtqueue(VirtqueueBase):
             self._free[self._nfree : self._nfree + len(ids)] = ids
         self._nfree += len(ids)
         multi = nd > 1
-        self._multi -= int(_count_nonzero(multi))
+        self._multi -= int(count_nonzero(multi))
         self._nd[heads[multi]] = 1
 
     def _synth_chain(self, head: int) -> BufferChain:
@@ -389,7 +380,7 @@ class SplitVirtqueue(VirtqueueBase):
         self._rearm_recycled(heads)
         self._room[heads] = self._kept_room[heads]
         self._nflight += k
-        self._multi += int(_count_nonzero(self._nd[heads] > 1))
+        self._multi += int(count_nonzero(self._nd[heads] > 1))
         self._make_available(heads)
 
     def _take_recycled(self, heads: np.ndarray, op: str) -> None:
@@ -398,7 +389,7 @@ class SplitVirtqueue(VirtqueueBase):
         if k > self._nrecycled or not self._recycled[heads].all():
             raise HarnessError(f"{self.name}: {op} of buffers that are not recycled")
         self._recycled[heads] = False
-        if _count_nonzero(self._recycled) != self._nrecycled - k:  # a head named twice
+        if count_nonzero(self._recycled) != self._nrecycled - k:  # a head named twice
             self._recycled[heads] = True
             raise HarnessError(f"{self.name}: {op} names a buffer twice")
         self._nrecycled -= k
@@ -410,7 +401,7 @@ class SplitVirtqueue(VirtqueueBase):
         self._take_recycled(heads, "free_recycled")
         self._forget_recycled(heads)
         self._nflight += len(heads)  # _free_heads counts them out of flight
-        self._multi += int(_count_nonzero(self._nd[heads] > 1))
+        self._multi += int(count_nonzero(self._nd[heads] > 1))
         self._free_heads(heads)
 
     def _write_descs(self, ids: np.ndarray, x: Sg | SgArray, flags: int, nxt: np.ndarray | None, count: int):
@@ -553,7 +544,7 @@ class SplitVirtqueue(VirtqueueBase):
                         CLAUSE_IN_ORDER,
                         "used elem names a buffer whose in-order batch goes beyond the used idx advance",
                         expected=f"used idx moved by at least {k} from {(last + pos) & 0xFFFF} (the elem names "
-                        f"the {_nth(k)} oldest buffer in flight: a batch of {k}, 2.7.9)",
+                        f"the {ordinal(k)} oldest buffer in flight: a batch of {k}, 2.7.9)",
                         observed=f"used idx {used_idx} ({pending - pos} new from there); id {uid} at used ring slot {slot}",
                         queue=self.name,
                     )
@@ -580,7 +571,7 @@ class SplitVirtqueue(VirtqueueBase):
         ends = np.cumsum([k for _, _, k in batches]) - 1
         lens[ends] = [n for _, n, _ in batches]
         reported[ends] = True
-        if _count_nonzero(live) != total:  # a buffer detached since (never while the device runs)
+        if count_nonzero(live) != total:  # a buffer detached since (never while the device runs)
             heads, lens, reported = heads[live], lens[live], reported[live]
         self._seq_next = s0 + total
         self.last_used_idx = (self.last_used_idx + total) & 0xFFFF
@@ -645,20 +636,20 @@ class SplitVirtqueue(VirtqueueBase):
             room = self._room[ids]
         except IndexError:  # an id beyond the queue (and beyond the sentinel)
             self._batch_violation(elems, s)
-        if _count_nonzero(lens >= room):  # not in flight (room 0), or len too big
+        if count_nonzero(lens >= room):  # not in flight (room 0), or len too big
             self._batch_violation(elems, s)
         # A repeated id: zeroing the batch's rooms frees fewer than m heads (for big queues,
         # where counting every room costs more, a mark per position shows it instead).
         room_arr = self._room
         if self.num <= 4096:
             room_arr[ids] = 0
-            repeated = _count_nonzero(room_arr) != self._nflight - m
+            repeated = count_nonzero(room_arr) != self._nflight - m
             if repeated:
                 room_arr[ids] = room  # undo: the violation leaves the state as it found it
         else:
             ar = self._ar[:m]
             self._mark[ids] = ar  # a later repeat overwrites an earlier one's mark
-            repeated = _count_nonzero(self._mark[ids] != ar)
+            repeated = count_nonzero(self._mark[ids] != ar)
             if not repeated:
                 room_arr[ids] = 0
         if repeated:
@@ -670,7 +661,7 @@ class SplitVirtqueue(VirtqueueBase):
             self._nrecycled += m
             self._nflight -= m
             if self._multi:
-                self._multi -= int(_count_nonzero(self._nd[ids] > 1))
+                self._multi -= int(count_nonzero(self._nd[ids] > 1))
         elif self._multi:
             self._free_heads(ids)
         else:  # _free_heads, inline for the common case of one descriptor per buffer
@@ -698,7 +689,7 @@ class SplitVirtqueue(VirtqueueBase):
             elems = np.concatenate((self._used32[2 * s :], self._used32[: 2 * (e - num)]))
         ids = elems[0::2].astype(np.intp)
         lens = elems[1::2]
-        if ids.max() < num and not _count_nonzero(lens >= self._room[ids]) and not _count_nonzero(self._seq[ids] != s0 + self._ar[:m]):
+        if ids.max() < num and not count_nonzero(lens >= self._room[ids]) and not count_nonzero(self._seq[ids] != s0 + self._ar[:m]):
             self._seq_next = s0 + m
             self.last_used_idx = (self.last_used_idx + m) & 0xFFFF
             self._after_used()

@@ -14,10 +14,10 @@ import numpy as np
 from virtio import constants as C
 from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
-from virtio.memory import GuestMemory
+from virtio.memory import GuestMemory, count_nonzero, u64_view
 from virtio.packed import PVIRTQ_DESC, PackedRing, is_avail, need_event, off_wrap, split_event, used_flags
 
-from .split_ring import DeviceSplitQueue, _count_nonzero, u64_view
+from .split_ring import DeviceSplitQueue
 
 _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
 # Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
@@ -123,7 +123,7 @@ class DevicePackedQueue:
                     bad[j:] = True
                     break
                 seen.add(b)
-        if _count_nonzero(bad):
+        if count_nonzero(bad):
             n = int(bad.argmax())
             if n == 0:
                 return False

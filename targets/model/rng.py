@@ -8,14 +8,10 @@ import numpy as np
 
 from virtio import constants as C
 from virtio.buffers import DeviceChain
+from virtio.memory import count_nonzero
 
 from .device import Device
 from .split_ring import DeviceSplitQueue
-
-try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
-except ImportError:  # pragma: no cover
-    _count_nonzero = np.count_nonzero
 
 _WRITE = np.full(1 << 15, C.VIRTQ_DESC_F_WRITE, dtype=np.uint16)  # flags operand of handle_batch
 
@@ -53,7 +49,7 @@ class RngDevice(Device):
         buffer is filled completely with fresh entropy; a readable-only one gets used len 0."""
         n = len(lens)
         width = int(lens[0])
-        if _count_nonzero(flags & _WRITE[:n]) == n and not _count_nonzero(lens[1:] != lens[:-1]):
+        if count_nonzero(flags & _WRITE[:n]) == n and not count_nonzero(lens[1:] != lens[:-1]):
             used, total = lens, n * width  # the usual case: all writable, all one size
         else:
             used = np.where(flags & C.VIRTQ_DESC_F_WRITE, lens, 0).astype(np.uint32)

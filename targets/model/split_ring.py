@@ -12,20 +12,8 @@ import numpy as np
 from virtio import constants as C
 from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
-from virtio.memory import GuestMemory
+from virtio.memory import GuestMemory, count_nonzero, u64_view
 from virtio.split import VIRTQ_DESC, SplitRing, vring_need_event
-
-try:  # numpy >= 2: the C function, without the Python dispatch wrapper (called on every batch)
-    from numpy._core.multiarray import count_nonzero as _count_nonzero
-except ImportError:  # pragma: no cover
-    _count_nonzero = np.count_nonzero
-
-def u64_view(mem_bytes: np.ndarray) -> np.ndarray | None:
-    """Guest memory as le64 words, for 8-byte stores at 8-aligned offsets; None when the mapping
-    does not start 8-aligned (a vhost-user region may start anywhere)."""
-    if mem_bytes.ctypes.data % 8:
-        return None
-    return mem_bytes[: len(mem_bytes) // 8 * 8].view(np.uint64)
 
 
 class DeviceSplitQueue:
@@ -173,7 +161,7 @@ class DeviceSplitQueue:
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
         end = off + lens
         bad = np.maximum(off, end) > self._sizec[:n]  # off <= size rules out a wrap in end
-        if _count_nonzero(bad):
+        if count_nonzero(bad):
             n = int(bad.argmax())
             if n == 0:
                 return False
@@ -227,10 +215,10 @@ class DeviceSplitQueue:
         run_addrs, off = self._run
         if run_addrs is not addrs:
             off = addrs - self._basec[:n]
-            if _count_nonzero((off >= self._sizec[:n]) | (off + lens > self._sizec[:n])):
+            if count_nonzero((off >= self._sizec[:n]) | (off + lens > self._sizec[:n])):
                 raise ChainError("write_batch: a buffer outside guest memory")
         off = off.view(np.intp)  # offsets within guest memory: far below 2**63
-        if width is not None and width & 7 == 0 and self._mem_u64 is not None and not _count_nonzero(off & 7):
+        if width is not None and width & 7 == 0 and self._mem_u64 is not None and not count_nonzero(off & 7):
             # Every buffer 8-byte aligned and a multiple of 8 long: 8-byte stores, 1/8 the indexes.
             words = width >> 3
             if words == 1:
