@@ -17,6 +17,9 @@ from .memory import GuestMemory
 # struct pvirtq_desc { le64 addr; le32 len; le16 id; le16 flags; }  (2.8.13)
 PVIRTQ_DESC = np.dtype([("addr", "<u8"), ("len", "<u4"), ("id", "<u2"), ("flags", "<u2")])
 DESC_SIZE = 16
+# A descriptor's second 8 bytes as one le64 word: len | id << 32 | flags << 48 (see split.py).
+WORD_ID_SHIFT = 32
+WORD_FLAGS_SHIFT = 48
 # struct pvirtq_event_suppress { le16 desc (off:15 | wrap:1); le16 flags (2 bits, rest reserved); }
 PVIRTQ_EVENT_SUPPRESS = np.dtype([("desc", "<u2"), ("flags", "<u2")])
 EVENT_SUPPRESS_SIZE = 4
@@ -46,6 +49,19 @@ def avail_flags(wrap: int) -> int:
 def used_flags(wrap: int) -> int:
     """Flags marking a descriptor used by a device whose wrap counter is ``wrap`` (2.8.1)."""
     return (C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED) if wrap else 0
+
+
+def lap_flags(num: int) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """(avail, used) flag tables for runs of up to ``2 * num`` descriptors: ``avail[w][i]`` are the
+    AVAIL/USED bits of an available descriptor (AVAIL=w, USED=!w) and ``used[w][i]`` those of a used
+    one (AVAIL=USED=w) at index i of a run that starts in a lap whose wrap counter is w; the lap,
+    and so the bits, flip at i == num (2.8.1)."""
+    lap = np.arange(2 * num) < num  # index i of a run from slot 0: still in the first lap?
+    a, u = C.VIRTQ_DESC_F_AVAIL, C.VIRTQ_DESC_F_USED
+    au = a | u
+    avail = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
+    used = (np.where(lap, 0, au).astype(np.uint16), np.where(lap, au, 0).astype(np.uint16))
+    return avail, used
 
 
 def is_avail(flags: int, wrap: int) -> bool:
@@ -84,7 +100,9 @@ class PackedRing:
         self.num = num
         self.addrs = addrs
         self.desc = mem.array(addrs.desc, PVIRTQ_DESC, num)
-        self.desc_addr = self.desc["addr"]
+        d64 = mem.array(addrs.desc, np.uint64, 2 * num)
+        self.desc_addr = d64[0::2]  # le64 addr
+        self.desc_word = d64[1::2]  # le32 len | le16 id << 32 | le16 flags << 48
         self.desc_len = self.desc["len"]
         self.desc_id = self.desc["id"]
         self.desc_flags = self.desc["flags"]

@@ -37,6 +37,7 @@ from .packed import (
     free_packed_ring,
     is_avail,
     is_used,
+    lap_flags,
     need_event,
     off_wrap,
     split_event,
@@ -137,12 +138,7 @@ class PackedVirtqueue(VirtqueueBase):
         self._free = np.arange(num - 1, -1, -1, dtype=np.intp)
         self._nfree_ids = num
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
-        lap = np.arange(2 * num) < num  # index i of a run from slot 0: still in the first lap?
-        # Flags of an available (AVAIL=w, USED=!w) and of a used (AVAIL=USED=w) descriptor at ring
-        # index i of a run starting in a lap whose wrap counter is w (2.8.1): [w][i].
-        a, u = C.VIRTQ_DESC_F_AVAIL, C.VIRTQ_DESC_F_USED
-        self._availf = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
-        self._usedf = (np.where(lap, 0, _AU).astype(np.uint16), np.where(lap, _AU, 0).astype(np.uint16))
+        self._availf, self._usedf = lap_flags(num)  # [w][i], 2.8.1
         self.free_desc = num
         self.next_avail_idx = 0
         self.avail_wrap_counter = 1

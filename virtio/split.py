@@ -17,6 +17,10 @@ VIRTQ_DESC = np.dtype([("addr", "<u8"), ("len", "<u4"), ("flags", "<u2"), ("next
 DESC_SIZE = 16
 # struct virtq_used_elem { le32 id; le32 len; }  (2.7.8) -- viewed as (num, 2) le32
 USED_ELEM_SIZE = 8
+# A descriptor's second 8 bytes as one le64 word: len | flags << 32 | next << 48. Reading or writing
+# a descriptor as (addr, word) is two aligned 8-byte accesses instead of four narrower ones.
+WORD_FLAGS_SHIFT = 32
+WORD_NEXT_SHIFT = 48
 
 DESC_ALIGN = 16
 AVAIL_ALIGN = 2
@@ -43,7 +47,8 @@ class SplitRing:
 
     Field names follow the spec: ``desc`` (descriptor table), ``avail_flags``, ``avail_idx``,
     ``avail_ring``, ``used_event`` (driver area), ``used_flags``, ``used_idx``, ``used_ring``,
-    ``avail_event`` (device area). Single fields are 1-element arrays: ``ring.avail_idx[0] = n``
+    ``avail_event`` (device area). ``desc_addr`` / ``desc_word`` are each descriptor's addr and
+    its other 8 bytes as one le64 (``WORD_FLAGS_SHIFT``, ``WORD_NEXT_SHIFT``). Single fields are 1-element arrays: ``ring.avail_idx[0] = n``
     is one 16-bit store.
     """
 
@@ -52,6 +57,9 @@ class SplitRing:
         self.num = num
         self.addrs = addrs
         self.desc = mem.array(addrs.desc, VIRTQ_DESC, num)
+        d64 = mem.array(addrs.desc, np.uint64, 2 * num)
+        self.desc_addr = d64[0::2]  # le64 addr
+        self.desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48
         avail = mem.array(addrs.driver, np.uint16, 3 + num)
         self.avail_flags = avail[0:1]
         self.avail_idx = avail[1:2]

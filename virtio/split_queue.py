@@ -109,9 +109,8 @@ class SplitVirtqueue(VirtqueueBase):
         self.mem.fill(self.addrs.desc, 16 * num, 0)
         self.mem.fill(self.addrs.driver, 2 * (3 + num), 0)
         self.mem.fill(self.addrs.device, 4 + 8 * num + 2, 0)
-        d64 = self.mem.array(self.addrs.desc, np.dtype("<u8"), 2 * num)
-        self._desc_addr = d64[0::2]  # le64 addr
-        self._desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48, one 8-byte store
+        self._desc_addr = self.ring.desc_addr
+        self._desc_word = self.ring.desc_word  # one 8-byte store per descriptor
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
         self._ar = np.arange(num + 1, dtype=np.intp)
         self._room = np.zeros(num + 1, dtype=np.uint64)

@@ -15,7 +15,7 @@ from virtio import constants as C
 from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
 from virtio.memory import GuestMemory, count_nonzero, u64_view
-from virtio.packed import PVIRTQ_DESC, PackedRing, is_avail, need_event, off_wrap, split_event, used_flags
+from virtio.packed import PVIRTQ_DESC, PackedRing, is_avail, lap_flags, need_event, off_wrap, split_event, used_flags
 
 from .split_ring import DeviceSplitQueue
 
@@ -62,15 +62,9 @@ class DevicePackedQueue:
     def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
         num = self.num
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num
-        lap = np.arange(2 * num) < num
-        a, u = C.VIRTQ_DESC_F_AVAIL, C.VIRTQ_DESC_F_USED
-        # [w][i]: flags of an available / used descriptor at index i of a run that starts in a lap
-        # whose wrap counter is w (the lap flips at i == num), 2.8.1.
-        self._availf = (np.where(lap, u, a).astype(np.uint16), np.where(lap, a, u).astype(np.uint16))
-        self._usedf = (np.where(lap, 0, _AU).astype(np.uint16), np.where(lap, _AU, 0).astype(np.uint16))
-        d64 = mem.array(addrs.desc, np.dtype("<u8"), 2 * num)
-        self._desc_addr = d64[0::2]  # le64 addr
-        self._desc_word = d64[1::2]  # le32 len | le16 id << 32 | le16 flags << 48
+        self._availf, self._usedf = lap_flags(num)
+        self._desc_addr = self.ring.desc_addr
+        self._desc_word = self.ring.desc_word
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)

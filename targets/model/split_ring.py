@@ -111,9 +111,8 @@ class DeviceSplitQueue:
     # take or reject it exactly as before (ChainError).
     def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
         num = self.num
-        d64 = mem.array(addrs.desc, np.dtype("<u8"), 2 * num)
-        self._desc_addr = d64[0::2]  # le64 addr
-        self._desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48
+        self._desc_addr = self.ring.desc_addr
+        self._desc_word = self.ring.desc_word
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num
         self._basec = np.full(num, mem.base, dtype=np.uint64)
         self._sizec = np.full(num, mem.size, dtype=np.uint64)
