@@ -1,7 +1,7 @@
 """Self-tests of the vhost-user back-end server (targets/vhost_user/serve.py, backend.py).
 
 The server runs in its own process (sockets in tmp_path, stopped by PID); a small raw client on
-virtio.vhost_user.Channel plays QEMU's front-end (docs/interop/vhost-user.rst) with a memfd guest
+targets.vhost_user.channel.Channel plays QEMU's front-end (docs/interop/vhost-user.rst) with a memfd guest
 memory whose user addresses differ from its guest-physical ones, and drives whole sessions: features,
 protocol features, memory table, rings, requests on rng and blk with the data checked.
 """
@@ -19,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from targets.vhost_user import protocol as vu
 from targets.vhost_user.backend import Backend
+from targets.vhost_user.channel import Channel
+from targets.vhost_user.inflight import InflightBuffer, queue_region_size_split
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.memory import GuestMemory
 from virtio.messages import BLK_OUTHDR
 from virtio.split_queue import SplitVirtqueue
-from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
 ROOT = Path(__file__).resolve().parents[1]
 USER_BASE = 0x7F00_0000_0000  # front-end user addresses: deliberately not the guest-physical ones
@@ -81,7 +82,7 @@ class Client:
     """A raw front-end: one request at a time, every wait bounded."""
 
     def __init__(self, path: str, mem_size: int = 4 << 20):
-        self.ch = vu.Channel.connect(path, TIMEOUT)
+        self.ch = Channel.connect(path, TIMEOUT)
         self.mem = GuestMemory(mem_size)
         self.fds: list[int] = []
 

@@ -1,4 +1,4 @@
-"""virtio.vhost_user.Channel.connect: bounded, and patient with a back-end that has bound its socket
+"""targets.vhost_user.channel.Channel.connect: bounded, and patient with a back-end that has bound its socket
 but not yet called listen() (seen with a just-restarted DPDK testpmd: 'Connection refused')."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from virtio import vhost_user as vu
+from targets.vhost_user.channel import Channel
 
 
 def test_refused_until_listen_then_connected(tmp_path):
@@ -20,7 +20,7 @@ def test_refused_until_listen_then_connected(tmp_path):
     timer.start()
     try:
         t0 = time.monotonic()
-        chan = vu.Channel.connect(path, timeout=3.0)
+        chan = Channel.connect(path, timeout=3.0)
         assert 0.15 < time.monotonic() - t0 < 3.0
         chan.close()
     finally:
@@ -35,7 +35,7 @@ def test_refused_for_the_whole_timeout_fails_in_bound(tmp_path):
     try:
         t0 = time.monotonic()
         with pytest.raises(ConnectionRefusedError):
-            vu.Channel.connect(path, timeout=0.3)
+            Channel.connect(path, timeout=0.3)
         assert time.monotonic() - t0 < 1.0
     finally:
         srv.close()
@@ -44,5 +44,5 @@ def test_refused_for_the_whole_timeout_fails_in_bound(tmp_path):
 def test_missing_socket_fails_at_once(tmp_path):
     t0 = time.monotonic()
     with pytest.raises(FileNotFoundError):
-        vu.Channel.connect(str(tmp_path / "absent.sock"), timeout=5.0)
+        Channel.connect(str(tmp_path / "absent.sock"), timeout=5.0)
     assert time.monotonic() - t0 < 0.5

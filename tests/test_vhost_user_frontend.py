@@ -16,9 +16,10 @@ import pytest
 
 from targets.registry import open_target, parse_target
 from targets.vhost_user import VhostUserTransport
+from targets.vhost_user import protocol as vu
+from targets.vhost_user.channel import Channel
 from targets.vhost_user.frontend import USER_BASE
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import DeviceViolation, TargetError, UnsupportedOp
 from virtio.workloads import workload_for
@@ -236,7 +237,7 @@ class ScriptedBackend:
 
     def _run(self):
         conn, _ = self.srv.accept()
-        ch = vu.Channel(conn, "front-end")
+        ch = Channel(conn, "front-end")
         try:
             while True:
                 msg = ch.recv(10)
@@ -329,7 +330,7 @@ def test_inflight_fd_get_and_set_against_our_server(tmp_path):
     import mmap
 
     from targets.vhost_user.frontend import InflightInfo
-    from virtio.vhost_user_inflight import InflightBuffer
+    from targets.vhost_user.inflight import InflightBuffer
 
     from .test_vhost_user_backend import start_server, stop_server
 

@@ -1,6 +1,6 @@
 """The vhost-user back-end's duties (QEMU docs/interop/vhost-user.rst), checked over a raw session.
 
-Each test opens its own session (virtio.vhost_user_session.RawSession) on the target's socket and
+Each test opens its own session (targets.vhost_user.session.RawSession) on the target's socket and
 tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are bounded by
 --device-timeout; "nothing happens" is judged over a short window (IDLE seconds).
 """
@@ -14,12 +14,12 @@ import time
 
 import pytest
 
+from targets.vhost_user import protocol as vu
+from targets.vhost_user.inflight import InflightBuffer
+from targets.vhost_user.session import DEFAULT_PROTOCOL, RINGS_NEEDED
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
 from virtio.messages import blk_outhdr
-from virtio.vhost_user_inflight import InflightBuffer
-from virtio.vhost_user_session import DEFAULT_PROTOCOL, RINGS_NEEDED
 
 IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
 UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
@@ -557,9 +557,7 @@ def test_inflight_fd_tracks_and_resubmits(vu_ring_backend):
         _region_says(region, f"while descriptor {held.head} is taken and not used", in_flight=[held.head],
                      used_idx=int(held_ring.vq.ring.used_idx[0]))
         # Disconnect; the next session gets the same buffer, memory and rings.
-        s.chan.close()
-        s.chan = vu.Channel.connect(s.path, s.timeout)
-        s.log.append("<reconnect>")
+        s.reconnect()
         s.handshake(protocol_mask=mask)
         _inflight_session(s, payload, fd)
         for index, r in s.rings.items():

@@ -36,13 +36,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.errors import DeviceViolation, HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
 from virtio.packed_queue import PackedVirtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
+from . import protocol as vu
+from .channel import Channel
 from .events import EventThread, drain_eventfd, new_eventfd
 
 # Front-end "user address" of guest memory offset 0: far from DEFAULT_BASE, so a back-end that
@@ -160,9 +161,9 @@ class VhostUserTransport(ConfigOps):
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
         self._lock = threading.RLock()  # one request/reply pair at a time on the channel
         self.events = EventThread()
-        self.chan: vu.Channel | None = None
+        self.chan: Channel | None = None
         self.mem: GuestMemory | None = None
-        self._backend_chan: vu.Channel | None = None
+        self._backend_chan: Channel | None = None
         self.vqs: list = []
         self._kick: dict[int, int] = {}
         self._call: dict[int, int] = {}
@@ -206,7 +207,7 @@ class VhostUserTransport(ConfigOps):
         if problem:
             raise TargetError(f"{self.spec}: {problem}")
         try:
-            self.chan = vu.Channel.connect(self.socket_path, self.timeout, retry_refused=retry_refused)
+            self.chan = Channel.connect(self.socket_path, self.timeout, retry_refused=retry_refused)
         except FileNotFoundError:
             raise TargetError(f"{self.spec}: no vhost-user back-end at {self.socket_path} (no such file)") from None
         except ConnectionRefusedError:
@@ -238,7 +239,7 @@ class VhostUserTransport(ConfigOps):
                 self._call_ack(vu.SET_BACKEND_REQ_FD, b"", [theirs.fileno()])
             finally:
                 theirs.close()
-            self._backend_chan = vu.Channel(ours, f"{self.socket_path} (back-end requests)")
+            self._backend_chan = Channel(ours, f"{self.socket_path} (back-end requests)")
             self.events.register(self._backend_chan.fileno(), self._serve_backend_request)
         self._call_ack(vu.SET_OWNER)
 

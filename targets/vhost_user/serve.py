@@ -22,7 +22,7 @@ import socket
 import stat
 import sys
 
-from virtio.vhost_user import Channel
+from .channel import Channel
 
 
 class Terminate(BaseException):

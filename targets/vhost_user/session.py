@@ -19,14 +19,16 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from . import constants as C
-from . import vhost_user as vu
-from .buffers import Sg
-from .errors import DeviceViolation, TargetError
-from .memory import GuestMemory
-from .messages import NetHdr, blk_outhdr
-from .packed_queue import PackedVirtqueue
-from .split_queue import SplitVirtqueue
+from virtio import constants as C
+from virtio.buffers import Sg
+from virtio.errors import DeviceViolation, TargetError
+from virtio.memory import GuestMemory
+from virtio.messages import NetHdr, blk_outhdr
+from virtio.packed_queue import PackedVirtqueue
+from virtio.split_queue import SplitVirtqueue
+
+from . import protocol as vu
+from .channel import Channel
 
 USER_BASE = 0x7F00_0000_0000
 CLAUSE_HEADER_FLAGS = "vu.header.1"
@@ -70,10 +72,7 @@ class RawSession:
         self.device_type = device_type
         self.timeout = timeout
         self.clause = clause
-        try:
-            self.chan = vu.Channel.connect(path, timeout)
-        except OSError as e:
-            raise TargetError(f"vhost-user back-end at {path}: cannot connect ({e.strerror or e})") from None
+        self.chan = self._connect()
         self.mem = GuestMemory(mem_size, name="vu-protocol")
         self.extra_mems: list[GuestMemory] = []  # regions added later (add_region)
         self.rings: dict[int, RawRing] = {}
@@ -82,6 +81,19 @@ class RawSession:
         self.protocol_offered = 0
         self.protocol = 0  # acked with SET_PROTOCOL_FEATURES
         self.log: list[str] = []  # the conversation, for failure messages
+
+    def _connect(self) -> Channel:
+        try:
+            return Channel.connect(self.path, self.timeout)
+        except OSError as e:
+            raise TargetError(f"vhost-user back-end at {self.path}: cannot connect ({e.strerror or e})") from None
+
+    def reconnect(self) -> None:
+        """Drop the connection and make a new one; memory and rings stay (a front-end that
+        reconnects after a back-end restart hands the same ones over again)."""
+        self.chan.close()
+        self.chan = self._connect()
+        self.log.append("<reconnect>")
 
     # -- framing ---------------------------------------------------------------------------------
     def user_addr(self, gpa: int) -> int:
