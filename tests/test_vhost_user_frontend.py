@@ -18,7 +18,7 @@ from targets.registry import open_target, parse_target
 from targets.vhost_user import VhostUserTransport
 from targets.vhost_user import protocol as vu
 from targets.vhost_user.channel import Channel
-from targets.vhost_user.frontend import USER_BASE
+from targets.vhost_user.handover import USER_BASE
 from virtio import constants as C
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import DeviceViolation, TargetError, UnsupportedOp

@@ -8,9 +8,9 @@ handed over at DRIVER_OK (SET_MEM_TABLE, then per ring SET_VRING_NUM/BASE/ADDR/C
 SET_VRING_ENABLE, then SET_STATUS).
 
 Guest memory is a memfd (virtio.memory.GuestMemory) passed by SCM_RIGHTS as one region whose
-guest address (``mem.base``) and front-end user address (``USER_BASE``) differ on purpose: ring
-addresses travel as user addresses, descriptors carry guest-physical ones, so a back-end that mixes
-the two address spaces up cannot pass.
+guest address (``mem.base``) and front-end user address (handover.USER_BASE) differ on purpose:
+ring addresses travel as user addresses, descriptors carry guest-physical ones, so a back-end that
+mixes the two address spaces up cannot pass.
 
 Decisions (documented here because the suites rely on them):
 - Feature bits that belong to vhost-user, not to the device (bit 30 VHOST_USER_F_PROTOCOL_FEATURES,
@@ -39,16 +39,12 @@ from virtio import constants as C
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.errors import DeviceViolation, HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
-from virtio.packed_queue import PackedVirtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 from . import protocol as vu
 from .channel import Channel
 from .events import EventThread, drain_eventfd, new_eventfd
-
-# Front-end "user address" of guest memory offset 0: far from DEFAULT_BASE, so a back-end that
-# translates a ring (user) address as guest-physical, or a descriptor the other way, misses.
-USER_BASE = 0x7F00_0000_0000
+from .handover import enable_ring, mem_region, program_ring
 
 # Protocol features this front-end implements (and so acks when offered).
 SUPPORTED_PROTOCOL_FEATURES = sum(
@@ -495,12 +491,9 @@ class VhostUserTransport(ConfigOps):
             return
         os.eventfd_write(fd, 1)
 
-    def _user_addr(self, guest_addr: int) -> int:
-        return guest_addr - self.mem.base + USER_BASE
-
     def mem_region(self) -> vu.MemRegion:
         """The single region of the current guest memory."""
-        return vu.MemRegion(self.mem.base, self.mem.size, USER_BASE, 0)
+        return mem_region(self.mem)
 
     def _ensure_mem_table(self) -> None:
         if not self._mem_table_sent:
@@ -515,31 +508,22 @@ class VhostUserTransport(ConfigOps):
             self._setup_ring(vq)
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
             for vq in started:
-                self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
+                enable_ring(self._sender(vq), vq.index, 1)
         self._rings_started = True
         self._running_rings.update(vq.index for vq in started)
         self._sync("starting the rings")
 
+    def _sender(self, vq) -> Callable[[int, bytes, tuple], None]:
+        """handover's send: a request that must be acked, failures naming ``vq``."""
+        return lambda request, payload, fds: self._must(request, payload, fds, queue=vq.name)
+
     def _setup_ring(self, vq) -> None:
         i = vq.index
-        a = vq.addrs
-        packed = isinstance(vq, PackedVirtqueue)
-        # A packed ring starts with both wrap counters 1 (2.8.1); bit 15 carries it (backends.md #5).
-        base = vu.vring_base_packed(0, 1, 0, 1) if packed else 0
-        self._must(vu.SET_VRING_NUM, vu.VRING_STATE.pack(i, vq.num), queue=vq.name)
-        self._must(vu.SET_VRING_BASE, vu.VRING_STATE.pack(i, base), queue=vq.name)
-        self._must(
-            vu.SET_VRING_ADDR,
-            vu.VRING_ADDR.pack(i, 0, self._user_addr(a.desc), self._user_addr(a.device), self._user_addr(a.driver), 0),
-            queue=vq.name,
-        )
-        # Call and err before kick: a back-end starts the ring on its kick fd (backends.md #3).
-        for table, request, on_signal in ((self._call, vu.SET_VRING_CALL, self._on_call), (self._err, vu.SET_VRING_ERR, self._on_err)):
+        for table, on_signal in ((self._call, self._on_call), (self._err, self._on_err)):
             if i not in table:
                 fd = table[i] = new_eventfd()
                 self.events.register(fd, lambda fd=fd, i=i, f=on_signal: f(fd, i))
-            self._must(request, vu.U64.pack(i), [table[i]], queue=vq.name)
-        self._must(vu.SET_VRING_KICK, vu.U64.pack(i), [self._kick[i]], queue=vq.name)
+        program_ring(self._sender(vq), vq, self.mem.base, call_fd=self._call[i], err_fd=self._err[i], kick_fd=self._kick[i])
 
     def _on_call(self, fd: int, index: int) -> None:
         if drain_eventfd(fd) and 0 <= index < len(self.vqs) and self.vqs[index] is not None:
@@ -603,7 +587,7 @@ class VhostUserTransport(ConfigOps):
         """As QEMU's vhost_user_reset_vring: disable the ring, then stop it (GET_VRING_BASE)."""
         self._ring_reset_ok("disable_vq_and_reset")
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
-            self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 0), queue=vq.name)
+            enable_ring(self._sender(vq), vq.index, 0)
         self.get_vring_base(vq.index)
         self._deliver_pending_call(vq)
 
@@ -623,7 +607,7 @@ class VhostUserTransport(ConfigOps):
         self._setup_ring(vq)
         self._running_rings.add(vq.index)
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
-            self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
+            enable_ring(self._sender(vq), vq.index, 1)
 
     # -- messages the protocol suite drives directly ------------------------------------------------------
     def reset_owner(self) -> int:

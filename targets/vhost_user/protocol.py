@@ -16,6 +16,8 @@ import os
 import struct
 from dataclasses import dataclass, field
 
+from virtio.areas import RingAddrs
+
 # -- header ----------------------------------------------------------------------------------------
 HEADER = struct.Struct("<III")  # request, flags, size
 VERSION = 0x1
@@ -128,6 +130,13 @@ VRING_AREA = struct.Struct("<QQQ")  # u64 (index | NOFD), size, offset
 # u64 payload of SET_VRING_KICK/CALL/ERR: bits 0-7 the queue index, bit 8 "no fd" (polling).
 VRING_IDX_MASK = 0xFF
 VRING_NOFD_MASK = 1 << 8
+
+
+def pack_vring_addr(index: int, addrs: RingAddrs, flags: int = 0, log: int = 0) -> bytes:
+    """SET_VRING_ADDR payload for a ring whose areas are given at the addresses the back-end
+    expects (front-end user addresses): the spec's driver area travels in the "available" field,
+    its device area in the "used" field, whatever the layout (virtio/areas.py)."""
+    return VRING_ADDR.pack(index, flags, addrs.desc, addrs.device, addrs.driver, log)
 
 
 def vring_base_packed(avail_idx: int, avail_wrap: int, used_idx: int = 0, used_wrap: int = 0) -> int:

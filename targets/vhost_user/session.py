@@ -5,9 +5,8 @@ Implements just enough of the front-end side of QEMU docs/interop/vhost-user.rst
 a time to any back-end and judge its answer. It is not the transport (targets/vhost_user/): the
 suite must be able to send what a well-behaved transport never would, and to see raw replies.
 
-Two address spaces (backends.md gotcha 1): SET_VRING_ADDR carries front-end *user* addresses,
-translated by the back-end through each region's user address; descriptors carry guest-physical
-addresses. Our user addresses are ``USER_BASE + offset``: consistent, not real pointers.
+Memory regions and rings are handed over as the transport hands them (handover.py: user
+addresses ``USER_BASE + offset`` for rings, guest-physical ones in descriptors).
 
 Everything the back-end sends is untrusted: a closed socket, a timeout, a malformed header or a
 reply to the wrong request becomes a DeviceViolation naming the request, the clause and the bytes.
@@ -29,8 +28,8 @@ from virtio.split_queue import SplitVirtqueue
 
 from . import protocol as vu
 from .channel import Channel
+from .handover import enable_ring, mem_region, program_ring, set_vring_kick, user_addr
 
-USER_BASE = 0x7F00_0000_0000
 CLAUSE_HEADER_FLAGS = "vu.header.1"
 CLAUSE_HEADER_MATCH = "vu.header.2"
 CLAUSE_ALWAYS_ANSWERED = "vu.communication.1"
@@ -54,8 +53,6 @@ class RawRing:
     vq: SplitVirtqueue | PackedVirtqueue
     kick_fd: int
     call_fd: int
-    packed: bool = False
-    addrs: tuple = ()  # guest addresses of descriptor area, driver area, device area
     chains: list = field(default_factory=list)
 
 
@@ -97,7 +94,7 @@ class RawSession:
 
     # -- framing ---------------------------------------------------------------------------------
     def user_addr(self, gpa: int) -> int:
-        return USER_BASE + (gpa - self.mem.base)
+        return user_addr(gpa, self.mem.base)
 
     def _violation(self, clause: str, what: str, exc: vu.ProtocolError) -> DeviceViolation:
         kind = {vu.PeerClosed: "closed the connection", vu.ProtocolTimeout: "did not answer"}.get(type(exc), "sent a malformed message")
@@ -214,7 +211,7 @@ class RawSession:
         return mem
 
     def region(self, mem: GuestMemory) -> vu.MemRegion:
-        return vu.MemRegion(mem.base, mem.size, self.user_addr(mem.base), 0)
+        return mem_region(mem, self.mem.base)
 
     def add_mem_reg(self, mem: GuestMemory) -> None:
         """ADD_MEM_REG of one region (CONFIGURE_MEM_SLOTS), its fd alone with it."""
@@ -222,21 +219,16 @@ class RawSession:
 
     # -- rings -----------------------------------------------------------------------------------
     def setup_ring(self, index: int, num: int = 64, *, packed: bool = False, enable: bool | None = None,
-                   kick: bool = True, base: int = 0) -> RawRing:
-        """SET_VRING_NUM/ADDR/BASE/CALL (and KICK unless ``kick`` is False), then SET_VRING_ENABLE
-        1 where protocol features were negotiated (``enable`` None) or as ``enable`` says."""
+                   kick: bool = True, base: int | None = None) -> RawRing:
+        """SET_VRING_NUM/BASE/ADDR/CALL (and KICK unless ``kick`` is False), then SET_VRING_ENABLE
+        1 where protocol features were negotiated (``enable`` None) or as ``enable`` says.
+        ``base`` None: a fresh ring's (handover.INITIAL_VRING_BASE)."""
         kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         call_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         notify = lambda _vq: os.eventfd_write(kick_fd, 1)  # noqa: E731
-        if packed:
-            vq = PackedVirtqueue(self.mem, index, num, notify, features=self.features)
-            base = vu.vring_base_packed(0, 1, 0, 1) if base == 0 else base
-        else:
-            vq = SplitVirtqueue(self.mem, index, num, notify, features=self.features)
-        desc, avail, used = vq.addrs.desc, vq.addrs.driver, vq.addrs.device
-        ring = RawRing(index, vq, kick_fd, call_fd, packed, (desc, avail, used))
+        vq = (PackedVirtqueue if packed else SplitVirtqueue)(self.mem, index, num, notify, features=self.features)
+        ring = RawRing(index, vq, kick_fd, call_fd)
         self.rings[index] = ring
-        self.setup(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, num))
         self._program(ring, base, kick=kick, enable=enable)
         return ring
 
@@ -244,27 +236,20 @@ class RawSession:
         """After GET_VRING_BASE stopped it: size, addresses, base, call and kick again, then
         enable -- QEMU's vhost_dev_start order (DPDK frees per-ring state on GET_VRING_BASE and
         rebuilds it on SET_VRING_NUM)."""
-        ring = self.rings[index]
-        self.setup(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, ring.vq.num))
-        self._program(ring, base, kick=True, enable=None)
+        self._program(self.rings[index], base, kick=True, enable=None)
 
-    def _program(self, ring: RawRing, base: int, *, kick: bool, enable: bool | None) -> None:
-        index, (desc, avail, used) = ring.index, ring.addrs
-        self.setup(vu.SET_VRING_ADDR, vu.VRING_ADDR.pack(index, 0, self.user_addr(desc), self.user_addr(used), self.user_addr(avail), 0))
-        self.setup(vu.SET_VRING_BASE, vu.VRING_STATE.pack(index, base))
-        self.setup(vu.SET_VRING_CALL, vu.U64.pack(index), [ring.call_fd])
-        if kick:
-            self.set_kick(index)
+    def _program(self, ring: RawRing, base: int | None, *, kick: bool, enable: bool | None) -> None:
+        program_ring(self.setup, ring.vq, self.mem.base, call_fd=ring.call_fd, kick_fd=ring.kick_fd if kick else None, base=base)
         if enable is None:
             enable = bool(self.features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1)
         if enable:
-            self.enable(index, 1)
+            self.enable(ring.index, 1)
 
     def set_kick(self, index: int) -> None:
-        self.setup(vu.SET_VRING_KICK, vu.U64.pack(index), [self.rings[index].kick_fd])
+        set_vring_kick(self.setup, index, self.rings[index].kick_fd)
 
     def enable(self, index: int, on: int) -> None:
-        self.setup(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(index, on))
+        enable_ring(self.setup, index, on)
 
     def setup_device_rings(self, num: int = 64, *, packed: bool = False, enable: bool | None = None, kick: bool = True) -> RawRing:
         """Set up every ring the device type needs to run; return the probe ring."""
