@@ -17,15 +17,20 @@ import time
 
 from .protocol import HEADER, MAX_FDS, MAX_PAYLOAD, Message, PeerClosed, ProtocolError, ProtocolTimeout, close_fds
 
+SEND_TIMEOUT = 5.0  # the bound on a send when neither the caller nor the socket gives one
+
 
 class Channel:
     """One end of a vhost-user socket: framed send with fds, bounded framed receive.
 
-    Not thread-safe on its own; a caller that shares it between threads holds a lock around each
-    request/reply pair.
+    ``timeout`` bounds a send (a peer that stops reading fills the socket): it becomes the socket's
+    timeout; None keeps one the socket already has, else SEND_TIMEOUT. Not thread-safe on its own;
+    a caller that shares it between threads holds a lock around each request/reply pair.
     """
 
-    def __init__(self, sock: socket.socket, peer: str = "peer"):
+    def __init__(self, sock: socket.socket, peer: str = "peer", *, timeout: float | None = None):
+        if timeout is not None or sock.gettimeout() is None:
+            sock.settimeout(SEND_TIMEOUT if timeout is None else timeout)
         self.sock = sock
         self.peer = peer
         self._rx = bytearray()
@@ -59,8 +64,7 @@ class Channel:
             except OSError:
                 sock.close()
                 raise
-            sock.settimeout(None)
-            return cls(sock, path)
+            return cls(sock, path, timeout=timeout)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -77,6 +81,9 @@ class Channel:
         except (BrokenPipeError, ConnectionResetError) as e:
             self.closed = True
             raise PeerClosed(f"{self.peer}: socket closed while sending {msg.name} ({e.strerror})") from None
+        except TimeoutError:
+            raise ProtocolTimeout(f"{self.peer}: no room to send {msg.name} within {self.sock.gettimeout():.3g}s "
+                                  "(the peer does not read its socket)") from None
 
     def _fill(self, need: int, deadline: float, what: str) -> None:
         while len(self._rx) < need:
@@ -90,6 +97,8 @@ class Channel:
                 data, anc, _flags, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
             except ConnectionResetError:
                 data, anc = b"", []
+            except TimeoutError:  # readable was spurious; the deadline above still holds
+                continue
             except OSError as e:
                 if e.errno in (errno.EAGAIN, errno.EINTR):
                     continue

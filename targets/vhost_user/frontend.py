@@ -43,7 +43,7 @@ from virtio.memory import GuestMemory
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 from . import protocol as vu
 from .channel import Channel
-from .events import EventThread, drain_eventfd, new_eventfd
+from .events import EventThread, acquire_within, drain_eventfd, new_eventfd
 from .handover import enable_ring, mem_region, program_ring
 
 # Protocol features this front-end implements (and so acks when offered).
@@ -156,7 +156,7 @@ class VhostUserTransport(ConfigOps):
         self.device_id = DEVICE_IDS[device_type]
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
         self._lock = threading.RLock()  # one request/reply pair at a time on the channel
-        self.events = EventThread()
+        self.events = EventThread(timeout=timeout)
         self.chan: Channel | None = None
         self.mem: GuestMemory | None = None
         self._backend_chan: Channel | None = None
@@ -235,8 +235,8 @@ class VhostUserTransport(ConfigOps):
                 self._call_ack(vu.SET_BACKEND_REQ_FD, b"", [theirs.fileno()])
             finally:
                 theirs.close()
-            self._backend_chan = Channel(ours, f"{self.socket_path} (back-end requests)")
-            self.events.register(self._backend_chan.fileno(), self._serve_backend_request)
+            self._backend_chan = Channel(ours, f"{self.socket_path} (back-end requests)", timeout=self.timeout)
+            self.events.register(self._backend_chan.fileno(), self._serve_backend_request, "the back-end request channel")
         self._call_ack(vu.SET_OWNER)
 
     def has_protocol(self, bit: int) -> bool:
@@ -272,7 +272,10 @@ class VhostUserTransport(ConfigOps):
         if need_reply is None:
             need_reply = not has_body and self.has_protocol(vu.PROTOCOL_F_REPLY_ACK)
         flags = vu.VERSION | (vu.FLAG_NEED_REPLY if need_reply else 0)
-        with self._lock:
+        # Another thread's exchange holds the channel for at most a send and a receive bound.
+        if not acquire_within(self._lock, 2 * self.timeout + 1):
+            raise HarnessError(f"cannot send {name}: the channel stayed busy with another request for {2 * self.timeout + 1:.3g}s")
+        try:
             if self.chan is None or self.chan.closed:
                 raise violation("vu.communication.3", f"cannot send {name}: the back-end connection is gone ({self.lost or 'closed'})")
             try:
@@ -288,6 +291,8 @@ class VhostUserTransport(ConfigOps):
                 raise violation("vu.communication.3", f"the back-end closed the connection instead of answering {name}", observed=str(e)) from None
             except vu.ProtocolError as e:
                 raise violation("vu.header.2", f"malformed answer to {name}", observed=str(e)) from None
+        finally:
+            self._lock.release()
         if reply.request != request:
             reply.close_fds()
             raise violation("vu.header.2", f"answer to {name} names another request", expected=request, observed=f"{reply.name} ({reply.raw()[:64].hex(' ')})")
@@ -519,10 +524,10 @@ class VhostUserTransport(ConfigOps):
 
     def _setup_ring(self, vq) -> None:
         i = vq.index
-        for table, on_signal in ((self._call, self._on_call), (self._err, self._on_err)):
+        for table, on_signal, what in ((self._call, self._on_call, "call"), (self._err, self._on_err, "err")):
             if i not in table:
                 fd = table[i] = new_eventfd()
-                self.events.register(fd, lambda fd=fd, i=i, f=on_signal: f(fd, i))
+                self.events.register(fd, lambda fd=fd, i=i, f=on_signal: f(fd, i), f"{what} eventfd of queue {i} ({vq.name})")
         program_ring(self._sender(vq), vq, self.mem.base, call_fd=self._call[i], err_fd=self._err[i], kick_fd=self._kick[i])
 
     def _on_call(self, fd: int, index: int) -> None:
@@ -570,7 +575,7 @@ class VhostUserTransport(ConfigOps):
             self._kick.clear()
 
     def synchronize_cbs(self) -> None:
-        self.events.synchronize(self.timeout)
+        self.events.synchronize()
 
     def bus_name(self) -> str:
         return f"vhost-user:{self.socket_path}"
@@ -598,7 +603,7 @@ class VhostUserTransport(ConfigOps):
         fd = self._call.get(vq.index)
         if fd is not None and drain_eventfd(fd):
             vq.interrupt()
-        self.events.synchronize(self.timeout)  # a handler already mid-flight has finished
+        self.events.synchronize()  # a handler already mid-flight has finished
 
     def enable_vq_after_reset(self, vq) -> None:
         self._ring_reset_ok("enable_vq_after_reset")
