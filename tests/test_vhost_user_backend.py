@@ -22,7 +22,7 @@ import pytest
 from targets.vhost_user import protocol as vu
 from targets.vhost_user.backend import Backend
 from targets.vhost_user.channel import Channel
-from targets.vhost_user.handover import USER_BASE, enable_ring, mem_region, program_ring
+from targets.vhost_user.handover import USER_BASE, enable_ring, program_ring, set_mem_table
 from targets.vhost_user.inflight import InflightBuffer, queue_region_size_split
 from virtio import constants as C
 from virtio.memory import GuestMemory
@@ -115,7 +115,7 @@ class Client:
         want = (1 << C.VIRTIO_F_VERSION_1) | (1 << vu.VHOST_USER_F_PROTOCOL_FEATURES) if features is None else features
         self.features = want
         assert self.ack(vu.SET_FEATURES, vu.U64.pack(want)) == 0
-        assert self.ack(vu.SET_MEM_TABLE, vu.pack_mem_table([mem_region(self.mem)]), [self.mem.fd]) == 0
+        set_mem_table(self.must, [self.mem])
         return offered
 
     def take(self, fd: int) -> int:

@@ -44,7 +44,7 @@ from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 from . import protocol as vu
 from .channel import Channel
 from .events import EventThread, acquire_within, drain_eventfd, new_eventfd
-from .handover import enable_ring, mem_region, program_ring
+from .handover import enable_ring, mem_region, program_ring, set_mem_table
 
 # Protocol features this front-end implements (and so acks when offered).
 SUPPORTED_PROTOCOL_FEATURES = sum(
@@ -296,7 +296,7 @@ class VhostUserTransport(ConfigOps):
         if reply.request != request:
             reply.close_fds()
             raise violation("vu.header.2", f"answer to {name} names another request", expected=request, observed=f"{reply.name} ({reply.raw()[:64].hex(' ')})")
-        if reply.flags & vu.FLAG_VERSION_MASK != vu.VERSION or not reply.is_reply:
+        if not reply.has_reply_header:
             reply.close_fds()
             raise violation("vu.header.1", f"answer to {name} lacks version 1 / the reply flag", expected=f"flags {vu.VERSION | vu.FLAG_REPLY:#x}", observed=f"flags {reply.flags:#x}")
         return reply
@@ -502,7 +502,7 @@ class VhostUserTransport(ConfigOps):
 
     def _ensure_mem_table(self) -> None:
         if not self._mem_table_sent:
-            self._must(vu.SET_MEM_TABLE, vu.pack_mem_table([self.mem_region()]), [self.mem.fd])
+            set_mem_table(self._must, [self.mem])
             self._mem_table_sent = True
 
     def _start_rings(self) -> None:

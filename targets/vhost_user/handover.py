@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from virtio.areas import RingAddrs
 
 from .protocol import (
+    ADD_MEM_REG,
+    SET_MEM_TABLE,
     SET_VRING_ADDR,
     SET_VRING_BASE,
     SET_VRING_CALL,
@@ -27,6 +29,8 @@ from .protocol import (
     U64,
     VRING_STATE,
     MemRegion,
+    pack_mem_table,
+    pack_single_region,
     pack_vring_addr,
     vring_base_packed,
 )
@@ -52,6 +56,17 @@ def mem_region(mem, mem_base: int | None = None) -> MemRegion:
     address relative to ``mem_base`` (the first region's guest address; default ``mem.base``)."""
     base = mem.base if mem_base is None else mem_base
     return MemRegion(mem.base, mem.size, user_addr(mem.base, base), 0)
+
+
+def set_mem_table(send: Send, mems: Sequence) -> None:
+    """SET_MEM_TABLE of every region in ``mems`` (GuestMemory, the first one's base is user
+    address USER_BASE), each region's memfd riding with it."""
+    send(SET_MEM_TABLE, pack_mem_table([mem_region(m, mems[0].base) for m in mems]), [m.fd for m in mems])
+
+
+def add_mem_reg(send: Send, mem, mem_base: int) -> None:
+    """ADD_MEM_REG (PROTOCOL_F_CONFIGURE_MEM_SLOTS): one region, its memfd alone with it."""
+    send(ADD_MEM_REG, pack_single_region(mem_region(mem, mem_base)), [mem.fd])
 
 
 def program_ring(send: Send, vq, mem_base: int, *, call_fd: int, kick_fd: int | None = None,

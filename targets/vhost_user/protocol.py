@@ -232,6 +232,11 @@ class Message:
         return bool(self.flags & FLAG_REPLY)
 
     @property
+    def has_reply_header(self) -> bool:
+        """The header flags a reply must carry ("Message specification"): version 1, reply bit."""
+        return self.flags & FLAG_VERSION_MASK == VERSION and self.is_reply
+
+    @property
     def need_reply(self) -> bool:
         return bool(self.flags & FLAG_NEED_REPLY)
 

@@ -28,7 +28,7 @@ from virtio.split_queue import SplitVirtqueue
 
 from . import protocol as vu
 from .channel import Channel
-from .handover import enable_ring, mem_region, program_ring, set_vring_kick, user_addr
+from .handover import add_mem_reg, enable_ring, program_ring, set_mem_table, set_vring_kick, user_addr
 
 CLAUSE_HEADER_FLAGS = "vu.header.1"
 CLAUSE_HEADER_MATCH = "vu.header.2"
@@ -118,7 +118,7 @@ class RawSession:
             raise self._violation(clause or self.clause, f"while awaited: {what} ({t:.3g}s)", e) from None
         if request != vu.GET_INFLIGHT_FD:  # no other reply carries an fd we use
             msg.close_fds()
-        if msg.flags & vu.FLAG_VERSION_MASK != vu.VERSION or not msg.is_reply:
+        if not msg.has_reply_header:
             raise DeviceViolation(CLAUSE_HEADER_FLAGS, f"{what} has wrong header flags", expected=f"version 1 with the reply bit ({vu.VERSION | vu.FLAG_REPLY:#x})", observed=f"flags {msg.flags:#x}; bytes {msg.raw()[:64].hex(' ')}")
         if msg.request != request:
             raise DeviceViolation(CLAUSE_HEADER_MATCH, f"{what} names another request", expected=f"request {request} ({vu.request_name(request)})", observed=f"request {msg.request} ({msg.name}); bytes {msg.raw()[:64].hex(' ')}")
@@ -194,9 +194,7 @@ class RawSession:
     def set_mem_table(self) -> None:
         """SET_MEM_TABLE with every region the session has, each at user address USER_BASE + its
         offset from the first region's guest address."""
-        mems = [self.mem] + self.extra_mems
-        regions = [self.region(m) for m in mems]
-        self.setup(vu.SET_MEM_TABLE, vu.pack_mem_table(regions), [m.fd for m in mems])
+        set_mem_table(self.setup, [self.mem] + self.extra_mems)
 
     def add_region(self, size: int, *, single: bool = False) -> GuestMemory:
         """A further memfd region above the others (as a memory hot-plug adds one), sent with a
@@ -210,12 +208,9 @@ class RawSession:
             self.set_mem_table()
         return mem
 
-    def region(self, mem: GuestMemory) -> vu.MemRegion:
-        return mem_region(mem, self.mem.base)
-
     def add_mem_reg(self, mem: GuestMemory) -> None:
         """ADD_MEM_REG of one region (CONFIGURE_MEM_SLOTS), its fd alone with it."""
-        self.setup(vu.ADD_MEM_REG, vu.pack_single_region(self.region(mem)), [mem.fd])
+        add_mem_reg(self.setup, mem, self.mem.base)
 
     # -- rings -----------------------------------------------------------------------------------
     def setup_ring(self, index: int, num: int = 64, *, packed: bool = False, enable: bool | None = None,
