@@ -329,8 +329,8 @@ def test_inflight_fd_get_and_set_against_our_server(tmp_path):
     hold is refused (the ack says so)."""
     import mmap
 
-    from targets.vhost_user.frontend import InflightInfo
     from targets.vhost_user.inflight import InflightBuffer
+    from targets.vhost_user.protocol import InflightInfo
 
     from .test_vhost_user_backend import start_server, stop_server
 

@@ -15,7 +15,7 @@ import time
 import pytest
 
 from targets.vhost_user import protocol as vu
-from targets.vhost_user.inflight import InflightBuffer
+from targets.vhost_user.inflight import InflightBuffer, queue_region_min_split
 from targets.vhost_user.session import DEFAULT_PROTOCOL, RINGS_NEEDED
 from virtio import constants as C
 from virtio.errors import DeviceViolation
@@ -478,14 +478,15 @@ BLK_ID_BYTES = 20  # VIRTIO_BLK_T_GET_ID answer (5.2.6)
 def _inflight_buffer(s, num_queues: int):
     """GET_INFLIGHT_FD, checked: (reply payload, fd, mapping, InflightBuffer read at the stride
     mmap_size / num_queues, as libvhost-user and DPDK lay queues out)."""
-    msg = s.request(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, INFLIGHT_QUEUE_SIZE), clause=INFLIGHT_CLAUSE)
-    if len(msg.payload) < vu.INFLIGHT.size - 4 or len(msg.fds) != 1:
+    msg = s.request(vu.GET_INFLIGHT_FD, vu.InflightInfo(0, 0, num_queues, INFLIGHT_QUEUE_SIZE).pack(), clause=INFLIGHT_CLAUSE)
+    if len(msg.payload) < vu.INFLIGHT_MIN or len(msg.fds) != 1:
         msg.close_fds()
         raise DeviceViolation(INFLIGHT_CLAUSE, "GET_INFLIGHT_FD answer is not an inflight description with one fd",
                               expected=f"{vu.INFLIGHT.size} bytes and one fd", observed=f"{len(msg.payload)} bytes {msg.payload[:64].hex(' ')}, {len(msg.fds)} fds")
-    size, offset, _nq, _qs = vu.INFLIGHT.unpack_from(msg.payload.ljust(vu.INFLIGHT.size, b"\0"))
+    info = vu.InflightInfo.unpack(msg.payload)
+    size, offset = info.mmap_size, info.mmap_offset
     fd = msg.fds[0]
-    need = num_queues * (16 + 16 * INFLIGHT_QUEUE_SIZE)
+    need = num_queues * queue_region_min_split(INFLIGHT_QUEUE_SIZE)
     real = os.fstat(fd).st_size
     if size < need or real < offset + size or offset % mmap.PAGESIZE:
         os.close(fd)

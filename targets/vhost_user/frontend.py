@@ -33,7 +33,6 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from virtio import constants as C
 from virtio.config_layout import CONFIG_LAYOUTS
@@ -85,16 +84,6 @@ FRONTEND_DEVICE_FEATURES = {
 BASE_QUEUES = {C.VIRTIO_ID_NET: 2, C.VIRTIO_ID_CONSOLE: 2}
 VQ_NUM_MAX = 1024  # a vhost-user back-end announces no maximum; QEMU's default for blk and net
 DEVICE_IDS = {name: device_id for device_id, name in C.DEVICE_TYPES.items()}
-
-
-@dataclass
-class InflightInfo:
-    """GET/SET_INFLIGHT_FD payload ("Inflight description")."""
-
-    mmap_size: int
-    mmap_offset: int
-    num_queues: int
-    queue_size: int
 
 
 _catalogue_ids: set[str] | None = None
@@ -630,18 +619,18 @@ class VhostUserTransport(ConfigOps):
         self._need_protocol(vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS, "rem_mem_reg")
         return self._call_ack(vu.REM_MEM_REG, vu.pack_single_region(region))
 
-    def get_inflight_fd(self, num_queues: int, queue_size: int) -> tuple[InflightInfo, int]:
+    def get_inflight_fd(self, num_queues: int, queue_size: int) -> tuple[vu.InflightInfo, int]:
         """GET_INFLIGHT_FD: the back-end's inflight description and the shared-memory fd (caller closes it)."""
         self._need_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD, "get_inflight_fd")
-        reply = self.request(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, queue_size))
+        reply = self.request(vu.GET_INFLIGHT_FD, vu.InflightInfo(0, 0, num_queues, queue_size).pack())
         if len(reply.payload) != vu.INFLIGHT.size or len(reply.fds) != 1:
             reply.close_fds()
             raise violation("vu.front-end-message-types.11", "GET_INFLIGHT_FD answer is not an inflight description with one fd", observed=f"{len(reply.payload)} bytes, {len(reply.fds)} fds")
-        return InflightInfo(*vu.INFLIGHT.unpack(reply.payload)), reply.fds[0]
+        return vu.InflightInfo.unpack(reply.payload), reply.fds[0]
 
-    def set_inflight_fd(self, info: InflightInfo, fd: int) -> int:
+    def set_inflight_fd(self, info: vu.InflightInfo, fd: int) -> int:
         self._need_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD, "set_inflight_fd")
-        return self._call_ack(vu.SET_INFLIGHT_FD, vu.INFLIGHT.pack(info.mmap_size, info.mmap_offset, info.num_queues, info.queue_size), [fd])
+        return self._call_ack(vu.SET_INFLIGHT_FD, info.pack(), [fd])
 
     def _need_protocol(self, bit: int, op: str) -> None:
         if not self.has_protocol(bit):

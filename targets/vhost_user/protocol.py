@@ -125,6 +125,7 @@ CONFIG_MAX = 256
 CONFIG_F_WRITABLE = 0
 CONFIG_F_MIGRATION = 1
 INFLIGHT = struct.Struct("<QQHH4x")  # mmap_size, mmap_offset, num_queues, queue_size; 24 bytes as QEMU sends it (C tail padding)
+INFLIGHT_MIN = INFLIGHT.size - 4  # the tail padding may be missing
 VRING_AREA = struct.Struct("<QQQ")  # u64 (index | NOFD), size, offset
 
 # u64 payload of SET_VRING_KICK/CALL/ERR: bits 0-7 the queue index, bit 8 "no fd" (polling).
@@ -165,6 +166,26 @@ class MemRegion:
     @classmethod
     def unpack(cls, data: bytes, offset: int = 0) -> MemRegion:
         return cls(*MEM_REGION.unpack_from(data, offset))
+
+
+@dataclass
+class InflightInfo:
+    """GET/SET_INFLIGHT_FD payload ("Inflight description")."""
+
+    mmap_size: int
+    mmap_offset: int
+    num_queues: int
+    queue_size: int
+
+    def pack(self) -> bytes:
+        return INFLIGHT.pack(self.mmap_size, self.mmap_offset, self.num_queues, self.queue_size)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> InflightInfo:
+        """The description in ``payload`` (at least INFLIGHT_MIN bytes: the padding may be missing)."""
+        if len(payload) < INFLIGHT_MIN:
+            raise ProtocolError(f"inflight description of {len(payload)} bytes", payload)
+        return cls(*INFLIGHT.unpack_from(bytes(payload).ljust(INFLIGHT.size, b"\0")))
 
 
 def pack_mem_table(regions: list[MemRegion]) -> bytes:
