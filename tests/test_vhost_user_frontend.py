@@ -127,13 +127,18 @@ def test_qsd_identity_features_and_config(qsd):
         t.close()
 
 
+def _started(t):
+    """A driver that has reset and initialized the device behind ``t``, and its first queue."""
+    d = VirtioDriver(t, timeout=3)
+    d.reset()
+    return d, d.initialize()[0]
+
+
 def test_qsd_requests_complete_and_reset_reconnects_with_fresh_memory(qsd):
     path, kind = qsd
     t = VhostUserTransport(path, "blk", "test", timeout=3)
     try:
-        d = VirtioDriver(t, timeout=3)
-        d.reset()
-        vq = d.initialize()[0]
+        d, vq = _started(t)
         assert d.status() == C.ACKNOWLEDGE | C.DRIVER | C.FEATURES_OK | C.DRIVER_OK
         w = workload_for(d, [vq], 3)
         for _ in range(5):  # a FLUSH each: no data to check, so the null-co disk works too
@@ -162,9 +167,7 @@ def test_qsd_ring_in_user_addresses_and_get_vring_base(qsd):
     path, _ = qsd
     t = VhostUserTransport(path, "blk", "test", timeout=3)
     try:
-        d = VirtioDriver(t, timeout=3)
-        d.reset()
-        vq = d.initialize()[0]
+        d, vq = _started(t)
         assert t.mem_region().user_addr == USER_BASE != t.mem.base
         out, in_ = workload_for(d, [vq], 3).light_buffers()
         vq.add(out, in_, "light")

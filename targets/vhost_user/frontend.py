@@ -43,21 +43,12 @@ from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 from . import protocol as vu
 from .channel import Channel
 from .events import EventThread, acquire_within, drain_eventfd, new_eventfd
-from .handover import enable_ring, mem_region, program_ring, set_mem_table
+from .handover import Send, enable_ring, mem_region, program_ring, set_mem_table
 
 # Protocol features this front-end implements (and so acks when offered).
-SUPPORTED_PROTOCOL_FEATURES = sum(
-    1 << b
-    for b in (
-        vu.PROTOCOL_F_MQ,
-        vu.PROTOCOL_F_REPLY_ACK,
-        vu.PROTOCOL_F_BACKEND_REQ,
-        vu.PROTOCOL_F_CONFIG,
-        vu.PROTOCOL_F_INFLIGHT_SHMFD,
-        vu.PROTOCOL_F_RESET_DEVICE,
-        vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS,
-        vu.PROTOCOL_F_STATUS,
-    )
+SUPPORTED_PROTOCOL_FEATURES = C.bits(
+    vu.PROTOCOL_F_MQ, vu.PROTOCOL_F_REPLY_ACK, vu.PROTOCOL_F_BACKEND_REQ, vu.PROTOCOL_F_CONFIG, vu.PROTOCOL_F_INFLIGHT_SHMFD,
+    vu.PROTOCOL_F_RESET_DEVICE, vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS, vu.PROTOCOL_F_STATUS,
 )
 
 # Feature bits of the vhost-user transport, not of the virtio device.
@@ -66,17 +57,9 @@ VHOST_TRANSPORT_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES | 1 << vu.VHOS
 # Device features whose duties sit in the front-end under vhost-user (QEMU's virtio-net serves the
 # control virtqueue itself; MQ and GUEST_ANNOUNCE need it).
 FRONTEND_DEVICE_FEATURES = {
-    C.VIRTIO_ID_NET: sum(
-        1 << b
-        for b in (
-            C.VIRTIO_NET_F_CTRL_VQ,
-            C.VIRTIO_NET_F_CTRL_RX,
-            C.VIRTIO_NET_F_CTRL_VLAN,
-            C.VIRTIO_NET_F_CTRL_RX_EXTRA,
-            C.VIRTIO_NET_F_GUEST_ANNOUNCE,
-            C.VIRTIO_NET_F_MQ,
-            C.VIRTIO_NET_F_CTRL_MAC_ADDR,
-        )
+    C.VIRTIO_ID_NET: C.bits(
+        C.VIRTIO_NET_F_CTRL_VQ, C.VIRTIO_NET_F_CTRL_RX, C.VIRTIO_NET_F_CTRL_VLAN, C.VIRTIO_NET_F_CTRL_RX_EXTRA,
+        C.VIRTIO_NET_F_GUEST_ANNOUNCE, C.VIRTIO_NET_F_MQ, C.VIRTIO_NET_F_CTRL_MAC_ADDR,
     ),
 }
 
@@ -262,8 +245,9 @@ class VhostUserTransport(ConfigOps):
             need_reply = not has_body and self.has_protocol(vu.PROTOCOL_F_REPLY_ACK)
         flags = vu.VERSION | (vu.FLAG_NEED_REPLY if need_reply else 0)
         # Another thread's exchange holds the channel for at most a send and a receive bound.
-        if not acquire_within(self._lock, 2 * self.timeout + 1):
-            raise HarnessError(f"cannot send {name}: the channel stayed busy with another request for {2 * self.timeout + 1:.3g}s")
+        busy_bound = 2 * self.timeout + 1
+        if not acquire_within(self._lock, busy_bound):
+            raise HarnessError(f"cannot send {name}: the channel stayed busy with another request for {busy_bound:.3g}s")
         try:
             if self.chan is None or self.chan.closed:
                 raise violation("vu.communication.3", f"cannot send {name}: the back-end connection is gone ({self.lost or 'closed'})")
@@ -507,7 +491,7 @@ class VhostUserTransport(ConfigOps):
         self._running_rings.update(vq.index for vq in started)
         self._sync("starting the rings")
 
-    def _sender(self, vq) -> Callable[[int, bytes, tuple], None]:
+    def _sender(self, vq) -> Send:
         """handover's send: a request that must be acked, failures naming ``vq``."""
         return lambda request, payload, fds: self._must(request, payload, fds, queue=vq.name)
 
