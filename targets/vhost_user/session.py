@@ -2,8 +2,8 @@
 
 Implements just enough of the front-end side of QEMU docs/interop/vhost-user.rst ("Communication",
 "Ring states", "Memory access", "VHOST_USER_PROTOCOL_F_REPLY_ACK") for tests to put one message at
-a time to any back-end and judge its answer. It is not the transport (targets/vhost_user/): the
-suite must be able to send what a well-behaved transport never would, and to see raw replies.
+a time to any back-end and judge its answer. It is not the transport (frontend.py): the suite
+must be able to send what a well-behaved transport never would, and to see raw replies.
 
 Memory regions and rings are handed over as the transport hands them (handover.py: user
 addresses ``USER_BASE + offset`` for rings, guest-physical ones in descriptors).
@@ -36,7 +36,7 @@ CLAUSE_ALWAYS_ANSWERED = "vu.communication.1"
 
 # Protocol features the session acks by default when offered: what the suite exercises. STATUS is
 # left out unless asked for, since with it acked DPDK runs nothing before SET_STATUS DRIVER_OK.
-DEFAULT_PROTOCOL = (1 << vu.PROTOCOL_F_MQ) | (1 << vu.PROTOCOL_F_REPLY_ACK) | (1 << vu.PROTOCOL_F_CONFIG)
+DEFAULT_PROTOCOL = C.bits(vu.PROTOCOL_F_MQ, vu.PROTOCOL_F_REPLY_ACK, vu.PROTOCOL_F_CONFIG)
 
 # Device-type workloads: which ring carries a request the back-end completes without outside
 # traffic (blk: requestq 0; net: transmitq 1, whose receiveq 0 a net back-end also wants set up).
