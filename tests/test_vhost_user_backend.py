@@ -123,7 +123,7 @@ class Client:
         return fd
 
     def must(self, request: int, payload: bytes, fds=()) -> None:
-        """handover's send: every ring message acked with success."""
+        """handover's send: the message must be acked with success."""
         assert self.ack(request, payload, fds) == 0, vu.request_name(request)
 
     def ring(self, index: int, num: int = 64, *, enable: bool = True, base: int = 0) -> Ring:
