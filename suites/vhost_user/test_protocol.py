@@ -14,9 +14,7 @@ import time
 
 import pytest
 
-from targets.vhost_user import protocol as vu
-from targets.vhost_user.inflight import InflightBuffer, queue_region_min_split
-from targets.vhost_user.session import DEFAULT_PROTOCOL, RINGS_NEEDED
+from fixtures.vhost_user import DEFAULT_PROTOCOL, RINGS_NEEDED, InflightBuffer, queue_region_min_split, vu
 from virtio import constants as C
 from virtio.errors import DeviceViolation
 from virtio.messages import blk_outhdr
