@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from reports.waivers import load_waivers
+from targets.vhost_user.channel import Channel
 from targets.vhost_user.frontend import VhostUserTransport
 from tests.test_plugin import ROOT, run_pytest
-from virtio import vhost_user as vu
 from virtio.clauses import load_catalogue
 from virtio.errors import TargetError
 
@@ -158,7 +158,7 @@ def test_command_line_target_is_refused_at_once_spawned_ones_wait(tmp_path):
             VhostUserTransport(str(path), "blk", "t", timeout=10, retry_refused=False)
         assert time.monotonic() - started < 2
         threading.Timer(0.3, lambda: sock.listen(1)).start()
-        chan = vu.Channel.connect(str(path), 5.0)  # what the inventory's connect uses
+        chan = Channel.connect(str(path), 5.0)  # what the inventory's connect uses
         chan.close()
     finally:
         sock.close()

@@ -34,9 +34,9 @@ import pytest
 from targets.inventory import Backend, load_inventory
 from targets.model.net import NetDevice
 from targets.model.transport import ModelTransport
+from targets.vhost_user import protocol as vu
 from targets.vhost_user.frontend import VhostUserTransport
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.feature_table import unmet_requirements
 from virtio.messages import NET_HDR_SIZE, NetHdr

@@ -1,7 +1,7 @@
 """Self-tests of the vhost-user back-end server (targets/vhost_user/serve.py, backend.py).
 
 The server runs in its own process (sockets in tmp_path, stopped by PID); a small raw client on
-virtio.vhost_user.Channel plays QEMU's front-end (docs/interop/vhost-user.rst) with a memfd guest
+targets.vhost_user.channel.Channel plays QEMU's front-end (docs/interop/vhost-user.rst) with a memfd guest
 memory whose user addresses differ from its guest-physical ones, and drives whole sessions: features,
 protocol features, memory table, rings, requests on rng and blk with the data checked.
 """
@@ -19,16 +19,17 @@ from pathlib import Path
 
 import pytest
 
+from targets.vhost_user import protocol as vu
 from targets.vhost_user.backend import Backend
+from targets.vhost_user.channel import Channel
+from targets.vhost_user.handover import USER_BASE, enable_ring, program_ring, set_mem_table
+from targets.vhost_user.inflight import InflightBuffer, queue_region_size_split
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.memory import GuestMemory
 from virtio.messages import BLK_OUTHDR
 from virtio.split_queue import SplitVirtqueue
-from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
 ROOT = Path(__file__).resolve().parents[1]
-USER_BASE = 0x7F00_0000_0000  # front-end user addresses: deliberately not the guest-physical ones
 TIMEOUT = 5.0
 BLK_T_IN, BLK_T_OUT = 0, 1
 
@@ -81,7 +82,7 @@ class Client:
     """A raw front-end: one request at a time, every wait bounded."""
 
     def __init__(self, path: str, mem_size: int = 4 << 20):
-        self.ch = vu.Channel.connect(path, TIMEOUT)
+        self.ch = Channel.connect(path, TIMEOUT)
         self.mem = GuestMemory(mem_size)
         self.fds: list[int] = []
 
@@ -114,31 +115,25 @@ class Client:
         want = (1 << C.VIRTIO_F_VERSION_1) | (1 << vu.VHOST_USER_F_PROTOCOL_FEATURES) if features is None else features
         self.features = want
         assert self.ack(vu.SET_FEATURES, vu.U64.pack(want)) == 0
-        region = vu.MemRegion(self.mem.base, self.mem.size, USER_BASE, 0)
-        assert self.ack(vu.SET_MEM_TABLE, vu.pack_mem_table([region]), [self.mem.fd]) == 0
+        set_mem_table(self.must, [self.mem])
         return offered
 
     def take(self, fd: int) -> int:
         self.fds.append(fd)
         return fd
 
-    def user(self, gaddr: int) -> int:
-        return gaddr - self.mem.base + USER_BASE
+    def must(self, request: int, payload: bytes, fds=()) -> None:
+        """handover's send: the message must be acked with success."""
+        assert self.ack(request, payload, fds) == 0, vu.request_name(request)
 
     def ring(self, index: int, num: int = 64, *, enable: bool = True, base: int = 0) -> Ring:
         vq = SplitVirtqueue(self.mem, index, num, lambda q: None, features=self.features)
         kick, call = os.eventfd(0, os.EFD_NONBLOCK), os.eventfd(0, os.EFD_NONBLOCK)
         self.fds += [kick, call]
         vq.notify_fn = lambda q: os.eventfd_write(kick, 1)
-        a = vq.addrs
-        assert self.ack(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, num)) == 0
-        assert self.ack(vu.SET_VRING_BASE, vu.VRING_STATE.pack(index, base)) == 0
-        addr = vu.VRING_ADDR.pack(index, 0, self.user(a.desc), self.user(a.device), self.user(a.driver), 0)
-        assert self.ack(vu.SET_VRING_ADDR, addr) == 0
-        assert self.ack(vu.SET_VRING_CALL, vu.U64.pack(index), [call]) == 0
-        assert self.ack(vu.SET_VRING_KICK, vu.U64.pack(index), [kick]) == 0
+        program_ring(self.must, vq, self.mem.base, call_fd=call, kick_fd=kick, base=base)
         if enable:
-            assert self.ack(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(index, 1)) == 0
+            enable_ring(self.must, index)
         return Ring(vq, call)
 
     def close(self) -> None:

@@ -16,9 +16,10 @@ import pytest
 
 from targets.registry import open_target, parse_target
 from targets.vhost_user import VhostUserTransport
-from targets.vhost_user.frontend import USER_BASE
+from targets.vhost_user import protocol as vu
+from targets.vhost_user.channel import Channel
+from targets.vhost_user.handover import USER_BASE
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.driver import VirtioDriver, VqInfo
 from virtio.errors import DeviceViolation, TargetError, UnsupportedOp
 from virtio.workloads import workload_for
@@ -126,13 +127,18 @@ def test_qsd_identity_features_and_config(qsd):
         t.close()
 
 
+def _started(t):
+    """A driver that has reset and initialized the device behind ``t``, and its first queue."""
+    d = VirtioDriver(t, timeout=3)
+    d.reset()
+    return d, d.initialize()[0]
+
+
 def test_qsd_requests_complete_and_reset_reconnects_with_fresh_memory(qsd):
     path, kind = qsd
     t = VhostUserTransport(path, "blk", "test", timeout=3)
     try:
-        d = VirtioDriver(t, timeout=3)
-        d.reset()
-        vq = d.initialize()[0]
+        d, vq = _started(t)
         assert d.status() == C.ACKNOWLEDGE | C.DRIVER | C.FEATURES_OK | C.DRIVER_OK
         w = workload_for(d, [vq], 3)
         for _ in range(5):  # a FLUSH each: no data to check, so the null-co disk works too
@@ -161,9 +167,7 @@ def test_qsd_ring_in_user_addresses_and_get_vring_base(qsd):
     path, _ = qsd
     t = VhostUserTransport(path, "blk", "test", timeout=3)
     try:
-        d = VirtioDriver(t, timeout=3)
-        d.reset()
-        vq = d.initialize()[0]
+        d, vq = _started(t)
         assert t.mem_region().user_addr == USER_BASE != t.mem.base
         out, in_ = workload_for(d, [vq], 3).light_buffers()
         vq.add(out, in_, "light")
@@ -236,7 +240,7 @@ class ScriptedBackend:
 
     def _run(self):
         conn, _ = self.srv.accept()
-        ch = vu.Channel(conn, "front-end")
+        ch = Channel(conn, "front-end")
         try:
             while True:
                 msg = ch.recv(10)
@@ -328,8 +332,8 @@ def test_inflight_fd_get_and_set_against_our_server(tmp_path):
     hold is refused (the ack says so)."""
     import mmap
 
-    from targets.vhost_user.frontend import InflightInfo
-    from virtio.vhost_user_inflight import InflightBuffer
+    from targets.vhost_user.inflight import InflightBuffer
+    from targets.vhost_user.protocol import InflightInfo
 
     from .test_vhost_user_backend import start_server, stop_server
 

@@ -1,5 +1,5 @@
 """Self-tests of the vhost-user protocol suite (suites/vhost_user/test_protocol.py) and its raw
-session (virtio/vhost_user_session.py).
+session (targets/vhost_user/session.py).
 
 1. Misbehaving peers (a closed socket, garbage, a reply to another request, silence): each gives a
    DeviceViolation naming the message, the clause and the bytes seen, within the bound.
@@ -24,9 +24,9 @@ import pytest
 from _pytest.outcomes import Skipped
 
 from targets.mutants.vhost_user import PROTOCOL_MUTANTS
-from virtio import vhost_user as vu
+from targets.vhost_user import protocol as vu
+from targets.vhost_user.session import BackEndUnderTest, RawSession
 from virtio.errors import DeviceViolation
-from virtio.vhost_user_session import BackEndUnderTest, RawSession
 
 from .test_vhost_user_backend import server  # noqa: F401  (fixture: our back-end server, by PID)
 from .test_vhost_user_frontend import ScriptedBackend, _stop, _wait_socket

@@ -264,3 +264,8 @@ def feature_names(features: int, device_id: int | None = None) -> list[str]:
 
 def bit(n: int) -> int:
     return 1 << n
+
+
+def bits(*ns: int) -> int:
+    """The mask with each of the bit numbers ``ns`` set."""
+    return sum({1 << n for n in ns})

@@ -1,6 +1,6 @@
 """The vhost-user back-end's duties (QEMU docs/interop/vhost-user.rst), checked over a raw session.
 
-Each test opens its own session (virtio.vhost_user_session.RawSession) on the target's socket and
+Each test opens its own session (targets.vhost_user.session.RawSession) on the target's socket and
 tags the vu.* clauses (virtio/clauses_vhost_user.toml) it proves. Waits are bounded by
 --device-timeout; "nothing happens" is judged over a short window (IDLE seconds).
 """
@@ -14,12 +14,10 @@ import time
 
 import pytest
 
+from fixtures.vhost_user import DEFAULT_PROTOCOL, RINGS_NEEDED, InflightBuffer, queue_region_min_split, vu
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.errors import DeviceViolation
 from virtio.messages import blk_outhdr
-from virtio.vhost_user_inflight import InflightBuffer
-from virtio.vhost_user_session import DEFAULT_PROTOCOL, RINGS_NEEDED
 
 IDLE = 0.3  # how long a stopped or disabled ring is watched for (wrong) progress
 UNKNOWN_REQUEST = 0x7E  # no request code this high is defined
@@ -478,14 +476,15 @@ BLK_ID_BYTES = 20  # VIRTIO_BLK_T_GET_ID answer (5.2.6)
 def _inflight_buffer(s, num_queues: int):
     """GET_INFLIGHT_FD, checked: (reply payload, fd, mapping, InflightBuffer read at the stride
     mmap_size / num_queues, as libvhost-user and DPDK lay queues out)."""
-    msg = s.request(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, INFLIGHT_QUEUE_SIZE), clause=INFLIGHT_CLAUSE)
-    if len(msg.payload) < vu.INFLIGHT.size - 4 or len(msg.fds) != 1:
+    msg = s.request(vu.GET_INFLIGHT_FD, vu.InflightInfo(0, 0, num_queues, INFLIGHT_QUEUE_SIZE).pack(), clause=INFLIGHT_CLAUSE)
+    if len(msg.payload) < vu.INFLIGHT_MIN or len(msg.fds) != 1:
         msg.close_fds()
         raise DeviceViolation(INFLIGHT_CLAUSE, "GET_INFLIGHT_FD answer is not an inflight description with one fd",
                               expected=f"{vu.INFLIGHT.size} bytes and one fd", observed=f"{len(msg.payload)} bytes {msg.payload[:64].hex(' ')}, {len(msg.fds)} fds")
-    size, offset, _nq, _qs = vu.INFLIGHT.unpack_from(msg.payload.ljust(vu.INFLIGHT.size, b"\0"))
+    info = vu.InflightInfo.unpack(msg.payload)
+    size, offset = info.mmap_size, info.mmap_offset
     fd = msg.fds[0]
-    need = num_queues * (16 + 16 * INFLIGHT_QUEUE_SIZE)
+    need = num_queues * queue_region_min_split(INFLIGHT_QUEUE_SIZE)
     real = os.fstat(fd).st_size
     if size < need or real < offset + size or offset % mmap.PAGESIZE:
         os.close(fd)
@@ -557,9 +556,7 @@ def test_inflight_fd_tracks_and_resubmits(vu_ring_backend):
         _region_says(region, f"while descriptor {held.head} is taken and not used", in_flight=[held.head],
                      used_idx=int(held_ring.vq.ring.used_idx[0]))
         # Disconnect; the next session gets the same buffer, memory and rings.
-        s.chan.close()
-        s.chan = vu.Channel.connect(s.path, s.timeout)
-        s.log.append("<reconnect>")
+        s.reconnect()
         s.handshake(protocol_mask=mask)
         _inflight_session(s, payload, fd)
         for index, r in s.rings.items():

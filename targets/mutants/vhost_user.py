@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import os
 
+from targets.vhost_user import protocol as vu
 from targets.vhost_user.backend import Backend, RequestFailed, SessionEnd
-from virtio import vhost_user as vu
 from virtio.areas import RingAddrs
 
 

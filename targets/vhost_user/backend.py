@@ -6,7 +6,7 @@ enabled ("Ring states"), turns kicks read from the kick eventfds into ``device.n
 the model's interrupts into writes on the call eventfds. Each request is one ``on_<request>(msg)``
 method found through ``HANDLERS``, so that a protocol mutant subclasses Backend and overrides one.
 
-A handler returns the reply body for requests that have one (virtio.vhost_user.REPLY_REQUESTS) and
+A handler returns the reply body for requests that have one (protocol.REPLY_REQUESTS) and
 None otherwise; it raises ``RequestFailed`` to refuse. Whatever the front-end sends is untrusted:
 bad payloads, addresses outside its memory, wrong sizes are refused (failure in the REPLY_ACK reply,
 an empty body for a request with its own reply), never a crash. A broken header ends the session.
@@ -25,14 +25,15 @@ from dataclasses import dataclass
 
 from virtio import constants as C
 from virtio import packed, split
-from virtio import vhost_user as vu
 from virtio.areas import RingAddrs
 from virtio.buffers import ChainError
 from virtio.errors import GuestMemoryError
 from virtio.packed import MAX_QUEUE_SIZE, off_wrap
-from virtio.vhost_user_inflight import InflightBuffer, queue_region_size_split
 
+from . import protocol as vu
 from .backend_memory import MAX_MEM_SLOTS, BackendMemory
+from .channel import Channel
+from .inflight import InflightBuffer, queue_region_size_split
 
 BIT_PROTOCOL_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES
 STATUS_BEFORE_DRIVER_OK = C.ACKNOWLEDGE | C.DRIVER | C.FEATURES_OK
@@ -178,7 +179,7 @@ class Backend:
         vu.SET_INFLIGHT_FD: "on_set_inflight_fd",
     }
 
-    def __init__(self, device, channel: vu.Channel, *, timeout: float = 5.0, log=None):
+    def __init__(self, device, channel: Channel, *, timeout: float = 5.0, log=None):
         self.device = device
         self.channel = channel
         self.timeout = timeout
@@ -189,7 +190,7 @@ class Backend:
         self.features = 0  # SET_FEATURES, as sent (bit 30 included)
         self.protocol_features = 0  # SET_PROTOCOL_FEATURES
         self.owner = False
-        self.backend_channel: vu.Channel | None = None
+        self.backend_channel: Channel | None = None
         self._backend_lock = threading.Lock()
         self.sel = selectors.DefaultSelector()
         # Written by request_config_change (from a signal handler or another thread), read by run.
@@ -924,7 +925,7 @@ class Backend:
             raise RequestFailed("the back-end request fd is not a UNIX socket")
         sock.settimeout(1.0)  # a front-end that stops reading must not stall the device
         with self._backend_lock:
-            old, self.backend_channel = self.backend_channel, vu.Channel(sock, "front-end (back-end channel)")
+            old, self.backend_channel = self.backend_channel, Channel(sock, "front-end (back-end channel)")
         if old is not None:
             old.close()
 

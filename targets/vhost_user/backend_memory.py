@@ -23,7 +23,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from virtio.errors import GuestMemoryError
-from virtio.vhost_user import MemRegion
+
+from .protocol import MemRegion
 
 MAX_MEM_SLOTS = 32  # what we answer to GET_MAX_MEM_SLOTS (libvhost-user's figure as well)
 

@@ -4,7 +4,8 @@ QEMU docs/interop/vhost-user.rst, "Communication": a back-end signals used buffe
 call eventfd (SET_VRING_CALL), errors on its err eventfd (SET_VRING_ERR), and sends its own requests
 (e.g. CONFIG_CHANGE_MSG) on the SET_BACKEND_REQ_FD socket. One thread waits on all of them, so the
 cost is one epoll_wait per batch of signals (backends.md #12), and no wait is unbounded: the thread
-wakes at least every ``POLL_S`` to notice a stop.
+wakes at least every ``POLL_S`` to notice a stop, and ``synchronize`` gives up after the timeout the
+transport was opened with, naming the handler it waited for.
 """
 
 from __future__ import annotations
@@ -12,11 +13,22 @@ from __future__ import annotations
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 
 from virtio.errors import HarnessError
 
-POLL_S = 0.25  # upper bound on how long a stop request waits for the thread
+POLL_S = 0.25  # upper bound on how long a stop request waits for the thread, and a Ctrl-C for synchronize
+
+
+def acquire_within(lock, timeout: float) -> bool:
+    """``lock.acquire`` bounded by ``timeout`` seconds, waiting in slices of POLL_S so that a
+    Ctrl-C in the waiting thread is seen at once; False if the lock stayed held."""
+    deadline = time.monotonic() + timeout
+    while not lock.acquire(timeout=max(0.0, min(POLL_S, deadline - time.monotonic()))):
+        if time.monotonic() >= deadline:
+            return False
+    return True
 
 
 def new_eventfd() -> int:
@@ -36,23 +48,29 @@ class EventThread:
     """Calls ``handler()`` in one background thread whenever a registered fd is readable.
 
     Handlers run in this thread; an exception in one is kept in ``errors`` (the owner reports it)
-    instead of killing the thread. ``unregister`` before closing an fd.
+    instead of killing the thread. ``unregister`` before closing an fd. ``timeout`` bounds
+    ``synchronize``: the transport's own timeout, which also bounds each handler's waits.
     """
 
-    def __init__(self, name: str = "vhost-user-events"):
+    def __init__(self, name: str = "vhost-user-events", *, timeout: float = 5.0):
+        self.timeout = timeout
         self._epoll = select.epoll()
-        self._handlers: dict[int, Callable[[], None]] = {}
+        self._handlers: dict[int, tuple[Callable[[], None], str]] = {}
+        # Guards the handler table only, never held across a wait on the back-end.
         self._lock = threading.Lock()
         self._running = threading.Lock()  # held while a handler runs (see synchronize)
+        self._current = ""  # what the handler running now serves (for synchronize's failure)
         self._stop = new_eventfd()
         self._epoll.register(self._stop, select.EPOLLIN)
         self.errors: list[str] = []
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def register(self, fd: int, handler: Callable[[], None]) -> None:
+    def register(self, fd: int, handler: Callable[[], None], what: str = "") -> None:
+        """Call ``handler()`` whenever ``fd`` is readable; ``what`` names the fd in failures
+        (e.g. "call eventfd of queue 0")."""
         with self._lock:
-            self._handlers[fd] = handler
+            self._handlers[fd] = (handler, what or f"fd {fd}")
             self._epoll.register(fd, select.EPOLLIN)
 
     def unregister(self, fd: int) -> None:
@@ -73,9 +91,10 @@ class EventThread:
                 if fd == self._stop:
                     return
                 with self._lock:
-                    handler = self._handlers.get(fd)
-                if handler is None:
+                    entry = self._handlers.get(fd)
+                if entry is None:
                     continue
+                handler, self._current = entry
                 with self._running:
                     try:
                         handler()
@@ -83,13 +102,17 @@ class EventThread:
                         self.errors.append(f"{type(e).__name__}: {e}")
                         self.unregister(fd)
 
-    def synchronize(self, timeout: float = 5.0) -> None:
-        """Return once no handler is mid-flight (a handler started before this call has ended);
-        a handler still running after ``timeout`` seconds is a HarnessError (handlers are ours)."""
+    def synchronize(self, timeout: float | None = None) -> None:
+        """Return once no handler is mid-flight (a handler started before this call has ended).
+        A handler still running after ``timeout`` seconds (default: the thread's) is a
+        HarnessError naming it (handlers are ours, and each bounds its own waits). The wait goes
+        in slices of POLL_S, so a Ctrl-C stops it."""
         if threading.current_thread() is self._thread:
             return
-        if not self._running.acquire(timeout=timeout):
-            raise HarnessError(f"timed out after {timeout:.3g}s waiting for a handler of {self._thread.name} to finish (synchronize)")
+        bound = self.timeout if timeout is None else timeout
+        if not acquire_within(self._running, bound):
+            raise HarnessError(f"timed out after {bound:.3g}s waiting for the {self._thread.name} handler of "
+                               f"{self._current or 'an fd'} to finish (synchronize)")
         self._running.release()
 
     def stop(self, timeout: float = 2.0) -> None:

@@ -8,9 +8,9 @@ handed over at DRIVER_OK (SET_MEM_TABLE, then per ring SET_VRING_NUM/BASE/ADDR/C
 SET_VRING_ENABLE, then SET_STATUS).
 
 Guest memory is a memfd (virtio.memory.GuestMemory) passed by SCM_RIGHTS as one region whose
-guest address (``mem.base``) and front-end user address (``USER_BASE``) differ on purpose: ring
-addresses travel as user addresses, descriptors carry guest-physical ones, so a back-end that mixes
-the two address spaces up cannot pass.
+guest address (``mem.base``) and front-end user address (handover.USER_BASE) differ on purpose:
+ring addresses travel as user addresses, descriptors carry guest-physical ones, so a back-end that
+mixes the two address spaces up cannot pass.
 
 Decisions (documented here because the suites rely on them):
 - Feature bits that belong to vhost-user, not to the device (bit 30 VHOST_USER_F_PROTOCOL_FEATURES,
@@ -33,35 +33,22 @@ import stat
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from virtio import constants as C
-from virtio import vhost_user as vu
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.errors import DeviceViolation, HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
-from virtio.packed_queue import PackedVirtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
-from .events import EventThread, drain_eventfd, new_eventfd
-
-# Front-end "user address" of guest memory offset 0: far from DEFAULT_BASE, so a back-end that
-# translates a ring (user) address as guest-physical, or a descriptor the other way, misses.
-USER_BASE = 0x7F00_0000_0000
+from . import protocol as vu
+from .channel import Channel
+from .events import EventThread, acquire_within, drain_eventfd, new_eventfd
+from .handover import Send, enable_ring, mem_region, program_ring, set_mem_table
 
 # Protocol features this front-end implements (and so acks when offered).
-SUPPORTED_PROTOCOL_FEATURES = sum(
-    1 << b
-    for b in (
-        vu.PROTOCOL_F_MQ,
-        vu.PROTOCOL_F_REPLY_ACK,
-        vu.PROTOCOL_F_BACKEND_REQ,
-        vu.PROTOCOL_F_CONFIG,
-        vu.PROTOCOL_F_INFLIGHT_SHMFD,
-        vu.PROTOCOL_F_RESET_DEVICE,
-        vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS,
-        vu.PROTOCOL_F_STATUS,
-    )
+SUPPORTED_PROTOCOL_FEATURES = C.bits(
+    vu.PROTOCOL_F_MQ, vu.PROTOCOL_F_REPLY_ACK, vu.PROTOCOL_F_BACKEND_REQ, vu.PROTOCOL_F_CONFIG, vu.PROTOCOL_F_INFLIGHT_SHMFD,
+    vu.PROTOCOL_F_RESET_DEVICE, vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS, vu.PROTOCOL_F_STATUS,
 )
 
 # Feature bits of the vhost-user transport, not of the virtio device.
@@ -70,17 +57,9 @@ VHOST_TRANSPORT_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES | 1 << vu.VHOS
 # Device features whose duties sit in the front-end under vhost-user (QEMU's virtio-net serves the
 # control virtqueue itself; MQ and GUEST_ANNOUNCE need it).
 FRONTEND_DEVICE_FEATURES = {
-    C.VIRTIO_ID_NET: sum(
-        1 << b
-        for b in (
-            C.VIRTIO_NET_F_CTRL_VQ,
-            C.VIRTIO_NET_F_CTRL_RX,
-            C.VIRTIO_NET_F_CTRL_VLAN,
-            C.VIRTIO_NET_F_CTRL_RX_EXTRA,
-            C.VIRTIO_NET_F_GUEST_ANNOUNCE,
-            C.VIRTIO_NET_F_MQ,
-            C.VIRTIO_NET_F_CTRL_MAC_ADDR,
-        )
+    C.VIRTIO_ID_NET: C.bits(
+        C.VIRTIO_NET_F_CTRL_VQ, C.VIRTIO_NET_F_CTRL_RX, C.VIRTIO_NET_F_CTRL_VLAN, C.VIRTIO_NET_F_CTRL_RX_EXTRA,
+        C.VIRTIO_NET_F_GUEST_ANNOUNCE, C.VIRTIO_NET_F_MQ, C.VIRTIO_NET_F_CTRL_MAC_ADDR,
     ),
 }
 
@@ -88,16 +67,6 @@ FRONTEND_DEVICE_FEATURES = {
 BASE_QUEUES = {C.VIRTIO_ID_NET: 2, C.VIRTIO_ID_CONSOLE: 2}
 VQ_NUM_MAX = 1024  # a vhost-user back-end announces no maximum; QEMU's default for blk and net
 DEVICE_IDS = {name: device_id for device_id, name in C.DEVICE_TYPES.items()}
-
-
-@dataclass
-class InflightInfo:
-    """GET/SET_INFLIGHT_FD payload ("Inflight description")."""
-
-    mmap_size: int
-    mmap_offset: int
-    num_queues: int
-    queue_size: int
 
 
 _catalogue_ids: set[str] | None = None
@@ -159,10 +128,10 @@ class VhostUserTransport(ConfigOps):
         self.device_id = DEVICE_IDS[device_type]
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
         self._lock = threading.RLock()  # one request/reply pair at a time on the channel
-        self.events = EventThread()
-        self.chan: vu.Channel | None = None
+        self.events = EventThread(timeout=timeout)
+        self.chan: Channel | None = None
         self.mem: GuestMemory | None = None
-        self._backend_chan: vu.Channel | None = None
+        self._backend_chan: Channel | None = None
         self.vqs: list = []
         self._kick: dict[int, int] = {}
         self._call: dict[int, int] = {}
@@ -206,7 +175,7 @@ class VhostUserTransport(ConfigOps):
         if problem:
             raise TargetError(f"{self.spec}: {problem}")
         try:
-            self.chan = vu.Channel.connect(self.socket_path, self.timeout, retry_refused=retry_refused)
+            self.chan = Channel.connect(self.socket_path, self.timeout, retry_refused=retry_refused)
         except FileNotFoundError:
             raise TargetError(f"{self.spec}: no vhost-user back-end at {self.socket_path} (no such file)") from None
         except ConnectionRefusedError:
@@ -238,8 +207,8 @@ class VhostUserTransport(ConfigOps):
                 self._call_ack(vu.SET_BACKEND_REQ_FD, b"", [theirs.fileno()])
             finally:
                 theirs.close()
-            self._backend_chan = vu.Channel(ours, f"{self.socket_path} (back-end requests)")
-            self.events.register(self._backend_chan.fileno(), self._serve_backend_request)
+            self._backend_chan = Channel(ours, f"{self.socket_path} (back-end requests)", timeout=self.timeout)
+            self.events.register(self._backend_chan.fileno(), self._serve_backend_request, "the back-end request channel")
         self._call_ack(vu.SET_OWNER)
 
     def has_protocol(self, bit: int) -> bool:
@@ -275,7 +244,11 @@ class VhostUserTransport(ConfigOps):
         if need_reply is None:
             need_reply = not has_body and self.has_protocol(vu.PROTOCOL_F_REPLY_ACK)
         flags = vu.VERSION | (vu.FLAG_NEED_REPLY if need_reply else 0)
-        with self._lock:
+        # Another thread's exchange holds the channel for at most a send and a receive bound.
+        busy_bound = 2 * self.timeout + 1
+        if not acquire_within(self._lock, busy_bound):
+            raise HarnessError(f"cannot send {name}: the channel stayed busy with another request for {busy_bound:.3g}s")
+        try:
             if self.chan is None or self.chan.closed:
                 raise violation("vu.communication.3", f"cannot send {name}: the back-end connection is gone ({self.lost or 'closed'})")
             try:
@@ -291,10 +264,12 @@ class VhostUserTransport(ConfigOps):
                 raise violation("vu.communication.3", f"the back-end closed the connection instead of answering {name}", observed=str(e)) from None
             except vu.ProtocolError as e:
                 raise violation("vu.header.2", f"malformed answer to {name}", observed=str(e)) from None
+        finally:
+            self._lock.release()
         if reply.request != request:
             reply.close_fds()
             raise violation("vu.header.2", f"answer to {name} names another request", expected=request, observed=f"{reply.name} ({reply.raw()[:64].hex(' ')})")
-        if reply.flags & vu.FLAG_VERSION_MASK != vu.VERSION or not reply.is_reply:
+        if not reply.has_reply_header:
             reply.close_fds()
             raise violation("vu.header.1", f"answer to {name} lacks version 1 / the reply flag", expected=f"flags {vu.VERSION | vu.FLAG_REPLY:#x}", observed=f"flags {reply.flags:#x}")
         return reply
@@ -494,16 +469,13 @@ class VhostUserTransport(ConfigOps):
             return
         os.eventfd_write(fd, 1)
 
-    def _user_addr(self, guest_addr: int) -> int:
-        return guest_addr - self.mem.base + USER_BASE
-
     def mem_region(self) -> vu.MemRegion:
         """The single region of the current guest memory."""
-        return vu.MemRegion(self.mem.base, self.mem.size, USER_BASE, 0)
+        return mem_region(self.mem)
 
     def _ensure_mem_table(self) -> None:
         if not self._mem_table_sent:
-            self._must(vu.SET_MEM_TABLE, vu.pack_mem_table([self.mem_region()]), [self.mem.fd])
+            set_mem_table(self._must, [self.mem])
             self._mem_table_sent = True
 
     def _start_rings(self) -> None:
@@ -514,31 +486,22 @@ class VhostUserTransport(ConfigOps):
             self._setup_ring(vq)
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
             for vq in started:
-                self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
+                enable_ring(self._sender(vq), vq.index, 1)
         self._rings_started = True
         self._running_rings.update(vq.index for vq in started)
         self._sync("starting the rings")
 
+    def _sender(self, vq) -> Send:
+        """handover's send: a request that must be acked, failures naming ``vq``."""
+        return lambda request, payload, fds: self._must(request, payload, fds, queue=vq.name)
+
     def _setup_ring(self, vq) -> None:
         i = vq.index
-        a = vq.addrs
-        packed = isinstance(vq, PackedVirtqueue)
-        # A packed ring starts with both wrap counters 1 (2.8.1); bit 15 carries it (backends.md #5).
-        base = vu.vring_base_packed(0, 1, 0, 1) if packed else 0
-        self._must(vu.SET_VRING_NUM, vu.VRING_STATE.pack(i, vq.num), queue=vq.name)
-        self._must(vu.SET_VRING_BASE, vu.VRING_STATE.pack(i, base), queue=vq.name)
-        self._must(
-            vu.SET_VRING_ADDR,
-            vu.VRING_ADDR.pack(i, 0, self._user_addr(a.desc), self._user_addr(a.device), self._user_addr(a.driver), 0),
-            queue=vq.name,
-        )
-        # Call and err before kick: a back-end starts the ring on its kick fd (backends.md #3).
-        for table, request, on_signal in ((self._call, vu.SET_VRING_CALL, self._on_call), (self._err, vu.SET_VRING_ERR, self._on_err)):
+        for table, on_signal, what in ((self._call, self._on_call, "call"), (self._err, self._on_err, "err")):
             if i not in table:
                 fd = table[i] = new_eventfd()
-                self.events.register(fd, lambda fd=fd, i=i, f=on_signal: f(fd, i))
-            self._must(request, vu.U64.pack(i), [table[i]], queue=vq.name)
-        self._must(vu.SET_VRING_KICK, vu.U64.pack(i), [self._kick[i]], queue=vq.name)
+                self.events.register(fd, lambda fd=fd, i=i, f=on_signal: f(fd, i), f"{what} eventfd of queue {i} ({vq.name})")
+        program_ring(self._sender(vq), vq, self.mem.base, call_fd=self._call[i], err_fd=self._err[i], kick_fd=self._kick[i])
 
     def _on_call(self, fd: int, index: int) -> None:
         if drain_eventfd(fd) and 0 <= index < len(self.vqs) and self.vqs[index] is not None:
@@ -585,7 +548,7 @@ class VhostUserTransport(ConfigOps):
             self._kick.clear()
 
     def synchronize_cbs(self) -> None:
-        self.events.synchronize(self.timeout)
+        self.events.synchronize()
 
     def bus_name(self) -> str:
         return f"vhost-user:{self.socket_path}"
@@ -602,7 +565,7 @@ class VhostUserTransport(ConfigOps):
         """As QEMU's vhost_user_reset_vring: disable the ring, then stop it (GET_VRING_BASE)."""
         self._ring_reset_ok("disable_vq_and_reset")
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
-            self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 0), queue=vq.name)
+            enable_ring(self._sender(vq), vq.index, 0)
         self.get_vring_base(vq.index)
         self._deliver_pending_call(vq)
 
@@ -613,7 +576,7 @@ class VhostUserTransport(ConfigOps):
         fd = self._call.get(vq.index)
         if fd is not None and drain_eventfd(fd):
             vq.interrupt()
-        self.events.synchronize(self.timeout)  # a handler already mid-flight has finished
+        self.events.synchronize()  # a handler already mid-flight has finished
 
     def enable_vq_after_reset(self, vq) -> None:
         self._ring_reset_ok("enable_vq_after_reset")
@@ -622,7 +585,7 @@ class VhostUserTransport(ConfigOps):
         self._setup_ring(vq)
         self._running_rings.add(vq.index)
         if self.backend_features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1:
-            self._must(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(vq.index, 1), queue=vq.name)
+            enable_ring(self._sender(vq), vq.index, 1)
 
     # -- messages the protocol suite drives directly ------------------------------------------------------
     def reset_owner(self) -> int:
@@ -640,18 +603,18 @@ class VhostUserTransport(ConfigOps):
         self._need_protocol(vu.PROTOCOL_F_CONFIGURE_MEM_SLOTS, "rem_mem_reg")
         return self._call_ack(vu.REM_MEM_REG, vu.pack_single_region(region))
 
-    def get_inflight_fd(self, num_queues: int, queue_size: int) -> tuple[InflightInfo, int]:
+    def get_inflight_fd(self, num_queues: int, queue_size: int) -> tuple[vu.InflightInfo, int]:
         """GET_INFLIGHT_FD: the back-end's inflight description and the shared-memory fd (caller closes it)."""
         self._need_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD, "get_inflight_fd")
-        reply = self.request(vu.GET_INFLIGHT_FD, vu.INFLIGHT.pack(0, 0, num_queues, queue_size))
+        reply = self.request(vu.GET_INFLIGHT_FD, vu.InflightInfo(0, 0, num_queues, queue_size).pack())
         if len(reply.payload) != vu.INFLIGHT.size or len(reply.fds) != 1:
             reply.close_fds()
             raise violation("vu.front-end-message-types.11", "GET_INFLIGHT_FD answer is not an inflight description with one fd", observed=f"{len(reply.payload)} bytes, {len(reply.fds)} fds")
-        return InflightInfo(*vu.INFLIGHT.unpack(reply.payload)), reply.fds[0]
+        return vu.InflightInfo.unpack(reply.payload), reply.fds[0]
 
-    def set_inflight_fd(self, info: InflightInfo, fd: int) -> int:
+    def set_inflight_fd(self, info: vu.InflightInfo, fd: int) -> int:
         self._need_protocol(vu.PROTOCOL_F_INFLIGHT_SHMFD, "set_inflight_fd")
-        return self._call_ack(vu.SET_INFLIGHT_FD, vu.INFLIGHT.pack(info.mmap_size, info.mmap_offset, info.num_queues, info.queue_size), [fd])
+        return self._call_ack(vu.SET_INFLIGHT_FD, info.pack(), [fd])
 
     def _need_protocol(self, bit: int, op: str) -> None:
         if not self.has_protocol(bit):

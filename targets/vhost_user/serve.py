@@ -22,7 +22,7 @@ import socket
 import stat
 import sys
 
-from virtio.vhost_user import Channel
+from .channel import Channel
 
 
 class Terminate(BaseException):
@@ -112,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
             conn, _ = listener.accept()
             backend = None
             try:
-                backend = cls(factory(mode=args.mode), Channel(conn, "front-end"), timeout=args.timeout)
+                backend = cls(factory(mode=args.mode), Channel(conn, "front-end", timeout=args.timeout), timeout=args.timeout)
                 backend.log(f"front-end connected ({args.device}, {args.mode} mode)")
                 _session = backend
                 why = backend.run()

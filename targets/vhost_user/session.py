@@ -2,12 +2,11 @@
 
 Implements just enough of the front-end side of QEMU docs/interop/vhost-user.rst ("Communication",
 "Ring states", "Memory access", "VHOST_USER_PROTOCOL_F_REPLY_ACK") for tests to put one message at
-a time to any back-end and judge its answer. It is not the transport (targets/vhost_user/): the
-suite must be able to send what a well-behaved transport never would, and to see raw replies.
+a time to any back-end and judge its answer. It is not the transport (frontend.py): the suite
+must be able to send what a well-behaved transport never would, and to see raw replies.
 
-Two address spaces (backends.md gotcha 1): SET_VRING_ADDR carries front-end *user* addresses,
-translated by the back-end through each region's user address; descriptors carry guest-physical
-addresses. Our user addresses are ``USER_BASE + offset``: consistent, not real pointers.
+Memory regions and rings are handed over as the transport hands them (handover.py: user
+addresses ``USER_BASE + offset`` for rings, guest-physical ones in descriptors).
 
 Everything the back-end sends is untrusted: a closed socket, a timeout, a malformed header or a
 reply to the wrong request becomes a DeviceViolation naming the request, the clause and the bytes.
@@ -19,23 +18,25 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from . import constants as C
-from . import vhost_user as vu
-from .buffers import Sg
-from .errors import DeviceViolation, TargetError
-from .memory import GuestMemory
-from .messages import NetHdr, blk_outhdr
-from .packed_queue import PackedVirtqueue
-from .split_queue import SplitVirtqueue
+from virtio import constants as C
+from virtio.buffers import Sg
+from virtio.errors import DeviceViolation, TargetError
+from virtio.memory import GuestMemory
+from virtio.messages import NetHdr, blk_outhdr
+from virtio.packed_queue import PackedVirtqueue
+from virtio.split_queue import SplitVirtqueue
 
-USER_BASE = 0x7F00_0000_0000
+from . import protocol as vu
+from .channel import Channel
+from .handover import add_mem_reg, enable_ring, program_ring, set_mem_table, set_vring_kick, user_addr
+
 CLAUSE_HEADER_FLAGS = "vu.header.1"
 CLAUSE_HEADER_MATCH = "vu.header.2"
 CLAUSE_ALWAYS_ANSWERED = "vu.communication.1"
 
 # Protocol features the session acks by default when offered: what the suite exercises. STATUS is
 # left out unless asked for, since with it acked DPDK runs nothing before SET_STATUS DRIVER_OK.
-DEFAULT_PROTOCOL = (1 << vu.PROTOCOL_F_MQ) | (1 << vu.PROTOCOL_F_REPLY_ACK) | (1 << vu.PROTOCOL_F_CONFIG)
+DEFAULT_PROTOCOL = C.bits(vu.PROTOCOL_F_MQ, vu.PROTOCOL_F_REPLY_ACK, vu.PROTOCOL_F_CONFIG)
 
 # Device-type workloads: which ring carries a request the back-end completes without outside
 # traffic (blk: requestq 0; net: transmitq 1, whose receiveq 0 a net back-end also wants set up).
@@ -52,8 +53,6 @@ class RawRing:
     vq: SplitVirtqueue | PackedVirtqueue
     kick_fd: int
     call_fd: int
-    packed: bool = False
-    addrs: tuple = ()  # guest addresses of descriptor area, driver area, device area
     chains: list = field(default_factory=list)
 
 
@@ -70,10 +69,7 @@ class RawSession:
         self.device_type = device_type
         self.timeout = timeout
         self.clause = clause
-        try:
-            self.chan = vu.Channel.connect(path, timeout)
-        except OSError as e:
-            raise TargetError(f"vhost-user back-end at {path}: cannot connect ({e.strerror or e})") from None
+        self.chan = self._connect()
         self.mem = GuestMemory(mem_size, name="vu-protocol")
         self.extra_mems: list[GuestMemory] = []  # regions added later (add_region)
         self.rings: dict[int, RawRing] = {}
@@ -83,9 +79,22 @@ class RawSession:
         self.protocol = 0  # acked with SET_PROTOCOL_FEATURES
         self.log: list[str] = []  # the conversation, for failure messages
 
+    def _connect(self) -> Channel:
+        try:
+            return Channel.connect(self.path, self.timeout)
+        except OSError as e:
+            raise TargetError(f"vhost-user back-end at {self.path}: cannot connect ({e.strerror or e})") from None
+
+    def reconnect(self) -> None:
+        """Drop the connection and make a new one; memory and rings stay (a front-end that
+        reconnects after a back-end restart hands the same ones over again)."""
+        self.chan.close()
+        self.chan = self._connect()
+        self.log.append("<reconnect>")
+
     # -- framing ---------------------------------------------------------------------------------
     def user_addr(self, gpa: int) -> int:
-        return USER_BASE + (gpa - self.mem.base)
+        return user_addr(gpa, self.mem.base)
 
     def _violation(self, clause: str, what: str, exc: vu.ProtocolError) -> DeviceViolation:
         kind = {vu.PeerClosed: "closed the connection", vu.ProtocolTimeout: "did not answer"}.get(type(exc), "sent a malformed message")
@@ -109,7 +118,7 @@ class RawSession:
             raise self._violation(clause or self.clause, f"while awaited: {what} ({t:.3g}s)", e) from None
         if request != vu.GET_INFLIGHT_FD:  # no other reply carries an fd we use
             msg.close_fds()
-        if msg.flags & vu.FLAG_VERSION_MASK != vu.VERSION or not msg.is_reply:
+        if not msg.has_reply_header:
             raise DeviceViolation(CLAUSE_HEADER_FLAGS, f"{what} has wrong header flags", expected=f"version 1 with the reply bit ({vu.VERSION | vu.FLAG_REPLY:#x})", observed=f"flags {msg.flags:#x}; bytes {msg.raw()[:64].hex(' ')}")
         if msg.request != request:
             raise DeviceViolation(CLAUSE_HEADER_MATCH, f"{what} names another request", expected=f"request {request} ({vu.request_name(request)})", observed=f"request {msg.request} ({msg.name}); bytes {msg.raw()[:64].hex(' ')}")
@@ -185,9 +194,7 @@ class RawSession:
     def set_mem_table(self) -> None:
         """SET_MEM_TABLE with every region the session has, each at user address USER_BASE + its
         offset from the first region's guest address."""
-        mems = [self.mem] + self.extra_mems
-        regions = [self.region(m) for m in mems]
-        self.setup(vu.SET_MEM_TABLE, vu.pack_mem_table(regions), [m.fd for m in mems])
+        set_mem_table(self.setup, [self.mem] + self.extra_mems)
 
     def add_region(self, size: int, *, single: bool = False) -> GuestMemory:
         """A further memfd region above the others (as a memory hot-plug adds one), sent with a
@@ -201,30 +208,22 @@ class RawSession:
             self.set_mem_table()
         return mem
 
-    def region(self, mem: GuestMemory) -> vu.MemRegion:
-        return vu.MemRegion(mem.base, mem.size, self.user_addr(mem.base), 0)
-
     def add_mem_reg(self, mem: GuestMemory) -> None:
         """ADD_MEM_REG of one region (CONFIGURE_MEM_SLOTS), its fd alone with it."""
-        self.setup(vu.ADD_MEM_REG, vu.pack_single_region(self.region(mem)), [mem.fd])
+        add_mem_reg(self.setup, mem, self.mem.base)
 
     # -- rings -----------------------------------------------------------------------------------
     def setup_ring(self, index: int, num: int = 64, *, packed: bool = False, enable: bool | None = None,
-                   kick: bool = True, base: int = 0) -> RawRing:
-        """SET_VRING_NUM/ADDR/BASE/CALL (and KICK unless ``kick`` is False), then SET_VRING_ENABLE
-        1 where protocol features were negotiated (``enable`` None) or as ``enable`` says."""
+                   kick: bool = True, base: int | None = None) -> RawRing:
+        """SET_VRING_NUM/BASE/ADDR/CALL (and KICK unless ``kick`` is False), then SET_VRING_ENABLE
+        1 where protocol features were negotiated (``enable`` None) or as ``enable`` says.
+        ``base`` None: a fresh ring's (handover.INITIAL_VRING_BASE)."""
         kick_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         call_fd = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
         notify = lambda _vq: os.eventfd_write(kick_fd, 1)  # noqa: E731
-        if packed:
-            vq = PackedVirtqueue(self.mem, index, num, notify, features=self.features)
-            base = vu.vring_base_packed(0, 1, 0, 1) if base == 0 else base
-        else:
-            vq = SplitVirtqueue(self.mem, index, num, notify, features=self.features)
-        desc, avail, used = vq.addrs.desc, vq.addrs.driver, vq.addrs.device
-        ring = RawRing(index, vq, kick_fd, call_fd, packed, (desc, avail, used))
+        vq = (PackedVirtqueue if packed else SplitVirtqueue)(self.mem, index, num, notify, features=self.features)
+        ring = RawRing(index, vq, kick_fd, call_fd)
         self.rings[index] = ring
-        self.setup(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, num))
         self._program(ring, base, kick=kick, enable=enable)
         return ring
 
@@ -232,27 +231,20 @@ class RawSession:
         """After GET_VRING_BASE stopped it: size, addresses, base, call and kick again, then
         enable -- QEMU's vhost_dev_start order (DPDK frees per-ring state on GET_VRING_BASE and
         rebuilds it on SET_VRING_NUM)."""
-        ring = self.rings[index]
-        self.setup(vu.SET_VRING_NUM, vu.VRING_STATE.pack(index, ring.vq.num))
-        self._program(ring, base, kick=True, enable=None)
+        self._program(self.rings[index], base, kick=True, enable=None)
 
-    def _program(self, ring: RawRing, base: int, *, kick: bool, enable: bool | None) -> None:
-        index, (desc, avail, used) = ring.index, ring.addrs
-        self.setup(vu.SET_VRING_ADDR, vu.VRING_ADDR.pack(index, 0, self.user_addr(desc), self.user_addr(used), self.user_addr(avail), 0))
-        self.setup(vu.SET_VRING_BASE, vu.VRING_STATE.pack(index, base))
-        self.setup(vu.SET_VRING_CALL, vu.U64.pack(index), [ring.call_fd])
-        if kick:
-            self.set_kick(index)
+    def _program(self, ring: RawRing, base: int | None, *, kick: bool, enable: bool | None) -> None:
+        program_ring(self.setup, ring.vq, self.mem.base, call_fd=ring.call_fd, kick_fd=ring.kick_fd if kick else None, base=base)
         if enable is None:
             enable = bool(self.features >> vu.VHOST_USER_F_PROTOCOL_FEATURES & 1)
         if enable:
-            self.enable(index, 1)
+            self.enable(ring.index, 1)
 
     def set_kick(self, index: int) -> None:
-        self.setup(vu.SET_VRING_KICK, vu.U64.pack(index), [self.rings[index].kick_fd])
+        set_vring_kick(self.setup, index, self.rings[index].kick_fd)
 
     def enable(self, index: int, on: int) -> None:
-        self.setup(vu.SET_VRING_ENABLE, vu.VRING_STATE.pack(index, on))
+        enable_ring(self.setup, index, on)
 
     def setup_device_rings(self, num: int = 64, *, packed: bool = False, enable: bool | None = None, kick: bool = True) -> RawRing:
         """Set up every ring the device type needs to run; return the probe ring."""

@@ -25,9 +25,14 @@ QUEUE_REGION_SPLIT_HEADER = 16
 DESC_STATE_SPLIT = 16
 
 
+def queue_region_min_split(queue_size: int) -> int:
+    """Bytes one queue's split region needs: its header and a DescStateSplit per descriptor."""
+    return QUEUE_REGION_SPLIT_HEADER + DESC_STATE_SPLIT * queue_size
+
+
 def queue_region_size_split(queue_size: int) -> int:
     """Bytes of one queue's split region, aligned to INFLIGHT_ALIGNMENT."""
-    n = QUEUE_REGION_SPLIT_HEADER + DESC_STATE_SPLIT * queue_size
+    n = queue_region_min_split(queue_size)
     return (n + INFLIGHT_ALIGNMENT - 1) // INFLIGHT_ALIGNMENT * INFLIGHT_ALIGNMENT
 
 
@@ -118,7 +123,7 @@ class InflightBuffer:
 
     def __init__(self, buf, num_queues: int, queue_size: int, stride: int | None = None):
         self.stride = queue_region_size_split(queue_size) if stride is None else stride
-        if self.stride < QUEUE_REGION_SPLIT_HEADER + DESC_STATE_SPLIT * queue_size:
+        if self.stride < queue_region_min_split(queue_size):
             raise ValueError(f"inflight stride {self.stride} too small for queue size {queue_size}")
         if len(buf) < num_queues * self.stride:
             raise ValueError(f"inflight buffer of {len(buf)} bytes, {num_queues} queues of {self.stride} need {num_queues * self.stride}")

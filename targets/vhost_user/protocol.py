@@ -1,26 +1,22 @@
-"""vhost-user message formats and the socket channel both sides use.
+"""vhost-user message formats, defined once (QEMU docs/interop/vhost-user.rst, "Message types"
+and "Message specification").
 
-Defined once here (QEMU docs/interop/vhost-user.rst, "Message types" and "Message specification")
-and used by the front-end transport (targets/vhost_user/frontend.py), the back-end that serves our
-models (targets/vhost_user/backend.py) and the protocol suite. Messages are plain byte strings on a
-SOCK_STREAM UNIX socket: a 12-byte header (request, flags, size) and ``size`` payload bytes, with
-file descriptors in SCM_RIGHTS ancillary data. These are socket messages, not shared memory, so
-``struct`` packing is fine here (the torn-store rule is about ring fields).
-
-Everything a peer sends is untrusted: ``Channel.recv`` bounds every wait, and a closed socket, a
-short header, an oversized or short payload raises ``ProtocolError`` carrying the bytes seen.
+Request codes, header flags, protocol feature bits and payload layouts, the ``Message`` a peer
+sends and the errors framing raises. Used by the front-end transport (frontend.py), the raw session
+of the protocol suite (session.py), the back-end that serves our models (backend.py) and the
+socket channel all three talk over (channel.py). A message is a 12-byte header (request, flags,
+size) and ``size`` payload bytes, with file descriptors in SCM_RIGHTS ancillary data. These are
+socket messages, not shared memory, so ``struct`` packing is fine here (the torn-store rule is about
+ring fields).
 """
 
 from __future__ import annotations
 
-import array
-import errno
 import os
-import select
-import socket
 import struct
-import time
 from dataclasses import dataclass, field
+
+from virtio.areas import RingAddrs
 
 # -- header ----------------------------------------------------------------------------------------
 HEADER = struct.Struct("<III")  # request, flags, size
@@ -129,11 +125,19 @@ CONFIG_MAX = 256
 CONFIG_F_WRITABLE = 0
 CONFIG_F_MIGRATION = 1
 INFLIGHT = struct.Struct("<QQHH4x")  # mmap_size, mmap_offset, num_queues, queue_size; 24 bytes as QEMU sends it (C tail padding)
+INFLIGHT_MIN = INFLIGHT.size - 4  # the tail padding may be missing
 VRING_AREA = struct.Struct("<QQQ")  # u64 (index | NOFD), size, offset
 
 # u64 payload of SET_VRING_KICK/CALL/ERR: bits 0-7 the queue index, bit 8 "no fd" (polling).
 VRING_IDX_MASK = 0xFF
 VRING_NOFD_MASK = 1 << 8
+
+
+def pack_vring_addr(index: int, addrs: RingAddrs, flags: int = 0, log: int = 0) -> bytes:
+    """SET_VRING_ADDR payload for a ring whose areas are given at the addresses the back-end
+    expects (front-end user addresses): the spec's driver area travels in the "available" field,
+    its device area in the "used" field, whatever the layout (virtio/areas.py)."""
+    return VRING_ADDR.pack(index, flags, addrs.desc, addrs.device, addrs.driver, log)
 
 
 def vring_base_packed(avail_idx: int, avail_wrap: int, used_idx: int = 0, used_wrap: int = 0) -> int:
@@ -162,6 +166,26 @@ class MemRegion:
     @classmethod
     def unpack(cls, data: bytes, offset: int = 0) -> MemRegion:
         return cls(*MEM_REGION.unpack_from(data, offset))
+
+
+@dataclass
+class InflightInfo:
+    """GET/SET_INFLIGHT_FD payload ("Inflight description")."""
+
+    mmap_size: int
+    mmap_offset: int
+    num_queues: int
+    queue_size: int
+
+    def pack(self) -> bytes:
+        return INFLIGHT.pack(self.mmap_size, self.mmap_offset, self.num_queues, self.queue_size)
+
+    @classmethod
+    def unpack(cls, payload: bytes) -> InflightInfo:
+        """The description in ``payload`` (at least INFLIGHT_MIN bytes: the padding may be missing)."""
+        if len(payload) < INFLIGHT_MIN:
+            raise ProtocolError(f"inflight description of {len(payload)} bytes", payload)
+        return cls(*INFLIGHT.unpack_from(bytes(payload).ljust(INFLIGHT.size, b"\0")))
 
 
 def pack_mem_table(regions: list[MemRegion]) -> bytes:
@@ -229,6 +253,11 @@ class Message:
         return bool(self.flags & FLAG_REPLY)
 
     @property
+    def has_reply_header(self) -> bool:
+        """The header flags a reply must carry ("Message specification"): version 1, reply bit."""
+        return self.flags & FLAG_VERSION_MASK == VERSION and self.is_reply
+
+    @property
     def need_reply(self) -> bool:
         return bool(self.flags & FLAG_NEED_REPLY)
 
@@ -241,139 +270,14 @@ class Message:
         return HEADER.pack(self.request, self.flags, len(self.payload)) + self.payload
 
     def close_fds(self) -> None:
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        close_fds(self.fds)
         self.fds = []
 
 
-class Channel:
-    """One end of a vhost-user socket: framed send with fds, bounded framed receive.
-
-    Not thread-safe on its own; a caller that shares it between threads holds a lock around each
-    request/reply pair.
-    """
-
-    def __init__(self, sock: socket.socket, peer: str = "peer"):
-        self.sock = sock
-        self.peer = peer
-        self._rx = bytearray()
-        self._rx_fds: list[int] = []
-        # Stream offset of _rx[0], and per received fd the stream offset where the recvmsg chunk
-        # that carried it ended: Linux may glue earlier fd-less messages in front of the one with
-        # fds in one read (it stops right after an skb with fds), so the fds belong to the message
-        # holding the chunk's last byte, not to the first message parsed from the chunk.
-        self._rx_pos = 0
-        self._rx_fd_marks: list[int] = []
-        self.closed = False
-
-    @classmethod
-    def connect(cls, path: str, timeout: float, *, retry_refused: bool = True) -> Channel:
-        """Connect, bounded by ``timeout``. A refused connection is retried until then: a back-end
-        creates and binds its socket file before it listens (DPDK logs the two steps apart), so a
-        back-end that has just (re)started can refuse for a moment. A missing file fails at once,
-        and so does a refusal with ``retry_refused=False`` (nobody is about to listen)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-            sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            try:
-                sock.connect(path)
-            except ConnectionRefusedError:
-                sock.close()
-                if not retry_refused or time.monotonic() + 0.02 >= deadline:
-                    raise
-                time.sleep(0.02)
-                continue
-            except OSError:
-                sock.close()
-                raise
-            sock.settimeout(None)
-            return cls(sock, path)
-
-    def fileno(self) -> int:
-        return self.sock.fileno()
-
-    def send(self, msg: Message) -> None:
-        if len(msg.fds) > MAX_FDS:
-            raise ValueError(f"{msg.name}: {len(msg.fds)} fds, at most {MAX_FDS} per message")
-        data = msg.raw()
-        anc = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", msg.fds).tobytes())] if msg.fds else []
+def close_fds(fds) -> None:
+    """Close received descriptors nobody will use; one already closed is no error."""
+    for fd in fds:
         try:
-            sent = self.sock.sendmsg([data], anc)
-            if sent < len(data):  # fds went with the first part
-                self.sock.sendall(data[sent:])
-        except (BrokenPipeError, ConnectionResetError) as e:
-            self.closed = True
-            raise PeerClosed(f"{self.peer}: socket closed while sending {msg.name} ({e.strerror})") from None
-
-    def _fill(self, need: int, deadline: float, what: str) -> None:
-        while len(self._rx) < need:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise ProtocolTimeout(f"{self.peer}: no {what} within the timeout ({len(self._rx)} of {need} bytes)", bytes(self._rx))
-            r, _, _ = select.select([self.sock], [], [], left)
-            if not r:
-                continue
-            try:
-                data, anc, _flags, _ = self.sock.recvmsg(65536, socket.CMSG_SPACE(MAX_FDS * 4))
-            except ConnectionResetError:
-                data, anc = b"", []
-            except OSError as e:
-                if e.errno in (errno.EAGAIN, errno.EINTR):
-                    continue
-                raise
-            chunk_end = self._rx_pos + len(self._rx) + len(data)
-            for level, kind, cdata in anc:
-                if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-                    fds = array.array("i")
-                    fds.frombytes(cdata[: len(cdata) - len(cdata) % fds.itemsize])
-                    self._rx_fds.extend(fds)
-                    self._rx_fd_marks.extend([chunk_end] * len(fds))
-            if not data:
-                self.closed = True
-                raise PeerClosed(f"{self.peer}: socket closed while waiting for {what}", bytes(self._rx))
-            self._rx += data
-
-    def recv(self, timeout: float, what: str = "a message") -> Message:
-        """The next message, waiting at most ``timeout`` seconds in all."""
-        deadline = time.monotonic() + timeout
-        self._fill(HEADER.size, deadline, what)
-        request, flags, size = HEADER.unpack_from(self._rx)
-        if size > MAX_PAYLOAD:
-            seen = bytes(self._rx)
-            self._rx_pos += len(self._rx)
-            self._rx.clear()
-            raise ProtocolError(f"{self.peer}: {what}: header announces a {size}-byte payload (max {MAX_PAYLOAD})", seen)
-        self._fill(HEADER.size + size, deadline, what)
-        payload = bytes(self._rx[HEADER.size : HEADER.size + size])
-        del self._rx[: HEADER.size + size]
-        self._rx_pos += HEADER.size + size
-        end = self._rx_pos
-        n = sum(1 for mark in self._rx_fd_marks if mark <= end)  # marks are in arrival order
-        fds, self._rx_fds = self._rx_fds[:n], self._rx_fds[n:]
-        del self._rx_fd_marks[:n]
-        return Message(request, flags, payload, fds)
-
-    def pending(self) -> bool:
-        """Whether bytes are waiting (a reply nobody asked for, or an early message)."""
-        if self._rx:
-            return True
-        r, _, _ = select.select([self.sock], [], [], 0)
-        return bool(r)
-
-    def close(self) -> None:
-        self.closed = True
-        for fd in self._rx_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self._rx_fds = []
-        self._rx_fd_marks = []
-        try:
-            self.sock.close()
+            os.close(fd)
         except OSError:
             pass
