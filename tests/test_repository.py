@@ -36,7 +36,7 @@ STALE = [
     (re.compile(r"(?<![\w/])backends\.md"), "the back-end notes are docs/BACKENDS.md (cite a note as docs/BACKENDS.md #N)"),
     (re.compile(r"/work/shared\b|\bshared/(?:DESIGN|backends|vfio)"), "notes outside the repository"),
 ]
-BACKQUOTED = re.compile(r"`(\.?[A-Za-z0-9_]+/[^`\s]*)")
+BACKQUOTED = re.compile(r"`(\.?[A-Za-z0-9_]+/[^`\s:]*)")  # a path, up to a test id's ::
 GENERATED = (".html", ".json", ".jsonl")  # outputs a command in the docs writes
 
 
