@@ -10,8 +10,10 @@ notes, files that lived outside the repository, are refused wherever they appear
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -152,15 +154,28 @@ def test_repository_plugin_entry_point_is_the_conftest_plugin():
     assert list(eps.items()) == [(m, m) for m in conftest["pytest_plugins"]], (eps, conftest["pytest_plugins"])
 
 
-def test_repository_suites_run_from_another_directory(tmp_path):
-    """``python -m suites`` (README, installed copies) collects the suites with a checkout's test ids
-    from any directory."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    r = subprocess.run([sys.executable, "-m", "suites", "--co", "-q", "-p", "no:cacheprovider", "--target", "model:rng",
-                        "-k", "test_device_status"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-    ids = [line for line in r.stdout.splitlines() if "::" in line]
-    assert r.returncode == 0 and ids, r.stdout + r.stderr
-    assert all(i.startswith("suites/test_device_status.py::") for i in ids), ids
+def test_repository_suites_run_from_an_installed_copy(tmp_path):
+    """``python -m suites`` (README: how an installed copy runs) from another directory, on a copy of
+    the shipped packages alone (no pyproject.toml, no conftest.py; the plugin named as its entry point
+    would name it): a checkout's test ids, and a selection counted against the whole suites."""
+    site, work = tmp_path / "site", tmp_path / "work"
+    work.mkdir()
+    for package in PRODUCT:
+        shutil.copytree(ROOT / package, site / package, ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, PYTHONPATH=str(site), PYTEST_PLUGINS="fixtures.harness")
+
+    def run(*args):
+        cmd = [sys.executable, "-m", "suites", "-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--target", "model:rng", *args]
+        r = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r
+
+    every = [line for line in run("--co").stdout.splitlines() if "::" in line]
+    assert every and all(i.startswith("suites/") for i in every), every[:5]
+    run("-k", "test_device_status", "--conformance-json", "r.json")
+    report = json.loads((work / "r.json").read_text())
+    assert {r["nodeid"].split("::")[0] for r in report["results"]} == {"suites/test_device_status.py"}
+    assert report["scope"]["tests"]["total"] == len(every), report["scope"]
 
 
 def test_lint_ruff_clean():
