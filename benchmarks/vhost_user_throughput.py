@@ -16,7 +16,7 @@ is validated by the harness.
 
 Machine use: testpmd's forwarding lcore spins on one CPU; the harness (and the C front-end) run on
 the other. Run nothing else meanwhile: on a 2-core machine any other load halves the figures.
-Recipes and quirks of both back-ends: shared/backends.md.
+Recipes and quirks of both back-ends: docs/BACKENDS.md.
 """
 
 from __future__ import annotations

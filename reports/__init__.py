@@ -3,7 +3,7 @@
     report = build_report(run, waivers=load_waivers("waivers.toml"))
     write_json(report, "out/report.json"); write_html(report, "out/report.html")
 
-The rules live in ``reports.verdict`` (DESIGN "What conformant means in a report").
+The rules live in ``reports.verdict`` (docs/DESIGN.md "What conformant means in a report").
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Assemble a report dict from a run dict: plain JSON, deterministic, no HTML (DESIGN "Clauses and
-traceability": per clause its tests, outcome, and "not covered" where no test exists).
+"""Assemble a report dict from a run dict: plain JSON, deterministic, no HTML (docs/DESIGN.md
+"Clauses and traceability": per clause its tests, outcome, and "not covered" where no test exists).
 
 Deterministic means: results sorted by (nodeid, target), targets by id, clauses in catalogue order,
 and nothing read from the clock unless the run gives no start date (then waiver expiry uses today).

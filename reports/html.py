@@ -37,7 +37,8 @@ def _columns(rows) -> list:
 
 
 def _skip_groups(results, kind: str = "skip") -> list:
-    """Skipped (or not-run) results grouped by reason, most common first (DESIGN: a skip names its reason)."""
+    """Skipped (or not-run) results grouped by reason, most common first (a skip names its reason:
+    docs/DESIGN.md "What conformant means in a report")."""
     groups: dict[str, list] = {}
     for r in results:
         if r["kind"] == kind:

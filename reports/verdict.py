@@ -1,4 +1,4 @@
-"""The verdict rules, in one place (DESIGN "What conformant means in a report").
+"""The verdict rules, in one place (docs/DESIGN.md "What conformant means in a report").
 
 - A MUST violation makes a target NON-CONFORMANT unless a waiver covers it.
 - A SHOULD violation is a warning; a MAY "violation" is only noted.
@@ -61,7 +61,8 @@ def kind_of(result: dict) -> str:
 
 
 def primary_and_implicated(result: dict) -> tuple[str | None, list[str]]:
-    """The clause a violation proves broken, and those it merely touches (DESIGN: one primary clause).
+    """The clause a violation proves broken, and those it merely touches (one primary clause:
+    docs/DESIGN.md "What conformant means in a report").
 
     A result from before the plugin named a primary clause (an old JSON or journal) has only
     ``violated``: one clause there is the primary one; several (a plain assert charged to every

@@ -1,5 +1,5 @@
-"""Waiver files: a vendor's signed-off exceptions to MUST/SHOULD violations (DESIGN: "unless waived
-in a waiver file, with reason").
+"""Waiver files: a vendor's signed-off exceptions to MUST/SHOULD violations (a MUST failure is
+non-conformant unless waived, with reason and evidence: docs/DESIGN.md "What conformant means in a report").
 
 A waiver file is TOML with one ``[[waiver]]`` table per exception::
 

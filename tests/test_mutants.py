@@ -172,8 +172,9 @@ def _clause_count(fn) -> int:
 
 def test_plain_asserts_only_where_one_clause_is_claimed():
     """A plain ``assert`` names no clause: in a test claiming several it cannot say which broke
-    (DESIGN: one primary clause per failure). Suites use ``require(..., clause, ...)`` there; a
-    plain assert is allowed only in a test function claiming exactly one clause."""
+    (one primary clause per failure: docs/DESIGN.md "What conformant means in a report").
+    Suites use ``require(..., clause, ...)`` there; a plain assert is allowed only in a test function
+    claiming exactly one clause."""
     import ast
 
     bad = []

@@ -1,5 +1,5 @@
 """Self-tests of the vhost-user front-end (targets/vhost_user/frontend.py): against the real
-back-ends installed here (qemu-storage-daemon, DPDK testpmd; see /work/shared/backends.md) and
+back-ends installed here (qemu-storage-daemon, DPDK testpmd; see docs/BACKENDS.md) and
 against scripted misbehaving peers (bad input must become a named error, never a hang)."""
 
 from __future__ import annotations

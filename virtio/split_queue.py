@@ -116,7 +116,7 @@ class SplitVirtqueue(VirtqueueBase):
         self._room = np.zeros(num + 1, dtype=np.uint64)
         self._used32 = self.ring.used_ring.reshape(2 * num)  # the used ring is only 4-byte aligned
         # The 16-bit index fields as memoryviews ('H'): still one aligned 16-bit load or store
-        # each (backends.md, gotcha 10), without a numpy scalar per access on the hot path.
+        # each (docs/BACKENDS.md #10), without a numpy scalar per access on the hot path.
         self._avail_idx_h = memoryview(self.ring.avail_idx)
         self._avail_event_h = memoryview(self.ring.avail_event)
         self._used_idx_h = memoryview(self.ring.used_idx)

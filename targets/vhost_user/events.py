@@ -3,7 +3,7 @@
 QEMU docs/interop/vhost-user.rst, "Communication": a back-end signals used buffers on each ring's
 call eventfd (SET_VRING_CALL), errors on its err eventfd (SET_VRING_ERR), and sends its own requests
 (e.g. CONFIG_CHANGE_MSG) on the SET_BACKEND_REQ_FD socket. One thread waits on all of them, so the
-cost is one epoll_wait per batch of signals (backends.md #12), and no wait is unbounded: the thread
+cost is one epoll_wait per batch of signals (docs/BACKENDS.md #12), and no wait is unbounded: the thread
 wakes at least every ``POLL_S`` to notice a stop, and ``synchronize`` gives up after the timeout the
 transport was opened with, naming the handler it waited for.
 """

@@ -285,7 +285,7 @@ class VhostUserTransport(ConfigOps):
         """Send a request without a reply body; return the REPLY_ACK value (0 without REPLY_ACK).
 
         0 is success. qemu-storage-daemon acks 0 and closes the socket on errors, so the ack
-        alone does not prove success (backends.md #2); ``_sync`` checks the connection afterwards.
+        alone does not prove success (docs/BACKENDS.md #2); ``_sync`` checks the connection afterwards.
         """
         reply = self.request(request, payload, fds)
         if reply is None:
@@ -339,7 +339,7 @@ class VhostUserTransport(ConfigOps):
 
     def get(self, offset: int, length: int) -> bytes:
         """GET_CONFIG of the whole config space from offset 0, as QEMU asks it; never more than the
-        device type's config size (qsd answers an empty payload above it, backends.md #6)."""
+        device type's config size (qsd answers an empty payload above it, docs/BACKENDS.md #6)."""
         if not self.has_protocol(vu.PROTOCOL_F_CONFIG):
             self._unsupported("get", "the back-end does not offer VHOST_USER_PROTOCOL_F_CONFIG: no config space over vhost-user")
         size = self._config_size()
@@ -447,7 +447,7 @@ class VhostUserTransport(ConfigOps):
 
     def find_vqs(self, infos: list[VqInfo]) -> list:
         """Driver-side queues on our memory, as ModelTransport builds them; the back-end learns of
-        them at DRIVER_OK. Kicks written before then stay in the eventfd (backends.md #4)."""
+        them at DRIVER_OK. Kicks written before then stay in the eventfd (docs/BACKENDS.md #4)."""
         if self.vqs:
             raise HarnessError("find_vqs called twice without del_vqs")
 

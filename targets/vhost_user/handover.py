@@ -3,7 +3,7 @@ user addresses, and each ring (QEMU docs/interop/vhost-user.rst, "Memory access"
 "Front-end message types"). Written once for the front-end transport (frontend.py), the raw
 session of the protocol suite (session.py) and the self-tests' scripted front-ends.
 
-Two address spaces (backends.md gotcha 1): SET_VRING_ADDR carries front-end *user* addresses, which
+Two address spaces (docs/BACKENDS.md #1): SET_VRING_ADDR carries front-end *user* addresses, which
 the back-end translates through each region's user address; descriptors carry guest-physical ones.
 Our user address of guest memory's first byte is ``USER_BASE``, far from virtio.memory's
 DEFAULT_BASE, so a back-end that translates a ring address as guest-physical, or a descriptor the
@@ -38,7 +38,7 @@ from .protocol import (
 USER_BASE = 0x7F00_0000_0000
 
 # The vring state ``num`` a fresh ring starts from, by the queue's layout: split, next avail index
-# 0; packed, indexes 0 and both wrap counters 1 (2.8.1), which bits 15 and 31 carry (backends.md #5).
+# 0; packed, indexes 0 and both wrap counters 1 (2.8.1), which bits 15 and 31 carry (docs/BACKENDS.md #5).
 INITIAL_VRING_BASE = {"split": 0, "packed": vring_base_packed(0, 1, 0, 1)}
 
 # send(request, payload, fds): one message, its answer checked by the caller's own rules.
@@ -75,7 +75,7 @@ def program_ring(send: Send, vq, mem_base: int, *, call_fd: int, kick_fd: int | 
     back-end, in QEMU's vhost_virtqueue_start order: SET_VRING_NUM, SET_VRING_BASE (``base``, by
     default a fresh ring's), SET_VRING_ADDR at user addresses, SET_VRING_CALL, SET_VRING_ERR (with
     ``err_fd``), then SET_VRING_KICK (with ``kick_fd``) last: a back-end starts the ring on its kick
-    fd, so the call fd must be in place by then (backends.md #3). Enabling is the caller's step."""
+    fd, so the call fd must be in place by then (docs/BACKENDS.md #3). Enabling is the caller's step."""
     index, a = vq.index, vq.addrs
     send(SET_VRING_NUM, VRING_STATE.pack(index, vq.num), ())
     send(SET_VRING_BASE, VRING_STATE.pack(index, INITIAL_VRING_BASE[vq.layout] if base is None else base), ())

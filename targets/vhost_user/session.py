@@ -340,7 +340,7 @@ class RawSession:
                     pass
         self.rings.clear()
         # Buffers may still be written by a back-end that kept working after the disconnect
-        # (backends.md gotcha 7): the memfd mapping goes away with the last reference only.
+        # (docs/BACKENDS.md #7): the memfd mapping goes away with the last reference only.
         for mem in [self.mem] + self.extra_mems:
             mem.close()
         self.mem = None

@@ -1,0 +1,1 @@
+"""The randomized ring stress suite (a hypothesis state machine, fixtures/stress.py)."""
