@@ -16,6 +16,7 @@ from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
 class ModelTransport(ConfigOps):
     transport = "model"
+    capabilities = frozenset()  # in-process calls: no PCI device (targets/config_ops.py CAPABILITIES)
     sync_timeout = 5.0  # bound on synchronize_cbs waiting for a device-side callback to end
 
     def __init__(self, device, spec: str, mem_size: int = 64 << 20):
