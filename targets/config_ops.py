@@ -96,8 +96,8 @@ def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=No
 
 # -- capabilities ------------------------------------------------------------------------------------
 # What a transport is or can do that a suite needs to know to judge a device: a suite asks
-# ``NAME in ops.capabilities``, never the transport's name, so a new transport declares what it has
-# and every suite follows. ``transport`` stays for reports and messages.
+# ``ops.has("NAME")``, never the transport's name, so a new transport declares what it has and every
+# suite follows. ``transport`` stays for reports and messages.
 PCI_DEVICE = "pci-device"
 """The device is a PCI device (4.1). The feature bits the spec defines for PCI devices only are
 defined for it (6: VIRTIO_F_SR_IOV, "currently only PCI devices support this feature", and
@@ -116,6 +116,13 @@ class ConfigOps:
 
     def __init__(self):
         self.config_changed: Callable[[], None] | None = None  # config change notification handler
+
+    def has(self, capability: str) -> bool:
+        """Whether this transport declares ``capability``, one of CAPABILITIES (any other name is a
+        ValueError: a misspelt capability must not read as one the transport lacks)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown transport capability {capability!r}; known: {', '.join(sorted(CAPABILITIES))}")
+        return capability in self.capabilities
 
     def _unsupported(self, op: str, reason: str = ""):
         raise UnsupportedOp(op, reason or f"the {self.transport} transport does not implement it")

@@ -1,10 +1,10 @@
 """The device suites ask the transport what it can do, never what it is (issue 9, item 4).
 
-A suite that branches on ``ops.transport == "..."`` breaks silently for the next transport; one that
-imports a transport judges that transport's code, not the device. So no module of the device suites
-(suites/*.py, suites/stress/) compares a transport's name or imports from targets/ other than the
-config-ops seam (targets/config_ops.py, where the capabilities are named). suites/vhost_user/ is the
-vhost-user transport's own protocol suite and is left out.
+A suite that branches on ``ops.transport == "..."`` breaks silently for the next transport. So no
+module of the device suites (suites/*.py, suites/stress/) compares a transport's name; it asks
+``ops.has(CAPABILITY)`` (targets/config_ops.py names the capabilities). suites/vhost_user/ is the
+vhost-user transport's own protocol suite and is left out. That suites import no transport at all
+is tests/test_import_graph.py's rule (the layers).
 """
 
 from __future__ import annotations
@@ -14,10 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from targets.config_ops import CAPABILITIES, ConfigOps
+from targets.model.transport import ModelTransport
+from targets.vhost_user.frontend import VhostUserTransport
+
 ROOT = Path(__file__).resolve().parent.parent
 SUITES = ROOT / "suites"
 EXEMPT = ("vhost_user",)  # transport-specific suites: they test the transport's protocol itself
-SEAM = "targets.config_ops"
 # Names transports have or will have (targets/registry.py kinds, ConfigOps.transport values, the
 # spec's transports of chapter 4): comparing against any of them is asking for a name.
 TRANSPORT_NAMES = {"model", "python", "file", "vhost-user", "vhost_user", "vfio", "pci", "virtio-pci", "mmio", "ccw"}
@@ -42,22 +45,13 @@ def _asks_for_a_name(node: ast.AST) -> bool:
 
 
 def layering_problems(source: str, filename: str = "<suite>") -> list[str]:
-    """``file:line: what`` for every transport-name comparison and transport import in ``source``."""
+    """``file:line: what`` for every comparison with a transport's name in ``source``."""
     out = []
     for node in ast.walk(ast.parse(source, filename)):
         if isinstance(node, ast.Compare) and any(_asks_for_a_name(n) for n in (node.left, *node.comparators)):
-            out.append(f"{filename}:{node.lineno}: compares a transport's name ({ast.unparse(node)}); ask ops.capabilities")
+            out.append(f"{filename}:{node.lineno}: compares a transport's name ({ast.unparse(node)}); ask ops.has(CAPABILITY)")
         elif isinstance(node, ast.match_case) and _asks_for_a_name(node.pattern):
-            out.append(f"{filename}:{node.pattern.lineno}: matches a transport's name; ask ops.capabilities")
-        elif isinstance(node, ast.Import):
-            for alias in node.names:
-                if alias.name.split(".")[0] == "targets" and alias.name != SEAM:
-                    out.append(f"{filename}:{node.lineno}: imports {alias.name}; a suite reaches the device through the config ops")
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "targets":
-            names = [node.module] if node.module != "targets" else [f"targets.{a.name}" for a in node.names]
-            for name in names:
-                if name != SEAM:
-                    out.append(f"{filename}:{node.lineno}: imports from {name}; a suite reaches the device through the config ops")
+            out.append(f"{filename}:{node.pattern.lineno}: matches a transport's name; ask ops.has(CAPABILITY)")
     return out
 
 
@@ -80,18 +74,27 @@ def test_device_suites_ask_for_capabilities_not_transport_names():
     'def t(ops):\n    if getattr(ops, "transport", None) != "vhost-user":\n        pass\n',
     'def t(ops):\n    assert ops.bus_name().startswith("x") or "pci" == ops.kind\n',
     'def t(spec):\n    match spec.kind:\n        case "vfio":\n            pass\n',
-    "from targets.model.transport import ModelTransport\n",
-    "import targets.vhost_user.frontend\n",
-    "from targets import registry\n",
 ])
-def test_the_scan_catches_a_name_branch_or_a_transport_import(source):
+def test_the_scan_catches_a_name_branch(source):
     assert layering_problems(source), source
 
 
 @pytest.mark.parametrize("source", [
-    "from targets.config_ops import PCI_DEVICE\n\ndef t(driver):\n    return PCI_DEVICE in driver.ops.capabilities\n",
+    'def t(driver):\n    return driver.ops.has("pci-device")\n',
     'def t(driver):\n    return f"on a {driver.ops.transport} device"\n',  # naming it in a message is no branch
     'def t(req):\n    return req.kind == "write"\n',
 ])
 def test_the_scan_lets_capabilities_and_messages_through(source):
     assert layering_problems(source) == []
+
+
+@pytest.mark.parametrize("transport", [ConfigOps, ModelTransport, VhostUserTransport])
+def test_transports_declare_only_named_capabilities(transport):
+    assert isinstance(transport.capabilities, frozenset) and transport.capabilities <= CAPABILITIES
+
+
+def test_an_unknown_capability_is_an_error_not_a_no():
+    ops = ConfigOps()
+    assert ops.has("pci-device") is False
+    with pytest.raises(ValueError, match="unknown transport capability 'pci'"):
+        ops.has("pci")
