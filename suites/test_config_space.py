@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from virtio import constants as C
-from virtio.checks import require
+from virtio.checks import poll, require
 from virtio.messages import blk_outhdr
 
 pytestmark = pytest.mark.usefixtures("target_spec")
@@ -102,9 +100,7 @@ def test_config_change_notifies_driver(session):
     session.start()
     before = d.config_notifications
     d.ops.trigger_config_change()
-    deadline = time.monotonic() + session.timeout
-    while d.config_notifications == before and time.monotonic() < deadline:
-        time.sleep(0.001)
+    poll(lambda: d.config_notifications != before, session.timeout)
     require(d.config_notifications > before, "def.config.change-notification", "no configuration change notification after a configuration change", observed=f"{d.config_notifications - before} notifications in {session.timeout}s")
 
 

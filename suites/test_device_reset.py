@@ -7,7 +7,7 @@ import time
 import pytest
 
 from virtio import constants as C
-from virtio.checks import blame, control, require
+from virtio.checks import blame, control, poll, require
 
 pytestmark = pytest.mark.usefixtures("target_spec")
 
@@ -44,12 +44,9 @@ def _provoke_needs_reset(session) -> None:
     vq.ring.desc["next"][last] = vq.num
     vq.ring.desc["flags"][last] |= C.VIRTQ_DESC_F_NEXT
     work.kick()
-    deadline = time.monotonic() + min(session.timeout, 2.0)
-    while not session.driver.status() & C.DEVICE_NEEDS_RESET:
-        if time.monotonic() > deadline:
-            pytest.skip("the device did not set DEVICE_NEEDS_RESET after a descriptor named a next outside the table "
-                        "(2.1.2: a SHOULD; no error is named that must lead there): reset from it cannot be checked")
-        time.sleep(0.001)
+    if not poll(lambda: session.driver.status() & C.DEVICE_NEEDS_RESET, min(session.timeout, 2.0)):
+        pytest.skip("the device did not set DEVICE_NEEDS_RESET after a descriptor named a next outside the table "
+                    "(2.1.2: a SHOULD; no error is named that must lead there): reset from it cannot be checked")
 
 
 def _reach(session, state):
@@ -116,10 +113,7 @@ def test_reset_from_every_status_state(session, state):
     _reach(session, state)
     d = session.driver
     d.ops.reset()
-    deadline = time.monotonic() + session.timeout
-    while (status := d.status()) != 0 and time.monotonic() < deadline:
-        time.sleep(0.001)
-    require(status == 0, "dev.basic.device-reset.1", f"device status after a reset from {state}", expected=0, observed=C.status_names(status))
+    d.wait_reset(f"device status to read 0 after a reset from {state}")  # a DeviceTimeout on dev.basic.device-reset.1
     # After the control passed, whatever the same exchanges now break is the reset's.
     blame("def.reset.initial-state", f"initializing again after a reset from {state}",
           lambda: _fresh_start(session, "def.reset.initial-state"), ring_violations_too=True)

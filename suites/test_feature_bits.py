@@ -78,7 +78,7 @@ def test_no_feature_offered_without_its_prerequisite(driver):
 def test_no_undefined_feature_bits_offered(driver):
     """Bits this spec does not define for the device type (or transport) are not offered (2.2.2)."""
     offered = driver.device_features()
-    pci = driver.ops.transport == "vfio"
+    pci = driver.ops.has("pci-device")  # SR_IOV and ADMIN_VQ are defined for PCI devices only (6)
     # SR_IOV off PCI is dev.reserved-features.9's to judge (test_sr_iov_only_on_pci): blame it once.
     bad = [b for b in undefined_bits(offered, driver.device_id, pci) if b != C.VIRTIO_F_SR_IOV]
     require(
@@ -107,7 +107,7 @@ def test_version_1_offered(driver):
 
 @pytest.mark.clause("dev.reserved-features.9")
 def test_sr_iov_only_on_pci(driver):
-    if driver.ops.transport == "vfio":
+    if driver.ops.has("pci-device"):
         pytest.skip("PCI device: whether SR_IOV belongs depends on its SR-IOV capability (checked by the PCI suite)")
     offered = driver.device_features()
     require(not offered >> C.VIRTIO_F_SR_IOV & 1, "dev.reserved-features.9", f"VIRTIO_F_SR_IOV offered on a {driver.ops.transport} device", observed=hex(offered))

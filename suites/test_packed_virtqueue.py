@@ -16,7 +16,7 @@ import pytest
 
 from virtio import constants as C
 from virtio.buffers import Sg
-from virtio.checks import blame, control, require
+from virtio.checks import blame, control, require, wait_until
 from virtio.errors import DeviceViolation, HarnessError, RingTooSmall
 from virtio.messages import blk_outhdr
 from virtio.workloads import POISON, BlkWorkload, Shape
@@ -471,12 +471,9 @@ def test_used_descriptors_in_completion_order(session):
     for c in (slow, fast):
         vq.mem.fill(c.in_sgs[-1].addr, c.in_sgs[-1].len, POISON)
     vq.kick()
-    deadline = time.monotonic() + session.timeout
-    while _blk_status(vq, slow) == POISON and _blk_status(vq, fast) == POISON and not vq.more_used():
-        if time.monotonic() > deadline:
-            raise DeviceViolation(PROCESS, "neither request completed", expected="GET_ID or the read answered",
-                                  observed=vq.used_state(), queue=vq.name)
-        time.sleep(0.0005)
+    wait_until(lambda: _blk_status(vq, slow) != POISON or _blk_status(vq, fast) != POISON or vq.more_used(), session.timeout,
+               "GET_ID or the read to complete (a status byte written or a used descriptor)", PROCESS,
+               queue=vq.name, observed=vq.used_state, interval=0.0005)
     time.sleep(SETTLE)  # what the device completed, it has had time to return
     got = []
     while (c := vq.get_buf()) is not None:

@@ -123,7 +123,7 @@ def test_other_queues_keep_running(session):
         work.vq.wait_used(1, session.timeout, awaited="a buffer on a queue that was not reset")
     # Re-enable it; what the device does with output it held meanwhile is device-type business,
     # and re-enabling itself is judged by the tests above.
-    while other.detach_unused_buf() is not None:
+    while other.detach_unused_buf() is not None:  # bounded: one lap per buffer left on the queue, at most its size
         pass
     other.reset_state()
     session.driver.ops.enable_vq_after_reset(other)

@@ -94,16 +94,35 @@ def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=No
     return vqs
 
 
+# -- capabilities ------------------------------------------------------------------------------------
+# What a transport is or can do that a suite needs to know to judge a device: a suite asks
+# ``ops.has("NAME")``, never the transport's name, so a new transport declares what it has and every
+# suite follows. ``transport`` stays for reports and messages.
+PCI_DEVICE = "pci-device"
+"""The device is a PCI device (4.1). The feature bits the spec defines for PCI devices only are
+defined for it (6: VIRTIO_F_SR_IOV, "currently only PCI devices support this feature", and
+VIRTIO_F_ADMIN_VQ); whether it may offer SR_IOV depends on its PCI SR-IOV capability structure."""
+CAPABILITIES = frozenset({PCI_DEVICE})  # every capability a transport may declare
+
+
 class ConfigOps:
     """Base class: every op unsupported until a transport implements it."""
 
     transport = "abstract"
+    capabilities: frozenset[str] = frozenset()  # of CAPABILITIES: what this transport declares
     # Net devices: what the back-end does to a frame it forwards back (virtio/net_frames.py
     # FORWARD_MODES); "any" judges only the virtio duties. Set from the target's declaration.
     net_forward = "any"
 
     def __init__(self):
         self.config_changed: Callable[[], None] | None = None  # config change notification handler
+
+    def has(self, capability: str) -> bool:
+        """Whether this transport declares ``capability``, one of CAPABILITIES (any other name is a
+        ValueError: a misspelt capability must not read as one the transport lacks)."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown transport capability {capability!r}; known: {', '.join(sorted(CAPABILITIES))}")
+        return capability in self.capabilities
 
     def _unsupported(self, op: str, reason: str = ""):
         raise UnsupportedOp(op, reason or f"the {self.transport} transport does not implement it")

@@ -299,7 +299,7 @@ def _readiness(value, where: str, allowed: set) -> Readiness:
 
 
 # -- a running instance ----------------------------------------------------------------------------
-_LIVE: dict[int, Backend] = {}  # pid -> instance, for the atexit net
+_LIVE: dict[int, SpawnedBackend] = {}  # pid -> instance, for the atexit net
 
 
 def _stop_all_at_exit() -> None:
@@ -324,7 +324,7 @@ def default_worker() -> str:
     return os.environ.get("PYTEST_XDIST_WORKER", "master")
 
 
-class Backend:
+class SpawnedBackend:
     """One instance of an entry, for one worker: start, readiness, liveness, stop, logs."""
 
     def __init__(self, entry: Entry, workdir: str | os.PathLike, worker: str | None = None):
@@ -595,7 +595,7 @@ class Backend:
         return self.proc.pid if self.proc is not None else None
 
 
-def connect(backend: Backend, spec_id: str):
+def connect(backend: SpawnedBackend, spec_id: str):
     """The front-end for a ready back-end: a config-ops object (targets/config_ops.py)."""
     e = backend.entry
     if e.transport == "vhost-user":

@@ -120,8 +120,10 @@ def build_device(spec: TargetSpec):
     return device
 
 
-def open_target(spec: TargetSpec):
-    """Build the device and the transport in front of it; returns a ConfigOps object."""
+def open_target(spec: TargetSpec, *, timeout: float = 5.0):
+    """Build the device and the transport in front of it; returns a ConfigOps object. ``timeout``:
+    the run's device timeout, for the waits of an in-process transport (a vhost-user target has its
+    own ``timeout=`` option: how long the back-end may take to answer a message)."""
     from .model.transport import ModelTransport
 
     if spec.kind == "vhost-user":
@@ -135,7 +137,7 @@ def open_target(spec: TargetSpec):
 
     device = build_device(spec)
     try:
-        return ModelTransport(device, spec.id)
+        return ModelTransport(device, spec.id, timeout=timeout)
     except TargetError:
         raise
     except Exception as e:

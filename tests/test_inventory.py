@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.inventory import Backend, BackendError, InventoryError, load_inventory
+from targets.inventory import BackendError, InventoryError, SpawnedBackend, load_inventory
 
 ROOT = Path(__file__).resolve().parent.parent
 FAKE = '["{python}", "-m", "tests.examples.fake_backend", "--socket", "{socket}", "--pidfile", "{pidfile}"%s]'
@@ -50,9 +50,9 @@ def wait_gone(pid: int, bound: float = 5.0) -> bool:
     return gone(pid)
 
 
-def backend(tmp_path, text, worker="gw0") -> Backend:
+def backend(tmp_path, text, worker="gw0") -> SpawnedBackend:
     (entry,) = load_inventory(inventory(tmp_path, text))
-    return Backend(entry, tmp_path / "work", worker)
+    return SpawnedBackend(entry, tmp_path / "work", worker)
 
 
 # -- the file ------------------------------------------------------------------------------------
@@ -78,7 +78,7 @@ def test_placeholders_expand_per_worker(tmp_path):
 def test_long_workdir_still_gets_a_socket(tmp_path):
     deep = tmp_path / ("d" * 100)
     (entry,) = load_inventory(inventory(tmp_path, entry_toml()))
-    b = Backend(entry, deep, "gw0")
+    b = SpawnedBackend(entry, deep, "gw0")
     assert len(b.socket) <= 107
     b.start()
     try:
@@ -200,8 +200,8 @@ def test_no_backend_outlives_the_harness(tmp_path, how):
     p = inventory(tmp_path, entry_toml())
     code = textwrap.dedent(f"""
         import sys, time
-        from targets.inventory import Backend, load_inventory
-        b = Backend(load_inventory({str(p)!r})[0], {str(tmp_path / 'w')!r}, "gw0")
+        from targets.inventory import SpawnedBackend, load_inventory
+        b = SpawnedBackend(load_inventory({str(p)!r})[0], {str(tmp_path / 'w')!r}, "gw0")
         b.start()
         print(b.pid, flush=True)
         if {how!r} == "sigkill":
@@ -309,7 +309,7 @@ def test_example_inventory_entries_start_and_stop(tmp_path, entry):
     missing = entry.missing()
     if missing:
         pytest.skip(missing)
-    b = Backend(entry, tmp_path, "gw0")
+    b = SpawnedBackend(entry, tmp_path, "gw0")
     b.start()
     pid = b.pid
     try:

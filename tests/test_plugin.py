@@ -98,3 +98,33 @@ def test_xdist_report_equals_serial(tmp_path):
     run_pytest(*args, "--conformance-json", str(serial))
     run_pytest(*args, "-n", "2", "--conformance-json", str(parallel))
     assert _facts(serial) == _facts(parallel)
+
+
+def _module_state(path: Path) -> list[str]:
+    """Module-level names of ``path`` that start out as an empty container (state collected while
+    a run goes on), and ``global`` statements; constant tables are filled where they are written."""
+    import ast
+
+    tree = ast.parse(path.read_text(), str(path))
+    out = [f"{path.name}:{n.lineno}: global {', '.join(n.names)}" for n in ast.walk(tree) if isinstance(n, ast.Global)]
+    for node in tree.body:
+        targets, value = ([node.target], node.value) if isinstance(node, ast.AnnAssign) else (getattr(node, "targets", []), getattr(node, "value", None))
+        empty = (isinstance(value, (ast.Dict, ast.List, ast.Set)) and not getattr(value, "keys", getattr(value, "elts", None))) or (
+            isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id in ("dict", "list", "set", "defaultdict") and not value.args)
+        if empty:
+            out += [f"{path.name}:{node.lineno}: {ast.unparse(t)} starts empty at module level" for t in targets]
+    return out
+
+
+def test_no_run_state_in_module_globals():
+    """The plugin's and the reports' run state lives in config.stash / the registered RunState
+    (fixtures/state.py), never in a module global: two runs in one process (pytester, an IDE)
+    would share it, and hooks would read another run's config."""
+    problems = [p for d in ("fixtures", "reports") for f in sorted((ROOT / d).glob("*.py")) for p in _module_state(f)]
+    assert not problems, "\n".join(problems)
+
+
+def test_module_state_scan_catches_the_old_run_state(tmp_path):
+    p = tmp_path / "old_run.py"  # fixtures/run.py kept the config in ``_STATE: dict = {}`` for its hooks
+    p.write_text("_STATE: dict = {}\n_SEEN = set()\nTABLE = {'a': 1}\n\ndef f():\n    global _SEEN\n")
+    assert len(_module_state(p)) == 3

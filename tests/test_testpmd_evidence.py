@@ -31,7 +31,7 @@ from pathlib import Path
 
 import pytest
 
-from targets.inventory import Backend, load_inventory
+from targets.inventory import SpawnedBackend, load_inventory
 from targets.model.net import NetDevice
 from targets.model.transport import ModelTransport
 from targets.vhost_user import protocol as vu
@@ -51,7 +51,7 @@ def testpmd_socket(tmp_path_factory):
     missing = ENTRY.missing()
     if missing:
         pytest.skip(missing)
-    backend = Backend(ENTRY, tmp_path_factory.mktemp("testpmd"), "evidence")
+    backend = SpawnedBackend(ENTRY, tmp_path_factory.mktemp("testpmd"), "evidence")
     backend.start()
     try:
         yield backend.socket
@@ -161,7 +161,7 @@ def test_ring_restarted_after_get_vring_base_begins_with_set_vring_num(tmp_path)
     """DPDK 22.11 frees a ring's state on GET_VRING_BASE and segfaulted when the ring was restarted
     without a new SET_VRING_NUM; QEMU's vhost_virtqueue_start always sends it first. Our front-end
     must too, on every restart path: per-queue reset (VIRTIO_F_RING_RESET) and device reset."""
-    backend = Backend(SERVE_NET, tmp_path, "evidence")
+    backend = SpawnedBackend(SERVE_NET, tmp_path, "evidence")
     backend.start()
     ops = VhostUserTransport(backend.socket, "net", "file:serve-net", timeout=TIMEOUT)
     sent: list[tuple[int, int]] = []  # (request, queue index) of the per-ring requests

@@ -427,7 +427,7 @@ def test_sigusr1_changes_config_through_inventory_hook(tmp_path):
     )
     (entry,) = inventory.load_inventory(toml)
     assert entry.config_change == ("signal", "SIGUSR1")
-    be = inventory.Backend(entry, tmp_path)
+    be = inventory.SpawnedBackend(entry, tmp_path)
     be.start()
     t = None
     try:

@@ -1,8 +1,10 @@
 """``require``: the suites' assertion, which names the clause a failed check breaks; ``blame`` and
-``control``: which clause a failure of a variant or of its control run is charged to."""
+``control``: which clause a failure of a variant or of its control run is charged to; ``poll`` and
+``wait_until``: the bounded wait for something the device does that no queue reports."""
 
 from __future__ import annotations
 
+import time
 from contextlib import contextmanager
 
 from .errors import (
@@ -30,6 +32,31 @@ def require(condition, clause: str, message: str, *, expected=None, observed=Non
     if not condition:
         raise DeviceViolation(clause, message, expected=expected, observed=observed, queue=queue, level=level,
                               implicated=implicated)
+
+
+POLL_INTERVAL = 0.001  # between two looks at the device: short, so Ctrl-C stops a wait at once
+
+
+def poll(predicate, timeout: float, *, interval: float = POLL_INTERVAL):
+    """Call ``predicate()`` until it returns a true value, for at most ``timeout`` seconds (the run's
+    device timeout); its last value: true if it came in time, false if the time ran out. For a
+    caller whose timeout is no violation (a skip, a settling period); the others: ``wait_until``."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() >= deadline:
+            return value
+        time.sleep(interval)
+    return value
+
+
+def wait_until(predicate, timeout: float, awaited: str, clause: str, *, queue=None, observed=None,
+               interval: float = POLL_INTERVAL):
+    """``poll``, and a DeviceTimeout on ``clause`` (the duty the wait checks) if the time runs out:
+    what was ``awaited``, on which ``queue``, for how long, and ``observed()`` (what was seen last)."""
+    value = poll(predicate, timeout, interval=interval)
+    if not value:
+        raise DeviceTimeout(clause, awaited, timeout=timeout, queue=queue, observed=observed() if callable(observed) else observed)
+    return value
 
 
 def charge(clause: str, what: str, error: DeviceViolation, implicated=()) -> DeviceViolation:

@@ -353,7 +353,7 @@ class ConsoleTraffic(Traffic):
         st = self.st
         st.kick_all()
         st.wait_all(self.TX)
-        while self.unreceived() > 0 and not self.blind:
+        while self.unreceived() > 0 and not self.blind:  # bounded: a lap gets echoed bytes back or wait() raises DeviceTimeout
             room = sum(r.chain.writable for r in st.outstanding[self.RX].values())
             if room < self.unreceived():
                 st.submit(self.RX, [], [self.unreceived() - room], Req("rx"))
@@ -476,7 +476,7 @@ class RingStress:
         """Free ``need`` descriptors on ``q`` if buffers there are sure to come back."""
         vq = self.vqs[q]
         self.poll(q)
-        while vq.num_free < need and self.outstanding[q] and q not in self.traffic.held:
+        while vq.num_free < need and self.outstanding[q] and q not in self.traffic.held:  # bounded: a lap frees a buffer or wait() raises
             self.kick(q)
             self.wait(q, 1, "a used buffer to free descriptors")
         return vq.num_free >= need
@@ -623,14 +623,14 @@ class RingStress:
         out, in_, req = built
         self.submit(q, out, in_, req)
         self.kick(q)
-        while req.token in self.outstanding[q]:
+        while req.token in self.outstanding[q]:  # bounded: a lap takes one of the buffers outstanding back, or wait() raises
             self.wait(q, 1, f"one {req.kind} buffer on {self.vqs[q].name}")
 
     def drain(self) -> None:
         """Kick every queue and wait (bounded) until every buffer made available has come back."""
         self.kick_all()
         written_off = False
-        while True:
+        while True:  # bounded: a lap takes a receive buffer back, writes them off once, or wait() raises DeviceTimeout
             for q in range(len(self.vqs)):
                 if q not in self.traffic.held:
                     self.wait_all(q)

@@ -7,6 +7,7 @@ Guest memory is a memfd mapping shared by driver and device; notifications are m
 from __future__ import annotations
 
 from virtio import constants as C
+from virtio.checks import poll
 from virtio.errors import HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
 from virtio.split_queue import SplitVirtqueue
@@ -16,15 +17,17 @@ from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
 class ModelTransport(ConfigOps):
     transport = "model"
-    sync_timeout = 5.0  # bound on synchronize_cbs waiting for a device-side callback to end
+    capabilities = frozenset()  # in-process calls: no PCI device (targets/config_ops.py CAPABILITIES)
 
-    def __init__(self, device, spec: str, mem_size: int = 64 << 20):
+    def __init__(self, device, spec: str, mem_size: int = 64 << 20, *, timeout: float = 5.0):
+        """``timeout``: the run's device timeout (--device-timeout), the bound on synchronize_cbs."""
         super().__init__()
         for attr in ("device_id", "get_device_features", "set_status", "get_status", "notify", "queue_set"):
             if not hasattr(device, attr):
                 raise TargetError(f"{spec}: device object {type(device).__name__} lacks {attr!r} (see targets/model/device.py)")
         self.device = device
         self.spec = spec
+        self.timeout = timeout
         self.net_forward = getattr(device, "net_forward", "any")  # a model says how it loops frames back
         self.device_id = device.device_id
         self.mem = GuestMemory(mem_size)
@@ -105,8 +108,10 @@ class ModelTransport(ConfigOps):
 
     def synchronize_cbs(self) -> None:
         # The device signals while holding its lock: once we hold it, no callback is mid-flight.
-        if not self.device.lock.acquire(timeout=self.sync_timeout):
-            raise HarnessError(f"{self.spec}: timed out after {self.sync_timeout:.3g}s waiting for the device's lock "
+        # Short tries within the bound, so Ctrl-C ends the wait at once. No clause: the callback
+        # that runs under the lock is the driver's as much as the device's.
+        if not poll(lambda: self.device.lock.acquire(timeout=0.05), self.timeout, interval=0):
+            raise HarnessError(f"{self.spec}: timed out after {self.timeout:.3g}s waiting for the device's lock "
                                "(synchronize_cbs: a device-side callback still running)")
         self.device.lock.release()
 

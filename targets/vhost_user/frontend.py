@@ -108,6 +108,7 @@ def socket_problem(path: str) -> str | None:
 
 class VhostUserTransport(ConfigOps):
     transport = "vhost-user"
+    capabilities = frozenset()  # the vhost-user protocol carries no PCI device (targets/config_ops.py CAPABILITIES)
 
     def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX,
                  config_change_hook: Callable[[], None] | None = None, retry_refused: bool = True):
