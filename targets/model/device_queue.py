@@ -41,17 +41,19 @@ from virtio.queue_state import QueueState
 
 
 class DeviceQueue(ABC):
-    """One virtqueue as the device sees it; subclassed once per layout (which sets ``layout``,
-    ``ring_class`` and ``desc_size``), and by mutants."""
+    """One virtqueue as the device sees it; subclassed once per layout, which names itself in the
+    class statement (``class X(DeviceQueue, layout="split", ring_class=SplitRing, desc_size=16)``),
+    and by mutants."""
 
     layout: str
     ring_class: type  # the layout's typed views (virtio/split.SplitRing, virtio/packed.PackedRing)
     desc_size: int  # bytes per descriptor (an indirect table is an array of them)
     _layout_class: type
 
-    def __init_subclass__(cls, **kwargs):
+    def __init_subclass__(cls, layout: str | None = None, ring_class: type | None = None, desc_size: int = 0, **kwargs):
         super().__init_subclass__(**kwargs)
-        if "layout" in cls.__dict__:
+        if layout is not None:
+            cls.layout, cls.ring_class, cls.desc_size = layout, ring_class, desc_size
             cls._layout_class = cls  # what a subclass (a mutant) is compared with, see _batch_ok
 
     def __init__(self, mem: GuestMemory, index: int, addrs: RingAddrs, features: int):
@@ -81,8 +83,13 @@ class DeviceQueue(ABC):
         cls, layout_cls = type(self), self._layout_class
         self._batch_ok = all(getattr(cls, m) is getattr(layout_cls, m) for m in ("pop", "walk", "push"))
         self.set_state(QueueState(num, True, addrs, event_idx=self.event_idx))  # 2.8.1: wrap counters 1
+        self._init_layout()
 
     # -- the layout's part ---------------------------------------------------------------------------
+    @abstractmethod
+    def _init_layout(self) -> None:
+        """The layout's own views and device-area fields, once the queue is at its initial state."""
+
     @abstractmethod
     def pop(self) -> DeviceChain | None: ...
 

@@ -24,13 +24,8 @@ _SIMPLE_MASK = _AU | C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT
 _RUN_MAX = 1024  # slots looked at per pop_simple: bounds the work of one call
 
 
-class DevicePackedQueue(DeviceQueue):
-    layout = "packed"
-    ring_class = PackedRing
-    desc_size = DESC_SIZE
-
-    def __init__(self, mem, index, addrs, features):
-        super().__init__(mem, index, addrs, features)
+class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, desc_size=DESC_SIZE):
+    def _init_layout(self) -> None:
         # Device event suppression (device area): with EVENT_IDX ask for a notification when the
         # next descriptor is made available (set_state wrote which), as Linux's vhost does; else
         # plain ENABLE.

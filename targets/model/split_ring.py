@@ -16,19 +16,14 @@ from virtio.split import DESC_SIZE, VIRTQ_DESC, SplitRing, vring_need_event
 from .device_queue import DeviceQueue
 
 
-class DeviceSplitQueue(DeviceQueue):
-    layout = "split"
-    ring_class = SplitRing
-    desc_size = DESC_SIZE
-
-    def __init__(self, mem, index, addrs, features):
-        super().__init__(mem, index, addrs, features)
+class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_size=DESC_SIZE):
+    def _init_layout(self) -> None:
         # len, plus NEXT/INDIRECT moved far above any guest memory size: one add checks both.
         self._len_ni = np.full(self.num, 0xFFFF_FFFF | (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) << 32, dtype=np.uint64)
         self._used_id = self.ring.used_ring[:, 0]
         self._used_len = self.ring.used_ring[:, 1]
         # The NEXT/INDIRECT trick in pop_simple needs guest memory below 4 GiB (it always is here).
-        self._batch_ok = self._batch_ok and mem.size < 1 << 32
+        self._batch_ok = self._batch_ok and self.mem.size < 1 << 32
         # 16-bit index fields as memoryviews ('H'): one aligned 16-bit load/store each, no numpy scalar.
         self._avail_idx_h = memoryview(self.ring.avail_idx)
         self._avail_event_h = memoryview(self.ring.avail_event)
