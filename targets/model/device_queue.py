@@ -21,7 +21,7 @@ The interface (a model names no layout class):
 - ``track_inflight(region, resubmit)``: record what is taken and made used in a vhost-user inflight
   region (split rings only: vhost-user defines no packed layout the back-end implements).
 - attributes: ``mem``, ``index``, ``num``, ``addrs``, ``ring`` (the layout's typed views),
-  ``layout`` ("split" / "packed"), ``event_idx``, ``indirect``, ``in_order``, ``max_chain``.
+  ``layout`` ("split" / "packed"), ``event_idx``, ``in_order``.
 
 What the driver wrote is untrusted: a malformed chain raises ChainError instead of reading outside
 guest memory or looping forever.
@@ -60,15 +60,12 @@ class DeviceQueue(ABC):
         self.mem = mem
         self.index = index
         self.num = num = addrs.num
-        self.addrs = addrs
         self.ring = self.ring_class(mem, addrs)
         self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
-        self.indirect = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
         self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
-        self.max_chain = num
-        self.inflight = None  # see track_inflight
-        self.resubmit: list[int] = []
+        self.inflight: tuple | None = None  # (region, resubmit list), see track_inflight
         # -- batch fast path views (pop_simple / push_batch / write_batch) --
+        # (Few instance attributes: past a couple of dozen, every attribute access gets slower.)
         self._idx2 = np.arange(2 * num, dtype=np.intp) % num
         self._desc_addr = self.ring.desc_addr
         self._desc_word = self.ring.desc_word
@@ -127,6 +124,10 @@ class DeviceQueue(ABC):
 
     @abstractmethod
     def published_used(self) -> int: ...
+
+    @property
+    def addrs(self) -> RingAddrs:
+        return self.ring.addrs
 
     def track_inflight(self, region, resubmit: list[int]) -> None:
         """vhost-user.rst "Inflight I/O tracking": record each buffer taken in ``region`` (an

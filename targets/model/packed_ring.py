@@ -34,6 +34,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         # A simple list is one descriptor: available in its lap, neither NEXT nor INDIRECT, its
         # buffer inside guest memory, its id not in flight. Anything else ends the run and goes
         # through pop()/walk(), which take or reject it exactly as before (ChainError).
+        self.max_chain = self.num  # descriptors one list may take
         self._availf, self._usedf = lap_flags(self.num)
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)

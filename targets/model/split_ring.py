@@ -44,7 +44,7 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
         return int(self.ring.used_idx[0])
 
     def track_inflight(self, region, resubmit: list[int]) -> None:
-        self.inflight, self.resubmit = region, resubmit
+        self.inflight = (region, resubmit)
 
     def notification_position(self) -> int:
         """Where the driver's next buffer goes, as VIRTIO_F_NOTIFICATION_DATA encodes it for a
@@ -56,8 +56,9 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
 
     def pop(self) -> DeviceChain | None:
         """Take the next available buffer (2.7.13 seen from the device), or None."""
-        if self.resubmit:
-            return self.walk(self.resubmit.pop(0))  # still marked in flight: nothing to record
+        tracking = self.inflight
+        if tracking is not None and tracking[1]:
+            return self.walk(tracking[1].pop(0))  # still marked in flight: nothing to record
         avail_idx = int(self.ring.avail_idx[0])
         if avail_idx == self.last_avail_idx:
             return None
@@ -69,8 +70,8 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
             # Ask for a notification once the driver adds past what we have taken (2.7.10).
             self.ring.avail_event[0] = self.last_avail_idx
         chain = self.walk(head)
-        if self.inflight is not None:
-            self.inflight.take((chain.head,))
+        if tracking is not None:
+            tracking[0].take((chain.head,))
         return chain
 
     def walk(self, head: int) -> DeviceChain:
@@ -100,15 +101,16 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
 
     def push(self, head: int, length: int) -> None:
         """Write one used elem, then publish used idx: len is set before idx (2.7.8.2)."""
-        if self.inflight is not None:
-            self.inflight.link_batch((head,))
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch((head,))
         slot = self.used_idx % self.num
         self.ring.used_ring[slot, 0] = head
         self.ring.used_ring[slot, 1] = length
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.ring.used_idx[0] = self.used_idx
-        if self.inflight is not None:
-            self.inflight.retire((head,), self.used_idx)
+        if tracking is not None:
+            tracking[0].retire((head,), self.used_idx)
 
     def should_interrupt(self) -> bool:
         """2.7.7.2: decide on a used buffer notification for the elems pushed since the last one."""
@@ -131,10 +133,12 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
         avail_idx = self._avail_idx_h[0]
         last = self.last_avail_idx
         n = (avail_idx - last) & 0xFFFF
-        if n == 0 and not self.resubmit:
+        tracking = self.inflight
+        resubmit = tracking is not None and bool(tracking[1])  # pop() hands those out first
+        if n == 0 and not resubmit:
             return None
-        if n > self.num or not self._batch_ok or self.resubmit:
-            return False  # pop() reports the bad avail idx, or hands out what is resubmitted
+        if n > self.num or not self._batch_ok or resubmit:
+            return False  # pop() reports the bad avail idx, or resubmits
         s = last % self.num
         if s + n <= self.num:
             heads = self.ring.avail_ring[s : s + n].astype(np.intp)  # one copy of the slice
@@ -162,14 +166,15 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
         self.last_avail_idx = (last + n) & 0xFFFF
         if self.event_idx:
             self._avail_event_h[0] = self.last_avail_idx  # as pop() leaves it (2.7.10)
-        if self.inflight is not None:
-            self.inflight.take(heads)
+        if tracking is not None:
+            tracking[0].take(heads)
         return heads, addrs, lens, words.view(np.uint16)[2::4]
 
     def push_batch(self, heads: np.ndarray, lens: np.ndarray) -> None:
         """Write the used elems of a batch, then publish used idx once (2.7.8.2: len before idx)."""
-        if self.inflight is not None:
-            self.inflight.link_batch(heads)
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch(heads)
         n = len(heads)
         s = self.used_idx % self.num
         e = s + n
@@ -184,16 +189,17 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
             self._used_len[: n - k] = lens[k:]
         self.used_idx = (self.used_idx + n) & 0xFFFF
         self._used_idx_h[0] = self.used_idx
-        if self.inflight is not None:
-            self.inflight.retire(heads, self.used_idx)
+        if tracking is not None:
+            tracking[0].retire(heads, self.used_idx)
 
     def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None:
         """VIRTIO_F_IN_ORDER (2.7.9): answer ``heads`` (in the order made available) in batches
         that end at the positions ``ends``, one used elem each -- the id of the batch's last
         buffer and its len ``lens[j]``, at the offset of the batch's first buffer; the slots
         between are skipped, not written -- then used idx moved by the number of buffers."""
-        if self.inflight is not None:
-            self.inflight.link_batch(heads)  # used idx moves by every buffer: all of them are linked
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch(heads)  # used idx moves by every buffer: all of them are linked
         n = len(heads)
         starts = np.empty(len(ends), dtype=np.intp)
         starts[0] = 0
@@ -203,5 +209,5 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
         self._used_len[slots] = lens
         self.used_idx = (self.used_idx + n) & 0xFFFF
         self._used_idx_h[0] = self.used_idx
-        if self.inflight is not None:
-            self.inflight.retire(heads, self.used_idx)
+        if tracking is not None:
+            tracking[0].retire(heads, self.used_idx)
