@@ -11,7 +11,7 @@ from targets.model.packed_ring import DevicePackedQueue
 from targets.model.rng import RngDevice
 from virtio import constants as C
 from virtio.buffers import DeviceChain
-from virtio.packed import is_avail, is_used, off_wrap, split_event, used_flags
+from virtio.packed import DESC_SIZE, is_avail, is_used, off_wrap, split_event, used_flags
 
 
 # -- used descriptors (2.8.1, 2.8.2, 2.8.4, 2.8.6) ---------------------------------------------------
@@ -264,7 +264,7 @@ class BlkPackedPayloadReversed(BlkDevice):
 class _IndirectFirstEntryQueue(DevicePackedQueue):
     def _walk_indirect(self, chain, addr: int, length: int) -> None:
         # BUG: follows NEXT as in a split ring's table; packed tables have none, so it stops at entry 0
-        super()._walk_indirect(chain, addr, min(length, 16) if length % 16 == 0 else length)
+        super()._walk_indirect(chain, addr, min(length, DESC_SIZE) if length % DESC_SIZE == 0 else length)
 
 
 class BlkPackedIndirectFirstEntryOnly(BlkDevice):
