@@ -528,20 +528,14 @@ def test_queue_state_refuses_packed_slot_outside_ring(transports):
 
 
 def test_queue_factory_and_batch_path_follow_subclasses(transports):
-    """Device.make_queue builds split_queue_class / packed_queue_class; a subclass that changes
-    how chains are taken keeps the per-chain path (pop_simple says False), whatever the layout."""
+    """Device.make_queue builds split_queue_class; a subclass that changes how chains are walked
+    keeps the per-chain path (pop_simple says False), as on packed rings (test_packed)."""
     from targets.model.split_ring import DeviceSplitQueue
 
-    class Popped(DeviceSplitQueue):
-        def pop(self):
-            return super().pop()
-
-    class Rng(RngDevice):
-        split_queue_class = Popped
-
-    dev = Rng()
+    walked = type("Walked", (DeviceSplitQueue,), {"walk": lambda self, head: DeviceSplitQueue.walk(self, head)})
+    dev = type("WalkedRng", (RngDevice,), {"split_queue_class": walked})()
     t, (vq,) = bring_up(transports, dev, ["requestq"], features=1 << C.VIRTIO_F_VERSION_1)
-    assert type(dev.queue(0)) is Popped
+    assert type(dev.queue(0)) is walked
     vq.add((), [8])
     vq.publish()  # made available, no notification yet
     assert dev.queue(0).pop_simple() is False
