@@ -3,6 +3,7 @@ SplitVirtqueue exactly as a suite would (no pytest plugin needed)."""
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import struct
 import time
@@ -481,3 +482,62 @@ def test_console_resize(console):
     cfg = config(t, CONSOLE_CONFIG)
     assert (cfg["cols"], cfg["rows"]) != (80, 25)
     assert t.generation() != gen and t.config_interrupts == irqs + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# the device-side queue interface (targets/model/device_queue.py) and queue state
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["split", "packed"])
+def test_queue_state_round_trip(transports, packed):
+    """state()/set_state() carry a queue's position (2.7 counters, 2.8 slots and wrap counters)
+    onto a fresh queue, and Device.detach_queue/attach_queue move it as the vhost-user back-end does."""
+    features = (1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_RING_PACKED if packed else 0)
+    dev = RngDevice()
+    t, (vq,) = bring_up(transports, dev, ["requestq"], features=features)
+    num = vq.num
+    for _ in range(num + 3):  # past the end of the ring: packed wrap counters flip
+        assert submit(vq, (), [8]).used_len == 8
+    q = dev.queue(0)
+    assert q.layout == ("packed" if packed else "split")
+    st = q.state()
+    assert (st.size, st.ready, st.addrs) == (num, True, q.addrs)
+    if packed:
+        assert (st.next_avail, st.next_used, st.avail_wrap_counter, st.used_wrap_counter) == (3, 3, False, False)
+    else:
+        assert (st.next_avail, st.next_used, st.avail_wrap_counter, st.used_wrap_counter) == (num + 3, num + 3, True, True)
+    with dev.lock:
+        assert dev.detach_queue(0) == st
+        assert dev.queue(0) is None
+        q2 = dev.attach_queue(0, st.addrs, st)
+    assert q2 is not q and q2.state() == st
+    assert submit(vq, (), [8]).used_len == 8  # the driver goes on where it was
+    with pytest.raises(ValueError):
+        q2.set_state(dataclasses.replace(st, size=num * 2))
+
+
+def test_queue_state_refuses_packed_slot_outside_ring(transports):
+    dev = RngDevice()
+    bring_up(transports, dev, ["requestq"], features=(1 << C.VIRTIO_F_VERSION_1) | (1 << C.VIRTIO_F_RING_PACKED))
+    q = dev.queue(0)
+    with pytest.raises(ValueError, match="outside"):
+        q.set_state(dataclasses.replace(q.state(), next_avail=q.num))
+    with pytest.raises(NotImplementedError):
+        q.track_inflight(None, [])  # vhost-user's inflight layout is a split-ring one
+
+
+def test_queue_factory_and_batch_path_follow_subclasses(transports):
+    """Device.make_queue builds split_queue_class; a subclass that changes how chains are walked
+    keeps the per-chain path (pop_simple says False), as on packed rings (test_packed)."""
+    from targets.model.split_ring import DeviceSplitQueue
+
+    walked = type("Walked", (DeviceSplitQueue,), {"walk": lambda self, head: DeviceSplitQueue.walk(self, head)})
+    dev = type("WalkedRng", (RngDevice,), {"split_queue_class": walked})()
+    t, (vq,) = bring_up(transports, dev, ["requestq"], features=1 << C.VIRTIO_F_VERSION_1)
+    assert type(dev.queue(0)) is walked
+    vq.add((), [8])
+    vq.publish()  # made available, no notification yet
+    assert dev.queue(0).pop_simple() is False
+    vq.kick()
+    assert [c.used_len for c in vq.wait_used(1, timeout=TIMEOUT)] == [8]

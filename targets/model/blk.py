@@ -15,7 +15,7 @@ from virtio.buffers import ChainError, DeviceChain
 from virtio.messages import BLK_DISCARD_WZ, BLK_OUTHDR
 
 from .device import Device
-from .split_ring import DeviceSplitQueue
+from .device_queue import DeviceQueue
 
 SERIAL = b"vconf-model-blk"
 SIZE_MAX = 1 << 20  # bytes in one data segment (a hint to the driver; 5.2.4)
@@ -225,7 +225,7 @@ class BlkDevice(Device):
             self.signal(entry[0])
 
     # -- requests (5.2.6) -----------------------------------------------------------------------
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         """One request: header (readable), data, status byte (the last writable byte)."""
         self._handled_in_pass += 1
         if self._defers(chain, queue):
@@ -237,7 +237,7 @@ class BlkDevice(Device):
             return None  # held: answered in after_process
         return self._serve(queue, chain)
 
-    def _serve(self, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def _serve(self, queue: DeviceQueue, chain: DeviceChain) -> int:
         self.stats["requests"] += 1
         if chain.writable_len == 0:
             # Nowhere to put a status: the request cannot be completed at all (2.1.2).
@@ -256,7 +256,7 @@ class BlkDevice(Device):
         self.stats[{C.VIRTIO_BLK_S_OK: "ok", C.VIRTIO_BLK_S_IOERR: "ioerr"}.get(status, "unsupp")] += 1
         return self._finish(queue, chain, status, data)
 
-    def _finish(self, queue: DeviceSplitQueue, chain: DeviceChain, status: int, data: bytes) -> int:
+    def _finish(self, queue: DeviceQueue, chain: DeviceChain, status: int, data: bytes) -> int:
         """Write data (zero-padded) and then the status byte; return the used len.
 
         2.7.8.2: the device must have written the first ``len`` writable bytes. The status byte

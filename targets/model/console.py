@@ -10,7 +10,7 @@ from virtio import constants as C
 from virtio.buffers import DeviceChain
 
 from .device import Device
-from .split_ring import DeviceSplitQueue
+from .device_queue import DeviceQueue
 
 RX, TX = 0, 1
 PENDING_MAX = 64 * 1024  # echoed bytes waiting for receive buffers; more are dropped
@@ -58,7 +58,7 @@ class ConsoleDevice(Device):
         self.pending.clear()
 
     # -- data (5.3.6) -----------------------------------------------------------------------------
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         if qindex == RX:
             # Keep the buffer for echoed data; one with no writable part can never be filled.
             return None if chain.writable_len else 0

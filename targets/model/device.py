@@ -7,6 +7,14 @@ the device calls ``self.bus.interrupt_vq(i)`` / ``self.bus.interrupt_config()`` 
 
 Duties implemented here: status field (2.1), feature negotiation (2.2, 3.1), device reset (2.4),
 configuration space and generation (2.5), virtqueue processing and notification suppression (2.7).
+
+Queues are DeviceQueue objects (device_queue.py), built by ``make_queue`` in the negotiated layout.
+A host that runs the device's queues itself -- the vhost-user back-end, which learns ring addresses
+and positions from its front-end -- uses these, never ``queues``/``queues_cfg``/``held`` directly:
+``queue(i)`` (the running queue or None), ``attach_queue(i, addrs, state=None)`` (queue_set +
+queue_enable, optionally at a QueueState), ``detach_queue(i) -> QueueState | None`` (stop it, held
+buffers kept), ``forget_buffers(i)`` (drop what the device holds on it, as a queue reset does), and
+the queue's own ``state()``/``set_state()``/``track_inflight()``.
 """
 
 from __future__ import annotations
@@ -21,20 +29,15 @@ from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.memory import GuestMemory
+from virtio.queue_state import QueueState
 from virtio.split import MAX_QUEUE_SIZE
 
+from .device_queue import DeviceQueue
 from .packed_ring import DevicePackedQueue
 from .split_ring import DeviceSplitQueue
 
 MODES = ("notify", "threaded")
 _BATCH_OK: dict[type, bool] = {}  # per device class: may handle_batch serve its queues?
-
-
-def make_queue(mem: GuestMemory, index: int, addrs, features: int, packed_cls=DevicePackedQueue):
-    """The device side of one virtqueue, in the layout the driver negotiated (2.7 split, 2.8 packed)."""
-    if features >> C.VIRTIO_F_RING_PACKED & 1:
-        return packed_cls(mem, index, addrs, features)
-    return DeviceSplitQueue(mem, index, addrs, features)
 
 
 class InOrderBatcher:
@@ -131,8 +134,9 @@ class Device:
     # 2.7.9) or used descriptor (packed, 2.8.8): the most buffers one entry answers for, 0 for
     # no limit, 1 for one entry per buffer. See in_order_batch_size and InOrderBatcher.
     in_order_batch_max = 0
-    # The device side of a packed virtqueue (a subclass of DevicePackedQueue may change it).
-    packed_queue_class = DevicePackedQueue
+    # The device side of each layout's virtqueues (a mutant may set a subclass); make_queue picks.
+    split_queue_class: type[DeviceQueue] = DeviceSplitQueue
+    packed_queue_class: type[DeviceQueue] = DevicePackedQueue
 
     def __init__(self, mode: str = "notify"):
         if mode not in MODES:
@@ -153,7 +157,7 @@ class Device:
     def initial_config(self) -> bytes:
         return b""
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         raise NotImplementedError
 
     def on_reset(self) -> None:
@@ -195,7 +199,7 @@ class Device:
             self.status = 0
             self.driver_features = 0
             self.queues_cfg = [QueueConfig(size=self.queue_size_max) for _ in range(self.num_queues)]
-            self.queues: list[DeviceSplitQueue | None] = [None] * self.num_queues
+            self.queues: list[DeviceQueue | None] = [None] * self.num_queues
             self.held: dict[int, dict[int, DeviceChain]] = {}
             self.notification_data_errors: list[str] = []
             self.on_reset()
@@ -225,7 +229,7 @@ class Device:
             if status & C.DRIVER_OK and not old & C.DRIVER_OK:
                 for i, qc in enumerate(self.queues_cfg):
                     if qc.enabled and qc.addrs is not None:
-                        self.queues[i] = make_queue(self.mem, i, qc.addrs, self.driver_features, self.packed_queue_class)
+                        self.queues[i] = self.make_queue(i, qc.addrs)
                 self.on_driver_ok()
 
     def config_read(self, offset: int, length: int) -> bytes:
@@ -291,7 +295,7 @@ class Device:
         with self.lock:
             self.queues_cfg[index].enabled = True
             if self.status & C.DRIVER_OK and self.queues_cfg[index].addrs is not None:
-                self.queues[index] = make_queue(self.mem, index, self.queues_cfg[index].addrs, self.driver_features, self.packed_queue_class)
+                self.queues[index] = self.make_queue(index, self.queues_cfg[index].addrs)
 
     def queue_reset(self, index: int) -> None:
         """2.6.1.1.1: stop using the queue and forget its state; it stays off until re-enabled.
@@ -304,6 +308,44 @@ class Device:
                 return  # not negotiated: the driver has no such operation
             self.queues[index] = None
             self.queues_cfg[index] = QueueConfig(size=self.queue_max(index))
+            self.forget_buffers(index)
+
+    def make_queue(self, index: int, addrs: RingAddrs) -> DeviceQueue:
+        """The device side of one virtqueue, in the layout the driver negotiated (2.7 split, 2.8
+        packed): the one place a queue is built."""
+        cls = self.packed_queue_class if self.driver_features >> C.VIRTIO_F_RING_PACKED & 1 else self.split_queue_class
+        return cls(self.mem, index, addrs, self.driver_features)
+
+    # -- queues for a device-side host (the vhost-user back-end): see the module docstring -------
+    def queue(self, index: int) -> DeviceQueue | None:
+        """The running queue ``index``, or None."""
+        return self.queues[index] if 0 <= index < self.num_queues else None
+
+    def attach_queue(self, index: int, addrs: RingAddrs, state: QueueState | None = None) -> DeviceQueue | None:
+        """Set queue ``index`` up at ``addrs`` and enable it, as a driver would (queue_set,
+        queue_enable); with ``state``, start it there. Returns the running queue, None before
+        DRIVER_OK (no queue runs then, 2.1.2)."""
+        with self.lock:
+            self.queue_set(index, addrs)
+            self.queue_enable(index)
+            q = self.queues[index]
+            if q is not None and state is not None:
+                q.set_state(state)
+            return q
+
+    def detach_queue(self, index: int) -> QueueState | None:
+        """Stop running queue ``index`` and return where it stood; the buffers the device holds
+        on it stay held (see forget_buffers), so a queue attached again can complete them."""
+        with self.lock:
+            q = self.queues[index]
+            self.queues[index] = None
+            self.queues_cfg[index].enabled = False
+            return q.state() if q is not None else None
+
+    def forget_buffers(self, index: int) -> None:
+        """Drop the buffers the device holds on queue ``index`` and the device-type state tied to
+        the queue, as a queue reset does (2.6.1.1.1): the driver owns them again."""
+        with self.lock:
             self.held.pop(index, None)
             self.on_queue_reset(index)
 
@@ -317,7 +359,7 @@ class Device:
         vqn, nxt = data & 0xFFFF, data >> 16
         if vqn != index:
             self.notification_data_errors.append(f"queue {index}: data names vqn {vqn}")
-        elif q is not None and hasattr(q, "notification_position") and nxt != q.notification_position():
+        elif q is not None and nxt != q.notification_position():
             self.notification_data_errors.append(f"queue {index}: next {nxt:#x}, ring says {q.notification_position():#x}")
 
     def on_queue_reset(self, index: int) -> None:
@@ -387,12 +429,13 @@ class Device:
 
     # -- batch fast path (runs of one-descriptor chains, vectorized) -------------------------------
     # A device may define ``handle_batch(qindex, queue, addrs, lens, flags) -> used lens array``
-    # for runs of simple chains (one descriptor, no NEXT/INDIRECT) that DeviceSplitQueue.pop_simple
+    # for runs of simple chains (one descriptor, no NEXT/INDIRECT) that DeviceQueue.pop_simple
     # gathers; it must write the bytes it reports, as handle does. Other chains keep the per-chain path.
     def _batch_handler(self, q):
-        """``handle_batch`` if it may serve ``q``: a split queue, and handle_batch defined no higher
-        in the class tree than ``handle`` (a subclass overriding only ``handle``, such as a mutant,
-        keeps the per-chain path and so its own behaviour)."""
+        """``handle_batch`` if it may serve ``q``: a queue with pop_simple (a duck-typed one may
+        have none), and handle_batch defined no higher in the class tree than ``handle`` (a
+        subclass overriding only ``handle``, such as a mutant, keeps the per-chain path and so its
+        own behaviour)."""
         fn = getattr(self, "handle_batch", None)
         if fn is None or not hasattr(q, "pop_simple") or "handle" in self.__dict__:
             return None

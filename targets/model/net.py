@@ -13,7 +13,7 @@ from virtio.buffers import ChainError, DeviceChain
 from virtio.messages import NET_CTRL_HDR, NET_HDR_SIZE, NetHdr
 
 from .device import Device
-from .split_ring import DeviceSplitQueue
+from .device_queue import DeviceQueue
 
 RX, TX, CTRL = 0, 1, 2
 DEFAULT_MAC = bytes.fromhex("525400123456")
@@ -125,7 +125,7 @@ class NetDevice(Device):
         return bool(self.driver_features >> bit & 1)
 
     # -- queues ---------------------------------------------------------------------------------
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         if qindex == RX:
             return self._rx_buffer(chain)
         if qindex == TX:
@@ -182,7 +182,7 @@ class NetDevice(Device):
             self.stats["rx_packets"] += 1
 
     # -- transmit (5.1.9.2) ------------------------------------------------------------------------
-    def _tx(self, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def _tx(self, queue: DeviceQueue, chain: DeviceChain) -> int:
         """Take one frame; the buffer is used with len 0 since the device writes nothing."""
         raw = queue.read_readable(chain)
         if len(raw) < NET_HDR_SIZE + ETH_HLEN:
@@ -201,7 +201,7 @@ class NetDevice(Device):
         return 0
 
     # -- control queue (5.1.9.5) -----------------------------------------------------------------
-    def _ctrl(self, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def _ctrl(self, queue: DeviceQueue, chain: DeviceChain) -> int:
         """class, command, data (readable); ack is the first writable byte, before any result."""
         if chain.writable_len == 0:
             raise ChainError(f"control command at head {chain.head} has no device-writable ack byte")

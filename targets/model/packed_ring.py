@@ -1,10 +1,8 @@
 """Device side of a packed virtqueue (VIRTIO 1.4, 2.8): poll the next descriptor for the AVAIL/USED
 pair of the device's avail wrap counter, walk lists and indirect tables, write used descriptors in
 completion order, and honour the driver event suppression structure. Uses the same layout
-(virtio/packed.py) as the driver side, and the same interface as DeviceSplitQueue.
-
-What the driver wrote is untrusted: a malformed list raises ChainError instead of reading outside
-guest memory or looping.
+(virtio/packed.py) as the driver side. Only the ring format lives here; the interface and what
+does not depend on the layout are DeviceQueue's (device_queue.py).
 """
 
 from __future__ import annotations
@@ -12,12 +10,12 @@ from __future__ import annotations
 import numpy as np
 
 from virtio import constants as C
-from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
-from virtio.memory import GuestMemory, count_nonzero, u64_view
-from virtio.packed import PVIRTQ_DESC, PackedRing, is_avail, lap_flags, need_event, off_wrap, split_event, used_flags
+from virtio.memory import count_nonzero
+from virtio.packed import DESC_SIZE, PVIRTQ_DESC, PackedRing, is_avail, lap_flags, need_event, off_wrap, split_event, used_flags
+from virtio.queue_state import QueueState
 
-from .split_ring import DeviceSplitQueue
+from .device_queue import DeviceQueue
 
 _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
 # Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
@@ -26,59 +24,43 @@ _SIMPLE_MASK = _AU | C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT
 _RUN_MAX = 1024  # slots looked at per pop_simple: bounds the work of one call
 
 
-class DevicePackedQueue:
-    layout = "packed"
-
-    def __init__(self, mem: GuestMemory, index: int, addrs: RingAddrs, features: int):
-        self.mem = mem
-        self.index = index
-        self.num = addrs.num
-        self.ring = PackedRing(mem, addrs)
-        self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
-        self.indirect = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
-        self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
-        self.last_avail_idx = 0
-        self.avail_wrap_counter = 1  # 2.8.1: both counters start at 1
-        self.used_idx = 0  # ring position of the next used descriptor
-        self.used_wrap_counter = 1
-        self.signalled_used = 0  # used_idx / wrap at the last notification decision
-        self.signalled_wrap = 1
-        self.pushed = 0  # used descriptors written since the last decision
-        self.pending: dict[int, int] = {}  # buffer id -> descriptors it took in the ring, in pop order
-        self.max_chain = self.num
+class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, desc_size=DESC_SIZE):
+    def _init_layout(self) -> None:
         # Device event suppression (device area): with EVENT_IDX ask for a notification when the
-        # next descriptor is made available, as Linux's vhost does; else plain ENABLE.
-        if self.event_idx:
-            self.ring.device_event_desc[0] = off_wrap(0, 1)
-            self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_DESC
-        else:
-            self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_ENABLE
-        self._init_batch_views(mem, addrs)
-
-    # -- batch fast path: runs of simple lists, vectorized (the interface of DeviceSplitQueue's) --
-    # A simple list is one descriptor: available in its lap, neither NEXT nor INDIRECT, its buffer
-    # inside guest memory, its id not in flight. Anything else ends the run and goes through
-    # pop()/walk(), which take or reject it exactly as before (ChainError).
-    def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
-        num = self.num
-        self._idx2 = np.arange(2 * num, dtype=np.intp) % num
-        self._availf, self._usedf = lap_flags(num)
-        self._desc_addr = self.ring.desc_addr
-        self._desc_word = self.ring.desc_word
+        # next descriptor is made available (set_state wrote which), as Linux's vhost does; else
+        # plain ENABLE.
+        self.ring.device_event_flags[0] = C.RING_EVENT_FLAGS_DESC if self.event_idx else C.RING_EVENT_FLAGS_ENABLE
+        # -- batch fast path: runs of simple lists, vectorized --
+        # A simple list is one descriptor: available in its lap, neither NEXT nor INDIRECT, its
+        # buffer inside guest memory, its id not in flight. Anything else ends the run and goes
+        # through pop()/walk(), which take or reject it exactly as before (ChainError).
+        self.max_chain = self.num  # descriptors one list may take
+        self._availf, self._usedf = lap_flags(self.num)
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
-        self._basec = np.full(num, mem.base, dtype=np.uint64)
-        self._sizec = np.full(num, mem.size, dtype=np.uint64)
-        self._mem_bytes = mem.bytes
-        self._mem_u64 = u64_view(mem.bytes)
-        self._tiles: dict[int, np.ndarray] = {}
-        self._run: tuple = (None, None)
-        cls = type(self)
-        # A subclass that changes how lists are taken or used descriptors written (a mutant)
-        # keeps the per-list path, and so its own behaviour.
-        self._batch_ok = all(getattr(cls, m) is getattr(DevicePackedQueue, m) for m in ("pop", "walk", "push"))
+
+    # -- state (QueueState: ring slots and wrap counters, 2.8.1) --
+    def state(self) -> QueueState:
+        return QueueState(self.num, True, self.addrs, self.last_avail_idx, self.used_idx,
+                          bool(self.avail_wrap_counter), bool(self.used_wrap_counter), self.event_idx)
+
+    def set_state(self, state: QueueState) -> None:
+        self._check_state(state)
+        if not (0 <= state.next_avail < self.num and 0 <= state.next_used < self.num):
+            raise ValueError(f"queue {self.index}: ring positions {state.next_avail}/{state.next_used} outside 0..{self.num - 1}")
+        self.last_avail_idx, self.avail_wrap_counter = state.next_avail, int(state.avail_wrap_counter)
+        self.used_idx, self.used_wrap_counter = state.next_used, int(state.used_wrap_counter)  # next used descriptor
+        self.signalled_used, self.signalled_wrap = self.used_idx, self.used_wrap_counter  # at the last notification decision
+        self.pushed = 0  # used descriptors written since the last decision
+        self.pending: dict[int, int] = {}  # buffer id -> descriptors it took in the ring, in pop order
+        if self.event_idx:
+            self.ring.device_event_desc[0] = off_wrap(self.last_avail_idx, self.avail_wrap_counter)
+
+    def published_used(self) -> int:
+        """The device area holds no used position on a packed ring (2.8.10): the queue's own."""
+        return self.used_idx
 
     def pop_simple(self):
         """Take the leading run of simple available lists at once: ``(ids, addrs, lens, flags)``
@@ -152,8 +134,6 @@ class DevicePackedQueue:
         self.used_idx = pos
         self.pushed += n
 
-    write_batch = DeviceSplitQueue.write_batch
-
     def has_avail(self) -> bool:
         return is_avail(int(self.ring.desc_flags[self.last_avail_idx]), self.avail_wrap_counter)
 
@@ -186,8 +166,7 @@ class DevicePackedQueue:
         """Read the list whose first descriptor is at ``pos`` (its flags already read and
         available); returns the chain (``head`` = buffer id, from the last descriptor, 2.8.6) and
         the ring position and wrap counter after it."""
-        readable: list[tuple[int, int]] = []
-        writable: list[tuple[int, int]] = []
+        chain = DeviceChain(-1)  # the buffer id comes with the last descriptor
         desc, dflags = self.ring.desc, self.ring.desc_flags
         n = 0
         while True:
@@ -202,11 +181,9 @@ class DevicePackedQueue:
             if flags & C.VIRTQ_DESC_F_INDIRECT:
                 if n > 1 or flags & C.VIRTQ_DESC_F_NEXT:
                     raise ChainError("indirect descriptor in a list linked by NEXT (2.8.19)")
-                self._walk_indirect(addr, length, readable, writable)
+                self._walk_indirect(chain, addr, length)
             else:
-                if not self.mem.contains(addr, length):
-                    raise ChainError(f"descriptor {pos} buffer [{addr:#x},+{length}) outside guest memory")
-                self._add_element(flags & C.VIRTQ_DESC_F_WRITE, addr, length, readable, writable)
+                self._add_element(chain, flags & C.VIRTQ_DESC_F_WRITE, addr, length, pos)
             pos += 1
             if pos == self.num:
                 pos, wrap = 0, wrap ^ 1
@@ -215,32 +192,17 @@ class DevicePackedQueue:
         if bid in self.pending:
             raise ChainError(f"buffer id {bid} made available again while still in flight")
         self.pending[bid] = n
-        chain = DeviceChain(bid, readable, writable)
-        chain.ndesc = n
+        chain.head, chain.ndesc = bid, n
         return chain, pos, wrap
 
-    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
-        if length % 16 or length == 0:
-            raise ChainError(f"indirect table length {length} is not a multiple of 16")
-        if not self.mem.contains(addr, length):
-            raise ChainError(f"indirect table [{addr:#x},+{length}) outside guest memory")
+    def _walk_indirect(self, chain: DeviceChain, addr: int, length: int) -> None:
+        n = self._indirect_entries(addr, length)
         # A copy: the table is read once. 2.8.7: every entry is used, WRITE is the only valid flag
         # (NEXT and the id are reserved and ignored), and the WRITE flag of the descriptor that
         # points at the table is ignored.
-        table = np.frombuffer(self.mem.read(addr, length), dtype=PVIRTQ_DESC)
-        for a, n, _, f in table.tolist():
-            if not self.mem.contains(a, n):
-                raise ChainError(f"indirect element [{a:#x},+{n}) outside guest memory")
-            self._add_element(f & C.VIRTQ_DESC_F_WRITE, a, n, readable, writable)
-
-    @staticmethod
-    def _add_element(write: int, addr: int, length: int, readable, writable) -> None:
-        if write:
-            writable.append((addr, length))
-        else:
-            if writable:
-                raise ChainError("device-readable descriptor after a device-writable one")
-            readable.append((addr, length))
+        table = np.frombuffer(self.mem.read(addr, n * DESC_SIZE), dtype=PVIRTQ_DESC)
+        for a, length, _, f in table.tolist():
+            self._add_element(chain, f & C.VIRTQ_DESC_F_WRITE, a, length, None)
 
     def push(self, head: int, length: int) -> None:
         """Write one used descriptor at the next used position: id and len, then flags (one 16-bit
@@ -290,7 +252,3 @@ class DevicePackedQueue:
         if flags == C.RING_EVENT_FLAGS_DESC and self.event_idx:
             return need_event(desc, self.used_wrap_counter, self.num, new, old)
         return True
-
-    # -- buffer contents: the same as on a split ring --
-    read_readable = DeviceSplitQueue.read_readable
-    write_writable = DeviceSplitQueue.write_writable

@@ -11,7 +11,7 @@ from virtio.buffers import DeviceChain
 from virtio.memory import count_nonzero
 
 from .device import Device
-from .split_ring import DeviceSplitQueue
+from .device_queue import DeviceQueue
 
 _WRITE = np.full(1 << 15, C.VIRTQ_DESC_F_WRITE, dtype=np.uint16)  # flags operand of handle_batch
 
@@ -39,13 +39,13 @@ class RngDevice(Device):
         self._pool_pos = 0
         super().__init__(mode=mode)
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         n = queue.write_writable(chain, os.urandom(chain.writable_len))
         self.bytes_supplied += n
         return n
 
-    def handle_batch(self, qindex: int, queue: DeviceSplitQueue, addrs, lens, flags):
-        """handle() for a run of one-descriptor buffers (DeviceSplitQueue.pop_simple): each writable
+    def handle_batch(self, qindex: int, queue: DeviceQueue, addrs, lens, flags):
+        """handle() for a run of one-descriptor buffers (DeviceQueue.pop_simple): each writable
         buffer is filled completely with fresh entropy; a readable-only one gets used len 0."""
         n = len(lens)
         width = int(lens[0])

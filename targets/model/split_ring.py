@@ -1,8 +1,6 @@
 """Device side of a split virtqueue (VIRTIO 1.4, 2.7): read the driver area, walk descriptor chains,
-write used elems. Uses the same layout (virtio/split.py) as the driver side.
-
-The driver is the harness, but a model must still treat what it reads as untrusted: a malformed
-chain raises ChainError instead of reading outside guest memory or looping forever.
+write used elems. Only the ring format lives here; the interface and what does not depend on the
+layout are DeviceQueue's (device_queue.py). Uses the same layout (virtio/split.py) as the driver side.
 """
 
 from __future__ import annotations
@@ -10,25 +8,43 @@ from __future__ import annotations
 import numpy as np
 
 from virtio import constants as C
-from virtio.areas import RingAddrs
 from virtio.buffers import ChainError, DeviceChain
-from virtio.memory import GuestMemory, count_nonzero, u64_view
-from virtio.split import VIRTQ_DESC, SplitRing, vring_need_event
+from virtio.memory import count_nonzero
+from virtio.queue_state import QueueState
+from virtio.split import DESC_SIZE, VIRTQ_DESC, SplitRing, vring_need_event
+
+from .device_queue import DeviceQueue
 
 
-class DeviceSplitQueue:
-    def __init__(self, mem: GuestMemory, index: int, addrs: RingAddrs, features: int):
-        self.mem = mem
-        self.index = index
-        self.num = addrs.num
-        self.ring = SplitRing(mem, addrs)
-        self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
-        self.indirect = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
-        self.last_avail_idx = 0
-        self.used_idx = 0  # shadow of the used idx we publish
-        self.signalled_used = 0  # used idx at the last interrupt decision (for event idx)
-        self.max_chain = self.num
-        self._init_batch_views(mem, addrs)
+class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_size=DESC_SIZE):
+    def _init_layout(self) -> None:
+        # len, plus NEXT/INDIRECT moved far above any guest memory size: one add checks both.
+        self._len_ni = np.full(self.num, 0xFFFF_FFFF | (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) << 32, dtype=np.uint64)
+        self._used_id = self.ring.used_ring[:, 0]
+        self._used_len = self.ring.used_ring[:, 1]
+        # The NEXT/INDIRECT trick in pop_simple needs guest memory below 4 GiB (it always is here).
+        self._batch_ok = self._batch_ok and self.mem.size < 1 << 32
+        # 16-bit index fields as memoryviews ('H'): one aligned 16-bit load/store each, no numpy scalar.
+        self._avail_idx_h = memoryview(self.ring.avail_idx)
+        self._avail_event_h = memoryview(self.ring.avail_event)
+        self._used_idx_h = memoryview(self.ring.used_idx)
+
+    # -- state (QueueState: free-running 16-bit counters, no wrap counters) --
+    def state(self) -> QueueState:
+        return QueueState(self.num, True, self.addrs, self.last_avail_idx, self.used_idx, event_idx=self.event_idx)
+
+    def set_state(self, state: QueueState) -> None:
+        self._check_state(state)
+        self.last_avail_idx = state.next_avail & 0xFFFF
+        self.used_idx = state.next_used & 0xFFFF  # shadow of the used idx we publish
+        self.signalled_used = self.used_idx  # used idx at the last interrupt decision (for event idx)
+
+    def published_used(self) -> int:
+        """The used idx field of the device area (2.7.8): what the driver has been told."""
+        return int(self.ring.used_idx[0])
+
+    def track_inflight(self, region, resubmit: list[int]) -> None:
+        self.inflight = (region, resubmit)
 
     def notification_position(self) -> int:
         """Where the driver's next buffer goes, as VIRTIO_F_NOTIFICATION_DATA encodes it for a
@@ -40,6 +56,9 @@ class DeviceSplitQueue:
 
     def pop(self) -> DeviceChain | None:
         """Take the next available buffer (2.7.13 seen from the device), or None."""
+        tracking = self.inflight
+        if tracking is not None and tracking[1]:
+            return self.walk(tracking[1].pop(0))  # still marked in flight: nothing to record
         avail_idx = int(self.ring.avail_idx[0])
         if avail_idx == self.last_avail_idx:
             return None
@@ -50,7 +69,10 @@ class DeviceSplitQueue:
         if self.event_idx:
             # Ask for a notification once the driver adds past what we have taken (2.7.10).
             self.ring.avail_event[0] = self.last_avail_idx
-        return self.walk(head)
+        chain = self.walk(head)
+        if tracking is not None:
+            tracking[0].take((chain.head,))
+        return chain
 
     def walk(self, head: int) -> DeviceChain:
         if head >= self.num:
@@ -66,21 +88,11 @@ class DeviceSplitQueue:
             if flags & C.VIRTQ_DESC_F_INDIRECT:
                 if in_indirect:
                     raise ChainError("indirect descriptor inside an indirect table")
-                if length % 16 or length == 0:
-                    raise ChainError(f"indirect table length {length} is not a multiple of 16")
-                if not self.mem.contains(addr, length):
-                    raise ChainError(f"indirect table [{addr:#x},+{length}) outside guest memory")
+                limit = self._indirect_entries(addr, length)
                 # 2.7.5.3.2: the WRITE flag of the descriptor pointing at the table is ignored.
-                table, idx, limit, in_indirect, seen = self.mem.array(addr, VIRTQ_DESC, length // 16), 0, length // 16, True, 0
+                table, idx, in_indirect, seen = self.mem.array(addr, VIRTQ_DESC, limit), 0, True, 0
                 continue
-            if not self.mem.contains(addr, length):
-                raise ChainError(f"descriptor {idx} buffer [{addr:#x},+{length}) outside guest memory")
-            if flags & C.VIRTQ_DESC_F_WRITE:
-                chain.writable.append((addr, length))
-            else:
-                if chain.writable:
-                    raise ChainError("device-readable descriptor after a device-writable one")
-                chain.readable.append((addr, length))
+            self._add_element(chain, flags & C.VIRTQ_DESC_F_WRITE, addr, length, idx)
             if not flags & C.VIRTQ_DESC_F_NEXT:
                 return chain
             if nxt >= limit:
@@ -89,11 +101,16 @@ class DeviceSplitQueue:
 
     def push(self, head: int, length: int) -> None:
         """Write one used elem, then publish used idx: len is set before idx (2.7.8.2)."""
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch((head,))
         slot = self.used_idx % self.num
         self.ring.used_ring[slot, 0] = head
         self.ring.used_ring[slot, 1] = length
         self.used_idx = (self.used_idx + 1) & 0xFFFF
         self.ring.used_idx[0] = self.used_idx
+        if tracking is not None:
+            tracking[0].retire((head,), self.used_idx)
 
     def should_interrupt(self) -> bool:
         """2.7.7.2: decide on a used buffer notification for the elems pushed since the last one."""
@@ -109,28 +126,6 @@ class DeviceSplitQueue:
     # A simple chain is one descriptor: neither NEXT nor INDIRECT, its buffer inside guest memory,
     # its head within the queue. Anything else ends the run and goes through pop()/walk(), which
     # take or reject it exactly as before (ChainError).
-    def _init_batch_views(self, mem: GuestMemory, addrs: RingAddrs) -> None:
-        num = self.num
-        self._desc_addr = self.ring.desc_addr
-        self._desc_word = self.ring.desc_word
-        self._idx2 = np.arange(2 * num, dtype=np.intp) % num
-        self._basec = np.full(num, mem.base, dtype=np.uint64)
-        self._sizec = np.full(num, mem.size, dtype=np.uint64)
-        # len, plus NEXT/INDIRECT moved far above any guest memory size: one add checks both.
-        self._len_ni = np.full(num, 0xFFFF_FFFF | (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) << 32, dtype=np.uint64)
-        self._used_id = self.ring.used_ring[:, 0]
-        self._used_len = self.ring.used_ring[:, 1]
-        self._mem_bytes = mem.bytes
-        self._mem_u64 = u64_view(mem.bytes)
-        self._tiles: dict[int, np.ndarray] = {}
-        self._run: tuple = (None, None)
-        # The NEXT/INDIRECT trick in pop_simple needs guest memory below 4 GiB (it always is here).
-        self._batch_ok = mem.size < 1 << 32
-        # 16-bit index fields as memoryviews ('H'): one aligned 16-bit load/store each, no numpy scalar.
-        self._avail_idx_h = memoryview(self.ring.avail_idx)
-        self._avail_event_h = memoryview(self.ring.avail_event)
-        self._used_idx_h = memoryview(self.ring.used_idx)
-
     def pop_simple(self):
         """Take the leading run of simple available chains at once: ``(heads, addrs, lens, flags)``
         arrays (one descriptor each); None when nothing is available; False when the next chain is
@@ -138,10 +133,12 @@ class DeviceSplitQueue:
         avail_idx = self._avail_idx_h[0]
         last = self.last_avail_idx
         n = (avail_idx - last) & 0xFFFF
-        if n == 0:
+        tracking = self.inflight
+        resubmit = tracking is not None and bool(tracking[1])  # pop() hands those out first
+        if n == 0 and not resubmit:
             return None
-        if n > self.num or not self._batch_ok:
-            return False  # pop() reports the bad avail idx
+        if n > self.num or not self._batch_ok or resubmit:
+            return False  # pop() reports the bad avail idx, or resubmits
         s = last % self.num
         if s + n <= self.num:
             heads = self.ring.avail_ring[s : s + n].astype(np.intp)  # one copy of the slice
@@ -169,10 +166,15 @@ class DeviceSplitQueue:
         self.last_avail_idx = (last + n) & 0xFFFF
         if self.event_idx:
             self._avail_event_h[0] = self.last_avail_idx  # as pop() leaves it (2.7.10)
+        if tracking is not None:
+            tracking[0].take(heads)
         return heads, addrs, lens, words.view(np.uint16)[2::4]
 
     def push_batch(self, heads: np.ndarray, lens: np.ndarray) -> None:
         """Write the used elems of a batch, then publish used idx once (2.7.8.2: len before idx)."""
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch(heads)
         n = len(heads)
         s = self.used_idx % self.num
         e = s + n
@@ -187,12 +189,17 @@ class DeviceSplitQueue:
             self._used_len[: n - k] = lens[k:]
         self.used_idx = (self.used_idx + n) & 0xFFFF
         self._used_idx_h[0] = self.used_idx
+        if tracking is not None:
+            tracking[0].retire(heads, self.used_idx)
 
     def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None:
         """VIRTIO_F_IN_ORDER (2.7.9): answer ``heads`` (in the order made available) in batches
         that end at the positions ``ends``, one used elem each -- the id of the batch's last
         buffer and its len ``lens[j]``, at the offset of the batch's first buffer; the slots
         between are skipped, not written -- then used idx moved by the number of buffers."""
+        tracking = self.inflight
+        if tracking is not None:
+            tracking[0].link_batch(heads)  # used idx moves by every buffer: all of them are linked
         n = len(heads)
         starts = np.empty(len(ends), dtype=np.intp)
         starts[0] = 0
@@ -202,65 +209,5 @@ class DeviceSplitQueue:
         self._used_len[slots] = lens
         self.used_idx = (self.used_idx + n) & 0xFFFF
         self._used_idx_h[0] = self.used_idx
-
-    def write_batch(self, addrs: np.ndarray, lens: np.ndarray, data: np.ndarray, width: int | None = None) -> None:
-        """Write ``data`` (uint8, ``sum(lens)`` bytes) into the buffers at ``addrs``: ``lens[i]``
-        bytes from the start of buffer ``i``. The buffers come from pop_simple, so they lie in
-        guest memory. ``width``: every len equals it (lets the model skip the general scatter)."""
-        total = len(data)
-        if total == 0:
-            return
-        n = len(addrs)
-        run_addrs, off = self._run
-        if run_addrs is not addrs:
-            off = addrs - self._basec[:n]
-            if count_nonzero((off >= self._sizec[:n]) | (off + lens > self._sizec[:n])):
-                raise ChainError("write_batch: a buffer outside guest memory")
-        off = off.view(np.intp)  # offsets within guest memory: far below 2**63
-        if width is not None and width & 7 == 0 and self._mem_u64 is not None and not count_nonzero(off & 7):
-            # Every buffer 8-byte aligned and a multiple of 8 long: 8-byte stores, 1/8 the indexes.
-            words = width >> 3
-            if words == 1:
-                idx = off >> 3
-            else:
-                tile = self._tiles.get(-words)
-                if tile is None or len(tile) < n * words:
-                    tile = self._tiles[-words] = np.tile(np.arange(words, dtype=np.intp), self.num)
-                idx = (off >> 3).repeat(words)
-                idx += tile[: n * words]
-            self._mem_u64[idx] = data.view(np.uint64)
-            return
-        if width is not None:
-            tile = self._tiles.get(width)
-            if tile is None or len(tile) < n * width:
-                tile = self._tiles[width] = np.tile(np.arange(width, dtype=np.intp), self.num)
-            idx = off.repeat(width)
-            idx += tile[: n * width]
-        else:
-            lens = np.asarray(lens).astype(np.intp)
-            starts = np.cumsum(lens)
-            starts -= lens
-            idx = np.repeat(off - starts, lens)
-            idx += np.arange(total, dtype=np.intp)
-        self._mem_bytes[idx] = data
-
-    # -- buffer contents --
-    def read_readable(self, chain: DeviceChain) -> bytes:
-        return b"".join(self.mem.read(a, n) for a, n in chain.readable)
-
-    def write_writable(self, chain: DeviceChain, data: bytes, offset: int = 0) -> int:
-        """Write ``data`` into the writable elements starting ``offset`` bytes in; returns bytes written."""
-        written = 0
-        pos = 0
-        for a, n in chain.writable:
-            if offset >= pos + n:
-                pos += n
-                continue
-            start = max(0, offset - pos)
-            take = min(n - start, len(data) - written)
-            if take <= 0:
-                break
-            self.mem.write(a + start, data[written : written + take])
-            written += take
-            pos += n
-        return written
+        if tracking is not None:
+            tracking[0].retire(heads, self.used_idx)

@@ -11,7 +11,7 @@ from targets.model.packed_ring import DevicePackedQueue
 from targets.model.rng import RngDevice
 from virtio import constants as C
 from virtio.buffers import DeviceChain
-from virtio.packed import is_avail, is_used, off_wrap, split_event, used_flags
+from virtio.packed import DESC_SIZE, is_avail, is_used, off_wrap, split_event, used_flags
 
 
 # -- used descriptors (2.8.1, 2.8.2, 2.8.4, 2.8.6) ---------------------------------------------------
@@ -109,7 +109,7 @@ class ConsolePackedWritesReadableBuffer(ConsoleDevice):
 
     def handle(self, qindex: int, queue, chain: DeviceChain) -> int | None:
         n = super().handle(qindex, queue, chain)
-        if isinstance(queue, DevicePackedQueue):
+        if queue.layout == "packed":
             for addr, length in chain.readable:
                 if length:
                     self.mem.write(addr, bytes([self.mem.read(addr, 1)[0] ^ 0xFF]))  # BUG
@@ -129,7 +129,7 @@ class RngPackedWritesPastBuffer(RngDevice):
 
     def handle(self, qindex: int, queue, chain: DeviceChain) -> int:
         n = super().handle(qindex, queue, chain)
-        if isinstance(queue, DevicePackedQueue) and chain.writable:
+        if queue.layout == "packed" and chain.writable:
             addr, length = chain.writable[-1]
             if self.mem.contains(addr + length, 1):
                 self.mem.write(addr + length, b"\0")  # BUG: one byte past the buffer
@@ -137,8 +137,8 @@ class RngPackedWritesPastBuffer(RngDevice):
 
 
 class _WritesIndirectTableQueue(DevicePackedQueue):
-    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
-        super()._walk_indirect(addr, length, readable, writable)
+    def _walk_indirect(self, chain, addr: int, length: int) -> None:
+        super()._walk_indirect(chain, addr, length)
         self.mem.write(addr + 12, b"\xaa\xaa")  # BUG: the first entry's id, in a read-only table
 
 
@@ -262,9 +262,9 @@ class BlkPackedPayloadReversed(BlkDevice):
 
 
 class _IndirectFirstEntryQueue(DevicePackedQueue):
-    def _walk_indirect(self, addr: int, length: int, readable, writable) -> None:
+    def _walk_indirect(self, chain, addr: int, length: int) -> None:
         # BUG: follows NEXT as in a split ring's table; packed tables have none, so it stops at entry 0
-        super()._walk_indirect(addr, min(length, 16) if length % 16 == 0 else length, readable, writable)
+        super()._walk_indirect(chain, addr, min(length, DESC_SIZE) if length % DESC_SIZE == 0 else length)
 
 
 class BlkPackedIndirectFirstEntryOnly(BlkDevice):

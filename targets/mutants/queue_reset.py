@@ -7,9 +7,15 @@ from __future__ import annotations
 import dataclasses
 
 from targets.model.rng import RngDevice
+from virtio.queue_state import QueueState
 
-# Where a queue stands, on either layout (a packed queue adds its wrap counters, 2.8.1).
-_POSITION = ("last_avail_idx", "used_idx", "signalled_used", "avail_wrap_counter", "used_wrap_counter", "signalled_wrap")
+
+def kept_state(q, old: QueueState) -> QueueState:
+    """``old``'s position (indexes, wrap counters) carried onto queue ``q``, as a device that
+    forgets to reset it would (within ``q``'s ring: a packed slot past its end wraps)."""
+    if q.layout == "packed":
+        old = dataclasses.replace(old, next_avail=old.next_avail % q.num, next_used=old.next_used % q.num)
+    return dataclasses.replace(old, size=q.num, addrs=q.addrs)
 
 
 class RngQueueResetIgnored(RngDevice):
@@ -40,15 +46,14 @@ class RngQueueResetKeepsIndexes(RngDevice):
 
     def queue_reset(self, index: int) -> None:
         old = self.queues[index]
-        self._kept = {k: getattr(old, k) for k in _POSITION if hasattr(old, k)} if old is not None else None
+        self._kept = old.state() if old is not None else None
         super().queue_reset(index)
 
     def queue_enable(self, index: int) -> None:
         super().queue_enable(index)
         q, kept = self.queues[index], getattr(self, "_kept", None)
         if q is not None and kept is not None:
-            for k, v in kept.items():
-                setattr(q, k, v)  # BUG: state survives the reset
+            q.set_state(kept_state(q, kept))  # BUG: state survives the reset
             self._kept = None
 
 

@@ -69,11 +69,7 @@ class RngInOrderBatchCountsOne(RngDevice):
     name = "rng-in-order-batch-counts-one"
     clause = "dev.reserved-features.5"
 
-    def process_queue(self, index: int) -> None:
-        q = self.queues[index] if 0 <= index < self.num_queues else None
-        if type(q) is DeviceSplitQueue:
-            q.__class__ = _IdxCountsEntries
-        super().process_queue(index)
+    split_queue_class = _IdxCountsEntries
 
 
 class RngNotificationDataOffByOne(RngDevice):

@@ -8,8 +8,8 @@ import os
 
 from targets.model.blk import BlkDevice
 from targets.model.console import ConsoleDevice
+from targets.model.device_queue import DeviceQueue
 from targets.model.rng import RngDevice
-from targets.model.split_ring import DeviceSplitQueue
 from virtio import constants as C
 from virtio.buffers import ChainError, DeviceChain
 from virtio.split import vring_need_event
@@ -26,7 +26,7 @@ class RngUsedLenOverstated(RngDevice):
     name = "rng-used-len-overstated"
     clause = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         queue.write_writable(chain, os.urandom(chain.writable_len // 2))  # BUG: half the buffer...
         return chain.writable_len  # ...but all of it reported
 
@@ -41,7 +41,7 @@ class RngUsedIdOneBased(RngDevice):
     name = "rng-used-id-one-based"
     clause = "def.split.used-elem-id"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         n = super().handle(qindex, queue, chain)
         chain.head += 1  # BUG: the id written to the used elem (process_queue pushes chain.head)
         return n
@@ -57,7 +57,7 @@ class RngUsedIdxCountsDescriptors(RngDevice):
     name = "rng-used-idx-counts-descriptors"
     clause = "def.split.used-idx"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         n = super().handle(qindex, queue, chain)
         # BUG: push() adds 1 for the buffer; this adds the chain's other descriptors too.
         queue.used_idx = (queue.used_idx + len(chain.writable) - 1) & 0xFFFF
@@ -74,7 +74,7 @@ class ConsoleWritesReadableBuffer(ConsoleDevice):
     name = "console-writes-readable-buffer"
     clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         n = super().handle(qindex, queue, chain)
         for addr, length in chain.readable:
             if length:
@@ -112,7 +112,7 @@ class RngWritesDescriptorTable(RngDevice):
     name = "rng-writes-descriptor-table"
     clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.2"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         queue.ring.desc["flags"][chain.head] = 0  # BUG: a store into the driver's table
         return super().handle(qindex, queue, chain)
 
@@ -152,7 +152,7 @@ class BlkOneDescriptorPerPart(BlkDevice):
     name = "blk-one-descriptor-per-part"
     clause = "dev.basic.message-framing.1"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         # BUG: readable elements after the second (header + first data piece) are ignored
         return super().handle(qindex, queue, DeviceChain(chain.head, chain.readable[:2], chain.writable))
 
@@ -167,7 +167,7 @@ class RngHoldsLargeBuffers(RngDevice):
     name = "rng-holds-large-buffers"
     clause = "def.basic.buffers-are-used"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int | None:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         if chain.writable_len >= 4096:
             return None  # BUG: held, and nothing ever completes it
         return super().handle(qindex, queue, chain)
@@ -201,7 +201,7 @@ class RngRejectsWriteFlagOnIndirect(RngDevice):
     name = "rng-rejects-write-flag-on-indirect"
     clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.indirect-descriptors.1"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         flags = int(queue.ring.desc["flags"][chain.head])
         if flags & C.VIRTQ_DESC_F_INDIRECT and flags & C.VIRTQ_DESC_F_WRITE:
             raise ChainError("indirect descriptor has WRITE set")  # BUG: the flag is not ignored
@@ -218,7 +218,7 @@ class RngRejectsDirectThenIndirect(RngDevice):
     name = "rng-rejects-direct-then-indirect"
     clause = "dev.basic.virtqueues.the-virtqueue-descriptor-table.indirect-descriptors.2"
 
-    def handle(self, qindex: int, queue: DeviceSplitQueue, chain: DeviceChain) -> int:
+    def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int:
         desc, idx = queue.ring.desc, chain.head
         while int(desc["flags"][idx]) & C.VIRTQ_DESC_F_NEXT:
             idx = int(desc["next"][idx])

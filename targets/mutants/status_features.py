@@ -6,10 +6,9 @@ from __future__ import annotations
 from targets.model.console import ConsoleDevice
 from targets.model.net import NetDevice
 from targets.model.rng import RngDevice
-from targets.model.split_ring import DeviceSplitQueue
 from virtio import constants as C
 
-from .queue_reset import _POSITION
+from .queue_reset import kept_state
 
 
 class RngAcceptsUnofferedFeatures(RngDevice):
@@ -60,7 +59,7 @@ class RngQueueLiveBeforeDriverOk(RngDevice):
             qc = self.queues_cfg[index]
             if self.queues[index] is None and qc.addrs is not None:
                 # BUG: builds the device side of the ring now instead of at DRIVER_OK
-                self.queues[index] = DeviceSplitQueue(self.mem, index, qc.addrs, self.driver_features)
+                self.queues[index] = self.make_queue(index, qc.addrs)
 
     def running(self) -> bool:
         # BUG: FEATURES_OK is taken as "go"; DRIVER_OK is not waited for
@@ -252,7 +251,7 @@ class RngKeepsRingPositionAfterReset(RngDevice):
     def device_reset(self) -> None:
         live = [(i, q) for i, q in enumerate(getattr(self, "queues", ())) if q is not None and q.has_avail()]
         if live:
-            self._kept = {i: {k: getattr(q, k) for k in _POSITION if hasattr(q, k)} for i, q in live}
+            self._kept = {i: q.state() for i, q in live}
         super().device_reset()
 
     def set_status(self, status: int) -> None:
@@ -261,7 +260,6 @@ class RngKeepsRingPositionAfterReset(RngDevice):
             with self.lock:
                 for i, kept in self._kept.items():
                     q = self.queues[i] if i < len(self.queues) else None
-                    for k, v in kept.items():
-                        if q is not None:
-                            setattr(q, k, v)  # BUG: the old position survives the reset
+                    if q is not None:
+                        q.set_state(kept_state(q, kept))  # BUG: the old position survives the reset
             self._kept = None

@@ -28,7 +28,8 @@ from virtio import packed, split
 from virtio.areas import RingAddrs
 from virtio.buffers import ChainError
 from virtio.errors import GuestMemoryError
-from virtio.packed import MAX_QUEUE_SIZE, off_wrap
+from virtio.packed import MAX_QUEUE_SIZE
+from virtio.queue_state import QueueState
 
 from . import protocol as vu
 from .backend_memory import MAX_MEM_SLOTS, BackendMemory
@@ -80,58 +81,6 @@ def _close(fd: int) -> None:
             os.close(fd)
         except OSError:
             pass
-
-
-class InflightTracking:
-    """Mixed into a model's split queue while an inflight buffer is set (vhost-user.rst "Inflight
-    I/O tracking"): each head taken is recorded as in flight before the model handles it, each
-    batch made used is linked (last_batch_head/next) before the used idx is published and cleared
-    after; heads left in flight by an earlier back-end are handed out first (``resubmit``)."""
-
-    inflight = None  # QueueRegionSplit
-    resubmit: list[int] = []
-
-    def pop(self):
-        if self.resubmit:
-            return self.walk(self.resubmit.pop(0))  # still marked in flight: nothing to record
-        chain = super().pop()
-        if chain is not None:
-            self.inflight.take((chain.head,))
-        return chain
-
-    def pop_simple(self):
-        if self.resubmit:
-            return False  # resubmitted heads go through pop()
-        run = super().pop_simple()
-        if run:
-            self.inflight.take(run[0])
-        return run
-
-    def push(self, head: int, length: int) -> None:
-        self.inflight.link_batch((head,))
-        super().push(head, length)
-        self.inflight.retire((head,), self.used_idx)
-
-    def push_batch(self, heads, lens) -> None:
-        self.inflight.link_batch(heads)
-        super().push_batch(heads, lens)
-        self.inflight.retire(heads, self.used_idx)
-
-    def push_in_order_run(self, heads, ends, lens) -> None:
-        # IN_ORDER batches (2.7.9): used idx moves by every buffer, so all of them are linked.
-        self.inflight.link_batch(heads)
-        super().push_in_order_run(heads, ends, lens)
-        self.inflight.retire(heads, self.used_idx)
-
-
-_TRACKED: dict[type, type] = {}
-
-
-def _tracked_class(cls: type) -> type:
-    """``cls`` (a model's queue class, a mutant's included) with InflightTracking in front."""
-    if cls not in _TRACKED:
-        _TRACKED[cls] = type(f"Inflight{cls.__name__}", (InflightTracking, cls), {})
-    return _TRACKED[cls]
 
 
 class Backend:
@@ -671,7 +620,7 @@ class Backend:
     def update_rings(self) -> None:
         """Bring the model's queues in line with the ring states after a request."""
         for ring in self.rings:
-            if ring.queue is not None and self.device.queues[ring.index] is not ring.queue:
+            if ring.queue is not None and self.device.queue(ring.index) is not ring.queue:
                 ring.queue = None  # the model dropped it (reset)
             mode = self.ring_mode(ring)
             ring.discarding = mode == "discard"
@@ -695,7 +644,7 @@ class Backend:
         dev = self.device
         with dev.lock:
             q = ring.queue
-            if q is None or dev.queues[ring.index] is not q:
+            if q is None or dev.queue(ring.index) is not q:
                 return
             try:
                 while (chain := q.pop()) is not None:
@@ -721,12 +670,10 @@ class Backend:
                 if not dev.get_status() & C.FEATURES_OK:
                     self._drive_features()
                 dev.set_status(STATUS_BEFORE_DRIVER_OK | C.DRIVER_OK)
-            dev.queue_set(ring.index, addrs)
-            dev.queue_enable(ring.index)
-            q = dev.queues[ring.index]
+            q = dev.attach_queue(ring.index, addrs)
             if q is None:
                 raise RequestFailed(f"vring {ring.index}: the device did not start the queue (status {dev.get_status():#x})")
-            self._apply_base(q, ring.base)
+            q.set_state(self._base_state(q, ring.base))
             self._track_inflight(ring, q)
             ring.queue = q
 
@@ -734,10 +681,9 @@ class Backend:
         """Take the ring off the model, keeping its state in ``ring.base`` (caller holds the lock)."""
         dev = self.device
         q = ring.queue
-        if q is not None and dev.queues[ring.index] is q:
+        if q is not None and dev.queue(ring.index) is q:
             ring.base = self._queue_base(q)
-            dev.queues[ring.index] = None
-            dev.queues_cfg[ring.index].enabled = False
+            dev.detach_queue(ring.index)
         ring.queue = None
 
     def _stop(self, ring: Ring) -> None:
@@ -748,9 +694,7 @@ class Backend:
             self._deactivate(ring)
             # Buffers the device held are dropped, as the model's own queue reset does: after a
             # stop the front-end owns them again, and a restart must not complete them.
-            dev.held.pop(ring.index, None)
-            if hasattr(dev, "on_queue_reset"):
-                dev.on_queue_reset(ring.index)
+            dev.forget_buffers(ring.index)
         ring.started = False
         ring.polling = False
         ring.resubmit = None  # what it held is in flight again: checked at the next start
@@ -765,25 +709,28 @@ class Backend:
 
     @staticmethod
     def _queue_base(q) -> int:
-        if getattr(q, "layout", "split") == "packed":
-            return vu.vring_base_packed(q.last_avail_idx, q.avail_wrap_counter, q.used_idx, q.used_wrap_counter)
-        return q.last_avail_idx & 0xFFFF
+        """GET_VRING_BASE's num for the queue's state (vhost-user.rst: split, the next avail
+        index; packed, avail index | wrap << 15 and the used ones in bits 16-31)."""
+        st = q.state()
+        if q.layout == "packed":
+            return vu.vring_base_packed(st.next_avail, int(st.avail_wrap_counter), st.next_used, int(st.used_wrap_counter))
+        return st.next_avail & 0xFFFF
 
     @staticmethod
-    def _apply_base(q, num: int) -> None:
-        if getattr(q, "layout", "split") == "packed":
+    def _base_state(q, num: int) -> QueueState:
+        """The state SET_VRING_BASE's ``num`` gives the queue ``q`` (see _queue_base)."""
+        st = q.state()
+        if q.layout == "packed":
             avail, avail_wrap, used, used_wrap = vu.split_vring_base_packed(num)
             if num >> 16 == 0:  # only the avail half given (QEMU before 8.x): nothing in flight
                 used, used_wrap = avail, avail_wrap
-            q.last_avail_idx, q.avail_wrap_counter = avail, avail_wrap
-            q.used_idx, q.used_wrap_counter = used, used_wrap
-            q.signalled_used, q.signalled_wrap = used, used_wrap
-            if q.event_idx:
-                q.ring.device_event_desc[0] = off_wrap(avail, avail_wrap)
+            st.next_avail, st.avail_wrap_counter = avail, bool(avail_wrap)
+            st.next_used, st.used_wrap_counter = used, bool(used_wrap)
         else:
-            q.last_avail_idx = num & 0xFFFF
+            st.next_avail = num & 0xFFFF
             # The used index lives in the ring (the front-end zeroes it for a fresh ring).
-            q.used_idx = q.signalled_used = int(q.ring.used_idx[0])
+            st.next_used = q.published_used()
+        return st
 
     # -- inflight I/O tracking (vhost-user.rst "Inflight I/O tracking") ------------------------------
     def _inflight_head(self, msg: vu.Message) -> tuple[int, int, int, int]:
@@ -841,7 +788,7 @@ class Backend:
         region (libvhost-user's order: the next avail index is used idx plus what is in flight,
         which is resubmitted first); then the queue records what it takes and completes."""
         region = self.inflight.queue(ring.index) if self.inflight is not None else None
-        if region is None or getattr(q, "layout", "split") != "split":
+        if region is None or q.layout != "split":
             return
         if ring.resubmit is None:
             if not region.valid():
@@ -851,15 +798,15 @@ class Backend:
             if ring.num != region.queue_size:
                 self.log(f"vring {ring.index}: size {ring.num}, inflight region for {region.queue_size}: not tracked")
                 return
-            used = int(q.ring.used_idx[0])
-            ring.resubmit = region.recover(used)
-            q.last_avail_idx = (used + len(ring.resubmit)) & 0xFFFF
+            st = q.state()
+            ring.resubmit = region.recover(st.next_used)
+            st.next_avail = (st.next_used + len(ring.resubmit)) & 0xFFFF
+            q.set_state(st)
             if ring.resubmit:
                 self.log(f"vring {ring.index}: resubmitting in-flight heads {ring.resubmit}")
         elif ring.num != region.queue_size:
             return
-        q.__class__ = _tracked_class(type(q))
-        q.inflight, q.resubmit = region, ring.resubmit
+        q.track_inflight(region, ring.resubmit)
 
     def _drop_inflight(self) -> None:
         self.inflight = None
