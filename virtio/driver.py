@@ -219,8 +219,6 @@ class VirtioDriver:
             vq.reset_state()
         else:
             vq.resize(num)
-        if hasattr(vq, "_completed"):
-            vq._completed.clear()
         self.ops.enable_vq_after_reset(vq)
         return reclaimed
 

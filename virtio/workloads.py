@@ -16,7 +16,7 @@ from .buffers import BufferChain
 from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from .net_frames import FrameTags, check_forward_mode, difference
-from .split_queue import SplitVirtqueue
+from .virtqueue import Virtqueue
 
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
@@ -86,7 +86,7 @@ class Workload:
 
     vq_index = 0
 
-    def __init__(self, driver, vqs: list[SplitVirtqueue], timeout: float):
+    def __init__(self, driver, vqs: list[Virtqueue], timeout: float):
         self.driver = driver
         self.vqs = vqs
         self.vq = vqs[self.vq_index]
@@ -199,20 +199,10 @@ class Workload:
                     queue=self.vq.name,
                 )
 
-    def wait(self, vq: SplitVirtqueue, chain: BufferChain, what: str) -> BufferChain:
-        """Wait for one specific chain; other chains completing meanwhile are kept for later.
-
-        Kept by identity, not by head: a kept chain's head (a packed buffer id, a split descriptor)
-        is free again and may already head a newer buffer that completes before it is claimed
-        (an IN_ORDER batch returns several at once)."""
-        done = getattr(vq, "_completed", None)
-        if done is None:
-            done = vq._completed = {}
-        while id(chain) not in done:
-            got = vq.wait_used(1, self.timeout, awaited=what)[0]
-            done[id(got)] = got
-        del done[id(chain)]
-        return chain
+    def wait(self, vq: Virtqueue, chain: BufferChain, what: str) -> BufferChain:
+        """Wait for one specific chain; other chains completing meanwhile stay with the queue
+        for a later wait (Virtqueue.wait_chain)."""
+        return vq.wait_chain(chain, self.timeout, awaited=what)
 
 
 def blk_block_sectors(driver) -> int:
