@@ -122,7 +122,10 @@ class Virtqueue(ABC):
     ``device_area()`` -> bytes          2.7.8 / 2.8                what the device writes: the used
                                                                    ring / the descriptor ring and
                                                                    the device event suppression
+    ``area_sizes(num)``                 2.7 / 2.8.10.1             the three areas' sizes
     ``used_state()`` -> str             for messages               what a wait saw
+    ``used_rules``, ``readonly_clause`` the clauses of used-elem   each layout's clause ids
+                                        and readable-buffer duties
     ==================================  =========================  ===============================
 
     Attributes: ``mem``, ``index``, ``num`` (queue size), ``name``, ``layout`` ("split" or
@@ -308,6 +311,11 @@ class Virtqueue(ABC):
     @abstractmethod
     def used_state(self) -> str:
         """Where the device's used elems stand, for messages (what a wait saw)."""
+
+    @property
+    def readonly_clause(self) -> str:
+        """The clause a device writing into a device-readable buffer breaks, on this layout."""
+        return CLAUSE_READONLY[self.layout]
 
     # -- in-flight bookkeeping ------------------------------------------------------------------
     def reset_state(self) -> None:

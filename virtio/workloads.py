@@ -22,16 +22,14 @@ CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
 CLAUSE_FRAMING = "dev.basic.message-framing.1"
 
-# The same duties on a packed ring (2.8) have their own clause ids.
-PACKED_CLAUSES = {
-    CLAUSE_USED_LEN: "def.packed.used-len",
-    CLAUSE_READONLY: "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1",
-}
-
-
-def ring_clause(vq, clause: str) -> str:
-    """``clause`` as it applies to ``vq``'s layout (split ids are the default)."""
-    return PACKED_CLAUSES.get(clause, clause) if getattr(vq, "layout", "split") == "packed" else clause
+def ring_clause(vq: Virtqueue, clause: str) -> str:
+    """``clause`` (a split ring's id) as it applies to ``vq``'s layout: the queue's own clause for
+    that duty (a packed ring's have their own ids)."""
+    if clause == CLAUSE_USED_LEN:
+        return vq.used_rules.len_clause
+    if clause == CLAUSE_READONLY:
+        return vq.readonly_clause
+    return clause
 
 
 POISON = 0xA5  # fill byte of device-writable buffers, to see what the device wrote
