@@ -111,6 +111,14 @@ class PackedVirtqueue(Virtqueue):
           (slot and flags arrays, from ``add_batch``); ``_unpub_bufs`` / ``_unpub_desc`` count them.
         """
         num = self.num
+        self._desc_word = self.ring.desc_word  # len | id << 32 | flags << 48, one le64 per descriptor
+        # The device event suppression structure as one le32 memoryview: a single aligned load,
+        # without a numpy scalar per kick.
+        self._device_event_w = memoryview(self.ring.device_event)
+        # AVAIL/USED of each slot's lap with WRITE: an available writable descriptor's flags, and
+        # the flags a device writes on a used one it wrote into (2.8.1, 2.8.4).
+        self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in lap_flags(num)[0])
+        self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in lap_flags(num)[1])
         self._baddr = np.zeros(num, dtype=np.uint64)
         self._bword = np.zeros(num, dtype=np.uint64)
         self._availf, self._usedf = lap_flags(num)  # [w][i], 2.8.1
@@ -123,7 +131,7 @@ class PackedVirtqueue(Virtqueue):
         self.used_wraps = 0
         self._descs_added = 0  # descriptors added since the last kick_prepare (Linux num_added)
         self._pending: dict[int, int] = {}  # head slot -> head flags, added but not yet published
-        self._pending_runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_runs: list[tuple[np.ndarray, np.ndarray, slice | np.ndarray]] = []  # (slots, flags, where)
         self._unpub_bufs = 0
         self._unpub_desc = 0
         self._avail_order: deque[int] = deque()  # IN_ORDER: buffer ids in the order made available
@@ -223,7 +231,10 @@ class PackedVirtqueue(Virtqueue):
             fl = C.VIRTQ_DESC_F_WRITE if in_ else 0
             self._room[bids] = (x.len + 1) if in_ else 1
             self._baddr[bids] = x.addr
-            self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
+            if type(x.len) is int:
+                self._bword[bids] = x.len | fl << 32
+            else:
+                self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
             self._put_simple(bids, x.addr, x.len, fl)
             self._watch_batch(out, in_, bids)
             if self.in_order:
@@ -258,7 +269,8 @@ class PackedVirtqueue(Virtqueue):
         self._nd[bids] = nd
         self._multi += count
         self._watch_batch(out, in_, bids)
-        self._pending_runs.append((heads.copy(), head_flags))
+        heads = heads.copy()
+        self._pending_runs.append((heads, head_flags, heads))
         if self.in_order:
             self._avail_order.extend(bids.tolist())
         self._nflight += count
@@ -276,8 +288,12 @@ class PackedVirtqueue(Virtqueue):
         ring.desc_addr[at] = addrs
         ring.desc_len[at] = lens
         ring.desc_id[at] = bids
-        availf = self._availf[self.avail_wrap_counter][pos : pos + n]
-        self._pending_runs.append((slots, availf | fl if (type(fl) is not int or fl) else availf))
+        wrap = self.avail_wrap_counter
+        if type(fl) is int:  # the same flags for all: the lap's table (constant, never written)
+            head_flags = (self._availwf if fl else self._availf)[wrap][pos : pos + n]
+        else:
+            head_flags = self._availf[wrap][pos : pos + n] | fl
+        self._pending_runs.append((slots, head_flags, at))
 
     def _avail_moved(self, count: int, need: int) -> None:
         """``count`` buffers of ``need`` descriptors made available from next_avail_idx on."""
@@ -311,7 +327,7 @@ class PackedVirtqueue(Virtqueue):
 
     def _unpublished(self, slot: int) -> bool:
         """Is ``slot`` the head of a buffer added but not yet published?"""
-        return slot in self._pending or any(count_nonzero(s == slot) for s, _ in self._pending_runs)
+        return slot in self._pending or any(count_nonzero(s == slot) for s, _, _ in self._pending_runs)
 
     def publish(self) -> None:
         """Make added buffers available: one 16-bit store of each head's flags, in ring order."""
@@ -322,10 +338,11 @@ class PackedVirtqueue(Virtqueue):
                 slots = np.concatenate([np.fromiter(self._pending, np.intp)] + [r[0] for r in self._pending_runs])
                 fl = np.concatenate([np.fromiter(self._pending.values(), np.uint16)] + [r[1] for r in self._pending_runs])
                 order = np.argsort((slots - start) % self.num, kind="stable")
-                self._pending_runs = [(slots[order], fl[order])]
+                slots = slots[order]
+                self._pending_runs = [(slots, fl[order], slots)]
                 self._pending.clear()
-            for slots, fl in self._pending_runs:
-                flags[slots] = fl
+            for _, fl, where in self._pending_runs:
+                flags[where] = fl
             self._pending_runs.clear()
         else:
             for slot, f in self._pending.items():
@@ -350,7 +367,7 @@ class PackedVirtqueue(Virtqueue):
         old = new - self._descs_added
         self._descs_added = 0
         self.num_added = 0
-        desc, flags = split_event(int(self.ring.device_event[0]))
+        desc, flags = split_event(self._device_event_w[0])
         if flags != C.RING_EVENT_FLAGS_DESC:
             return flags != C.RING_EVENT_FLAGS_DISABLE
         return need_event(desc, self.avail_wrap_counter, self.num, new, old)
@@ -497,28 +514,38 @@ class PackedVirtqueue(Virtqueue):
         flags = self.ring.desc_flags
         if m <= 0 or (int(flags[pos]) & _AU) != (_AU if wrap else 0):
             return self._get_used_one_by_one(1, chains)  # none used: get_buf's checks of the slot
-        slots = self._idx2[pos : pos + m]
-        fl = flags[slots]  # flags first (one copy); id and len only of the used ones
-        used = (fl & _AU) == self._usedf[wrap][pos : pos + m]
-        if not used.all():
-            m = int(used.argmin())
-            slots, fl = slots[:m], fl[:m]
-        ids = self.ring.desc_id[slots].astype(np.intp)
-        lens = self.ring.desc_len[slots]
+        # One 8-byte load per descriptor (len | id << 32 | flags << 48): its flags and the id and
+        # len they vouch for come from one snapshot, and what is checked is what is used.
+        e = pos + m
+        words = self._desc_word[pos:e].copy() if e <= self.num else self._desc_word[self._idx2[pos:e]]
+        w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
+        fl = w16[3::4]
+        # Most often every one is used and written into (exactly the lap's AVAIL=USED and WRITE):
+        # one compare shows it; else AVAIL/USED alone decide where the run of used ones ends.
+        if count_nonzero(fl == self._usedwf[wrap][pos:e]) != m:
+            used = (fl & _AU) == self._usedf[wrap][pos:e]
+            if count_nonzero(used) != m:
+                m = int(used.argmin())
+                words, w16, fl = words[:m], w16[: 4 * m], fl[:m]
+        ids = w16[2::4].astype(np.intp)
+        lens = words.view(np.uint32)[0::2]
         try:
             room = self._room[ids]
         except IndexError:  # an id beyond the queue (and beyond the sentinel)
             return self._batch_violation(m, chains)
-        write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
-        fits = lens < room
-        if count_nonzero(room == 0) or count_nonzero(write & ~fits):
-            return self._batch_violation(m, chains)
+        fits = lens < room  # in flight (room > 0) and len within the buffer
+        if count_nonzero(fits) == m:
+            used_lens = lens
+        else:  # an id not in flight, or a len beyond the buffer: only allowed without WRITE (2.8.4)
+            write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
+            if count_nonzero(room == 0) or count_nonzero(write & ~fits):
+                return self._batch_violation(m, chains)
+            used_lens = np.where(fits, lens, 0).astype(np.uint32)
         room_arr = self._room
         room_arr[ids] = 0
         if count_nonzero(room_arr) != self._nflight - m:  # an id named twice
             room_arr[ids] = room  # undo: get_buf finds the repeat in ring order
             return self._batch_violation(m, chains)
-        used_lens = lens if count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
         self._check_batch(ids, recycle)
         if recycle:
             self._recycle(ids, room)
