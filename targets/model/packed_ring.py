@@ -67,6 +67,7 @@ class DevicePackedQueue:
         self._desc_word = self.ring.desc_word
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
+        self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
         self._run_ids = None
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
@@ -100,32 +101,39 @@ class DevicePackedQueue:
             w = min(w, self.num - sum(self.pending.values()))
         # One 8-byte load per descriptor: len | id << 32 | flags << 48, flags read with the rest.
         words = self._desc_word[pos : pos + w].copy()
-        simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
+        w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
+        # Most often the flags are exactly an available writable descriptor's: one compare finds
+        # the run; else NEXT/INDIRECT and the lap's AVAIL/USED decide.
+        simple = w16[3::4] == self._availwf[wrap][pos : pos + w]
+        if not simple[0]:
+            simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
         n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
         if n < w:
-            words = words[:n]
-        w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
+            words, w16 = words[:n], w16[: 4 * n]
         ids = w16[2::4].astype(np.intp)
         lens = words.view(np.uint32)[0::2]
         addrs = self._desc_addr[pos : pos + n].copy()
         fl = w16[3::4]
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
-        bad = np.maximum(off, off + lens) > self._sizec[:n]
+        hi = np.maximum(off, off + lens)
+        end = n  # the run ends before the first buffer outside guest memory, or repeated id
+        if int(hi.max()) > self.mem.size:
+            end = int((hi > self._sizec[:n]).argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
         pend = self.pending
         id_list = ids.tolist()
         taken = dict.fromkeys(id_list, 1)  # what goes into pending; fewer than n keys: a repeat
         if len(taken) != n or (pend and not pend.keys().isdisjoint(taken)):
             seen = set(pend)
-            for j, b in enumerate(id_list):
+            for j, b in enumerate(id_list[:end]):
                 if b in seen:
-                    bad[j:] = True
+                    end = j
                     break
                 seen.add(b)
-        if count_nonzero(bad):
-            n = int(bad.argmax())
-            if n == 0:
+        if end < n:
+            if end == 0:
                 return False
+            n = end
             ids, addrs, lens, off, fl, id_list = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n], id_list[:n]
             taken = dict.fromkeys(id_list, 1)
         self._run = (addrs, off)  # write_batch reuses the checked offsets
