@@ -115,6 +115,7 @@ class PackedVirtqueue(Virtqueue):
         # The device event suppression structure as one le32 memoryview: a single aligned load,
         # without a numpy scalar per kick.
         self._device_event_w = memoryview(self.ring.device_event)
+        self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
         # AVAIL/USED of each slot's lap with WRITE: an available writable descriptor's flags, and
         # the flags a device writes on a used one it wrote into (2.8.1, 2.8.4).
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in lap_flags(num)[0])
@@ -511,8 +512,7 @@ class PackedVirtqueue(Virtqueue):
         m = self._nflight - self._unpub_bufs  # published, in flight: one slot each, from pos on
         if max_count is not None and max_count < m:
             m = max_count
-        flags = self.ring.desc_flags
-        if m <= 0 or (int(flags[pos]) & _AU) != (_AU if wrap else 0):
+        if m <= 0 or (self._flags_h[pos] & _AU) != (_AU if wrap else 0):
             return self._get_used_one_by_one(1, chains)  # none used: get_buf's checks of the slot
         # One 8-byte load per descriptor (len | id << 32 | flags << 48): its flags and the id and
         # len they vouch for come from one snapshot, and what is checked is what is used.

@@ -69,6 +69,7 @@ class DevicePackedQueue:
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
         self._run_ids = None
+        self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
@@ -90,7 +91,7 @@ class DevicePackedQueue:
         if not self._batch_ok:
             return False  # before anything is read: pop() decides what is available
         pos, wrap = self.last_avail_idx, self.avail_wrap_counter
-        f0 = int(self.ring.desc_flags[pos])
+        f0 = self._flags_h[pos]  # one le16 load, without a numpy scalar
         if not is_avail(f0, wrap):
             return None
         if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and self.pending):
