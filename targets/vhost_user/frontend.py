@@ -40,6 +40,7 @@ from virtio import vhost_user as vu
 from virtio.config_layout import CONFIG_LAYOUTS
 from virtio.errors import DeviceViolation, HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
+from virtio.packed_queue import PackedVirtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 from .events import EventThread, drain_eventfd, new_eventfd
@@ -520,7 +521,7 @@ class VhostUserTransport(ConfigOps):
     def _setup_ring(self, vq) -> None:
         i = vq.index
         a = vq.addrs
-        packed = vq.layout == "packed"
+        packed = isinstance(vq, PackedVirtqueue)
         # A packed ring starts with both wrap counters 1 (2.8.1); bit 15 carries it (backends.md #5).
         base = vu.vring_base_packed(0, 1, 0, 1) if packed else 0
         self._must(vu.SET_VRING_NUM, vu.VRING_STATE.pack(i, vq.num), queue=vq.name)
