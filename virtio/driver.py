@@ -113,9 +113,9 @@ class VirtioDriver:
 
     @negotiated.setter
     def negotiated(self, features: int | None) -> None:
-        # A suite walking 3.1.1 step by step says FEATURES_OK stuck for what it wrote.
-        if features is not None and features != self.ops.driver_features:
-            raise HarnessError(f"negotiated {features:#x} is not what finalize_features wrote ({self.ops.driver_features:#x})")
+        # A suite walking 3.1.1 step by step says FEATURES_OK stuck (None: it did not). What was
+        # negotiated is what finalize_features wrote, whatever the suite recomputes afterwards
+        # (a device whose offer changes after FEATURES_OK would make that another set).
         self._features_ok = features is not None
 
     def _config_changed(self) -> None:

@@ -308,6 +308,11 @@ class Virtqueue(ABC):
         """A copy of everything the device writes in this queue: two copies differ iff someone
         wrote in between."""
 
+    @property
+    @abstractmethod
+    def num_free(self) -> int:
+        """Free descriptors (split: table entries; packed: ring slots)."""
+
     @abstractmethod
     def used_state(self) -> str:
         """Where the device's used elems stand, for messages (what a wait saw)."""
