@@ -99,11 +99,6 @@ class ConfigOps:
     """Base class: every op unsupported until a transport implements it."""
 
     transport = "abstract"
-    # The features the driver wrote with finalize_features (0 before and after a reset): the one
-    # copy of the negotiated features. A transport sets it in finalize_features and clears it in
-    # reset; build_vqs (the ring layout), the transport's own checks (NOTIFICATION_DATA,
-    # RING_RESET) and VirtioDriver.negotiated read it here.
-    driver_features = 0
     # Net devices: what the back-end does to a frame it forwards back (virtio/net_frames.py
     # FORWARD_MODES); "any" judges only the virtio duties. Set from the target's declaration.
     net_forward = "any"
@@ -145,6 +140,12 @@ class ConfigOps:
         self._unsupported("synchronize_cbs")
 
     # -- features (2.2) --
+    # The features the driver wrote with finalize_features (0 before and after a reset): the one
+    # copy of the negotiated features. A transport sets it in finalize_features and clears it in
+    # reset; build_vqs (the ring layout), the transport's own checks (NOTIFICATION_DATA,
+    # RING_RESET) and VirtioDriver.negotiated read it here.
+    driver_features = 0
+
     def get_features(self) -> int:
         return self.get_extended_features() & ((1 << 64) - 1)
 
