@@ -80,7 +80,7 @@ def measure(layout: str, device: str, mode: str, batch: int, seconds: float, war
         if mode == "notify":
             vq.disable_cb()  # the device answers inside the kick: nothing to be interrupted for
         # threaded: interrupts stay on, so a waiting driver is woken by the device's notification
-        use_batch = device == "rng" and hasattr(vq, "add_batch") and hasattr(vq, "wait_used_batch")
+        use_batch = device == "rng"
         if use_batch:
             # rng: one 8-byte device-writable descriptor per buffer, each buffer its own memory.
             ndesc = 1

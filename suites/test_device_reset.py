@@ -165,7 +165,7 @@ def test_no_queue_activity_after_reset(session):
 
 def d_mem(vq):
     """The device area (used ring) of a queue, as bytes."""
-    return vq.mem.read(vq.addrs.device, 4 + 8 * vq.num + 2)
+    return vq.device_area()
 
 
 @pytest.mark.clause("dev.basic.device-reset.2")

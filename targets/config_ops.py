@@ -13,8 +13,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from virtio import constants as C
 from virtio.driver import VqInfo
-from virtio.errors import UnsupportedOp
+from virtio.errors import HarnessError, RingTooSmall, UnsupportedOp
+from virtio.packed_queue import PackedVirtqueue
+from virtio.split_queue import SplitVirtqueue
+from virtio.virtqueue import Virtqueue
 
 # The 18 members of struct virtio_config_ops, in the header's order.
 CONFIG_OPS = (
@@ -59,18 +63,15 @@ class TargetIdentity:
     extra: dict = field(default_factory=dict)
 
 
-def build_vqs(ops, mem, infos: list[VqInfo], features: int, notify, on_create=None) -> list:
+def build_vqs(ops: ConfigOps, mem, infos: list[VqInfo], notify, on_create=None) -> list[Virtqueue | None]:
     """find_vqs as every transport does it: one driver-side queue per info (None stays None) on
-    ``mem``, sized ``info.size`` or ``ops.vq_num_max(i)``; packed when VIRTIO_F_RING_PACKED is
-    negotiated (2.8: then every queue is packed). ``on_create(vq)`` tells the transport's device
-    side. On any error the queues made so far are freed and the error re-raised."""
-    from virtio import constants as C
-    from virtio.errors import HarnessError, RingTooSmall
-    from virtio.packed_queue import PackedVirtqueue
-    from virtio.split_queue import SplitVirtqueue
-
+    ``mem``, sized ``info.size`` or ``ops.vq_num_max(i)``, with the features the driver wrote
+    (``ops.driver_features``); packed when VIRTIO_F_RING_PACKED is among them (2.8: then every
+    queue is packed). ``on_create(vq)`` tells the transport's device side. On any error the queues
+    made so far are freed and the error re-raised."""
+    features = ops.driver_features
     cls = PackedVirtqueue if features >> C.VIRTIO_F_RING_PACKED & 1 else SplitVirtqueue
-    vqs: list = []
+    vqs: list[Virtqueue | None] = []
     try:
         for i, info in enumerate(infos):
             if info is None:
@@ -158,6 +159,12 @@ class ConfigOps:
         self._unsupported("synchronize_cbs")
 
     # -- features (2.2) --
+    # The features the driver wrote with finalize_features (0 before and after a reset): the one
+    # copy of the negotiated features. A transport sets it in finalize_features and clears it in
+    # reset; build_vqs (the ring layout), the transport's own checks (NOTIFICATION_DATA,
+    # RING_RESET) and VirtioDriver.negotiated read it here.
+    driver_features = 0
+
     def get_features(self) -> int:
         return self.get_extended_features() & ((1 << 64) - 1)
 

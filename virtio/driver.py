@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from . import constants as C
 from .config_layout import CONFIG_LAYOUTS
-from .errors import DeviceTimeout, DeviceViolation, FeaturesNotAccepted
+from .errors import DeviceTimeout, DeviceViolation, FeaturesNotAccepted, HarnessError
 from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
@@ -95,7 +95,7 @@ class VirtioDriver:
         self.timeout = timeout
         self.device_id = ops.device_id
         self.layout = CONFIG_LAYOUTS.get(self.device_id)
-        self.negotiated: int | None = None
+        self._features_ok = False  # FEATURES_OK stuck for what ops.driver_features holds
         self.vqs: list = []
         self.config_notifications = 0
         try:
@@ -103,6 +103,20 @@ class VirtioDriver:
         except TypeError:  # ops that cannot be weakly referenced: this driver's own memory only
             self.accepted_features = set()
         ops.config_changed = self._config_changed
+
+    @property
+    def negotiated(self) -> int | None:
+        """The negotiated features (2.2): what the driver wrote, once FEATURES_OK stuck; None
+        before. The one copy is the config ops' ``driver_features`` (targets/config_ops.py),
+        which the transport and its queues read too."""
+        return self.ops.driver_features if self._features_ok else None
+
+    @negotiated.setter
+    def negotiated(self, features: int | None) -> None:
+        # A suite walking 3.1.1 step by step says FEATURES_OK stuck (None: it did not). What was
+        # negotiated is what finalize_features wrote, whatever the suite recomputes afterwards
+        # (a device whose offer changes after FEATURES_OK would make that another set).
+        self._features_ok = features is not None
 
     def _config_changed(self) -> None:
         """Configuration change notification from the device (2.3)."""
@@ -123,7 +137,7 @@ class VirtioDriver:
             self.ops.del_vqs()
             self.vqs = []
         self.ops.reset()
-        self.negotiated = None
+        self._features_ok = False
         self.wait_reset()
 
     def wait_reset(self, what: str = "device status to read 0 after reset") -> None:
@@ -160,10 +174,12 @@ class VirtioDriver:
         self.add_status(C.ACKNOWLEDGE)
         self.add_status(C.DRIVER)
         self.ops.finalize_features(features)
+        if self.ops.driver_features != features:
+            raise HarnessError(f"{type(self.ops).__name__}.finalize_features did not keep the features in driver_features")
         status = self.add_status(C.FEATURES_OK)
         ok = bool(status & C.FEATURES_OK)
         if ok:
-            self.negotiated = features
+            self._features_ok = True
             self.accepted_features.add(features)
         elif check and features in self.accepted_features:
             raise FeaturesNotAccepted(
@@ -219,8 +235,6 @@ class VirtioDriver:
             vq.reset_state()
         else:
             vq.resize(num)
-        if hasattr(vq, "_completed"):
-            vq._completed.clear()
         self.ops.enable_vq_after_reset(vq)
         return reclaimed
 

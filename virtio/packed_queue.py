@@ -17,17 +17,15 @@ within the buffer). The in-flight state of both is per buffer id in numpy arrays
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from . import constants as C
-from .areas import RingAddrs
 from .buffers import BufferChain, Sg, SgArray
-from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, InvalidUsedLen, RingTooSmall, ordinal
-from .memory import GuestMemory, count_nonzero, virtio_mb
+from .errors import HarnessError, InvalidUsedFlags, InvalidUsedId, RingTooSmall, ordinal
+from .memory import count_nonzero, virtio_mb
 from .packed import (
-    DESC_SIZE,
     EVENT_SUPPRESS_SIZE,
     PVIRTQ_DESC,
     PackedRing,
@@ -40,9 +38,10 @@ from .packed import (
     lap_flags,
     need_event,
     off_wrap,
+    ring_size,
     split_event,
 )
-from .virtqueue import VirtqueueBase
+from .virtqueue import NO_IDS, NO_LENS, UsedRules, Virtqueue
 
 # Clause ids this module reports (see virtio/clauses.toml).
 CLAUSE_USED_ID = "def.packed.used-buffer-id"
@@ -57,16 +56,18 @@ CLAUSE_IN_ORDER = "dev.reserved-features.5"
 ID_DECOY = 0xFFFF
 
 _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
-_NO_IDS = np.empty(0, dtype=np.intp)
-_NO_LENS = np.empty(0, dtype=np.uint32)
 
 
 def _pair(flags: int) -> str:
     return f"flags {flags:#06x} (AVAIL={int(bool(flags & C.VIRTQ_DESC_F_AVAIL))}, USED={int(bool(flags & C.VIRTQ_DESC_F_USED))})"
 
 
-class PackedVirtqueue(VirtqueueBase):
-    """A packed virtqueue, driver side.
+def _check_size(num: int, name: str) -> None:
+    check_queue_size(num)
+
+
+class PackedVirtqueue(Virtqueue):
+    """A packed virtqueue, driver side (the interface: virtio/virtqueue.py ``Virtqueue``).
 
     ``notify`` is the transport's kick; ``interrupt()`` is what the transport calls on a used buffer
     notification. ``last_used_idx``/``used_wrap_counter`` and ``next_avail_idx``/``avail_wrap_counter``
@@ -74,70 +75,53 @@ class PackedVirtqueue(VirtqueueBase):
     """
 
     layout = "packed"
+    used_rules = UsedRules(
+        id_clause=CLAUSE_USED_ID,
+        len_clause=CLAUSE_USED_LEN,
+        elem="used descriptor's buffer id",
+        out_of_range="is not a buffer in flight",
+        not_in_flight="is not a buffer in flight",
+        ids="ids",
+        slot="ring slot",
+    )
+    direct_before_indirect_ok = False  # 2.8.19
+    _check_size = staticmethod(_check_size)
+    _alloc_ring = staticmethod(alloc_packed_ring)
+    _free_ring_areas = staticmethod(free_packed_ring)
+    _ring_views = PackedRing
+    # Linux writes the buffer id into every descriptor of a list; the spec puts it in the last
+    # one (2.8.6) and a device must read it there. False: only the last carries it.
+    id_in_every_desc = True
 
-    def __init__(
-        self,
-        mem: GuestMemory,
-        index: int,
-        num: int,
-        notify: Callable[[PackedVirtqueue], None],
-        *,
-        features: int = 0,
-        callback: Callable[[PackedVirtqueue], None] | None = None,
-        name: str = "",
-        addrs: RingAddrs | None = None,
-    ):
-        check_queue_size(num)
-        self.mem = mem
-        self.index = index
-        self.num = num
-        self.name = name or f"vq{index}"
-        self.notify_fn = notify
-        self.callback = callback
-        self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
-        self.indirect_ok = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
-        self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
-        self.notification_data = bool(features >> C.VIRTIO_F_NOTIFICATION_DATA & 1)
-        self.addrs = addrs or alloc_packed_ring(mem, num)
-        self._owns_ring = addrs is None
-        self.ring = PackedRing(mem, self.addrs)
-        # Linux writes the buffer id into every descriptor of a list; the spec puts it in the last
-        # one (2.8.6) and a device must read it there. False: only the last carries it.
-        self.id_in_every_desc = True
-        self.reset_state()
+    @staticmethod
+    def area_sizes(num: int) -> tuple[int, int, int]:
+        return ring_size(num), EVENT_SUPPRESS_SIZE, EVENT_SUPPRESS_SIZE
 
     # -- state ---------------------------------------------------------------------------------
-    def reset_state(self) -> None:
-        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed.
+    def _reset_layout(self) -> None:
+        """The packed ring's own state (the shared bookkeeping: Virtqueue.reset_state).
 
-        In-flight bookkeeping, one entry per buffer id (both APIs):
-
-        - ``_room[b]``: 1 + the device-writable bytes of buffer ``b``, 0 when ``b`` is not in flight
-          (``_room[num]`` is a 0 sentinel; an id read from the ring is an index only after a bounds
-          check or inside try/except IndexError).
-        - ``_nd[b]``: ring descriptors the buffer took (1 unless a list is in flight; ``_multi``
-          counts those); ``_chains``: BufferChain objects (from ``add``, and ``add_batch`` lists);
-          ``_baddr[b]`` / ``_bword[b]`` (len | flags << 32): the driver's private copy of a
+        - the free stack holds buffer ids (driver-chosen tokens, independent of ring slots);
+          ``free_desc``: free ring slots.
+        - ``_baddr[b]`` / ``_bword[b]`` (len | flags << 32): the driver's private copy of a
           one-descriptor ``add_batch`` buffer, since the device may overwrite its ring slot with
-          another buffer's used descriptor while it is still in flight (2.8.12).
-        - ``_free[:_nfree_ids]``: a stack of free buffer ids; ``free_desc``: free ring slots.
+          another buffer's used descriptor while it is still in flight (2.8.12); lists keep a
+          BufferChain in ``_chains``.
         - not yet published heads: ``_pending`` (slot -> flags, from ``add``) and ``_pending_runs``
           (slot and flags arrays, from ``add_batch``); ``_unpub_bufs`` / ``_unpub_desc`` count them.
         """
         num = self.num
-        self.mem.fill(self.addrs.desc, DESC_SIZE * num, 0)
-        self.mem.fill(self.addrs.driver, EVENT_SUPPRESS_SIZE, 0)
-        self.mem.fill(self.addrs.device, EVENT_SUPPRESS_SIZE, 0)
-        self._room = np.zeros(num + 1, dtype=np.uint64)
-        self._nd = np.ones(num, dtype=np.intp)
-        self._multi = 0
-        self._nflight = 0
-        self._chains: dict[int, BufferChain] = {}
+        self._desc_word = self.ring.desc_word  # len | id << 32 | flags << 48, one le64 per descriptor
+        # The device event suppression structure as one le32 memoryview: a single aligned load,
+        # without a numpy scalar per kick.
+        self._device_event_w = memoryview(self.ring.device_event)
+        self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
+        # AVAIL/USED of each slot's lap with WRITE: an available writable descriptor's flags, and
+        # the flags a device writes on a used one it wrote into (2.8.1, 2.8.4).
+        self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in lap_flags(num)[0])
+        self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in lap_flags(num)[1])
         self._baddr = np.zeros(num, dtype=np.uint64)
         self._bword = np.zeros(num, dtype=np.uint64)
-        self._free = np.arange(num - 1, -1, -1, dtype=np.intp)
-        self._nfree_ids = num
-        self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
         self._availf, self._usedf = lap_flags(num)  # [w][i], 2.8.1
         self.free_desc = num
         self.next_avail_idx = 0
@@ -146,31 +130,19 @@ class PackedVirtqueue(VirtqueueBase):
         self.used_wrap_counter = 1
         self.avail_wraps = 0  # times the avail wrap counter flipped (for tests)
         self.used_wraps = 0
-        self.num_added = 0  # buffers added since the last kick_prepare (as SplitVirtqueue)
         self._descs_added = 0  # descriptors added since the last kick_prepare (Linux num_added)
         self._pending: dict[int, int] = {}  # head slot -> head flags, added but not yet published
-        self._pending_runs: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_runs: list[tuple[np.ndarray, np.ndarray, slice | np.ndarray]] = []  # (slots, flags, where)
         self._unpub_bufs = 0
         self._unpub_desc = 0
         self._avail_order: deque[int] = deque()  # IN_ORDER: buffer ids in the order made available
         self._batch: deque[BufferChain] = deque()  # IN_ORDER: buffers a batch used descriptor returned
         self.event_flags_shadow = C.RING_EVENT_FLAGS_ENABLE  # the driver area starts zeroed
         self._event_manual = False
-        self._reset_signals()
 
     @property
     def num_free(self) -> int:
         return self.free_desc
-
-    @property
-    def in_flight(self) -> dict[int, BufferChain]:
-        """Buffer ids in flight -> their BufferChain (read back from the driver's copy for
-        one-descriptor buffers from add_batch)."""
-        return {b: self._chains.get(b) or self._synth_chain(b) for b in np.flatnonzero(self._room[: self.num]).tolist()}
-
-    @property
-    def _free_ids(self) -> list[int]:
-        return self._free[: self._nfree_ids].tolist()
 
     def _synth_chain(self, bid: int) -> BufferChain:
         addr, word = int(self._baddr[bid]), int(self._bword[bid])
@@ -189,74 +161,29 @@ class PackedVirtqueue(VirtqueueBase):
         if self._nd[bid] > 1:
             self._nd[bid] = 1
             self._multi -= 1
-        self._free[self._nfree_ids] = bid
-        self._nfree_ids += 1
+        self._free[self._nfree] = bid
+        self._nfree += 1
         self._nflight -= 1
         return chain
 
-    def resize(self, num: int) -> None:
-        """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).
-        Buffers still in flight are forgotten: reclaim them with detach_unused_buf first."""
-        check_queue_size(num)
-        if self._owns_ring:
-            free_packed_ring(self.mem, self.addrs)
-        self.addrs = alloc_packed_ring(self.mem, num)
-        self._owns_ring = True
-        self.num = num
-        self.ring = PackedRing(self.mem, self.addrs)
-        self.reset_state()
-
     # -- adding buffers (2.8.21) ----------------------------------------------------------------
-    def add(
-        self,
-        out: Sequence[bytes | Sg] = (),
-        in_: Sequence[int | Sg] = (),
-        token: object = None,
-        *,
-        indirect: bool = False,
-        direct_before_indirect: int = 0,
-        indirect_desc_write_flag: bool = False,
-    ) -> BufferChain:
-        """Write one buffer into the descriptor ring; its first descriptor's flags are stored by
-        ``publish``/``kick`` (2.8.21.1: the list's other descriptors are exposed first).
+    def _write_indirect_table(self, table: int, segs: list[tuple[Sg, int]]) -> None:
+        t = self.mem.array(table, PVIRTQ_DESC, len(segs))
+        for j, (s, fl) in enumerate(segs):
+            t[j] = (s.addr, s.len, 0, fl)  # WRITE is the only valid flag in the table (2.8.7)
 
-        ``out`` are device-readable elements (bytes are copied into fresh guest memory), ``in_``
-        device-writable ones (an int allocates that many bytes). With ``indirect`` the elements go
-        into an indirect table of pvirtq_desc (2.8.7); a packed ring cannot chain direct
-        descriptors before an indirect one, so ``direct_before_indirect`` must be 0.
-        """
-        self._check_broken()
-        out_sgs, in_sgs, owned = self._buffer_sgs(out, in_)
-        segs = [(s, 0) for s in out_sgs] + [(s, C.VIRTQ_DESC_F_WRITE) for s in in_sgs]
+    def _no_room(self, n: int) -> RingTooSmall | None:
+        if n <= self.free_desc and self._nfree:
+            return None
+        return RingTooSmall(self.name, f"{n} free descriptors and a free buffer id for one buffer",
+                            f"a queue of {self.num}, {self.free_desc} descriptors and {self._nfree} ids free")
 
-        def refuse(msg: str):
-            for a in owned:
-                self.mem.free(a)
-            raise HarnessError(f"{self.name}: {msg}")
-
-        if not segs:
-            refuse("a buffer needs at least one element")
-        table = None
-        if indirect:
-            if direct_before_indirect:
-                refuse("a packed ring cannot chain an indirect descriptor after direct ones (2.8.19)")
-            table = self.mem.alloc(DESC_SIZE * len(segs), 16)
-            owned.append(table)
-            t = self.mem.array(table, PVIRTQ_DESC, len(segs))
-            for j, (s, fl) in enumerate(segs):
-                t[j] = (s.addr, s.len, 0, fl)  # WRITE is the only valid flag in the table (2.8.7)
-            ind_flags = C.VIRTQ_DESC_F_INDIRECT | (C.VIRTQ_DESC_F_WRITE if indirect_desc_write_flag else 0)
-            ring_segs = [(Sg(table, DESC_SIZE * len(segs)), ind_flags)]
-        else:
-            ring_segs = segs
+    def _write_chain(self, ring_segs: list[tuple[Sg, int]]) -> tuple[int, list[int]]:
+        """The list's descriptors in consecutive ring slots; its first descriptor's flags are
+        stored by ``publish``/``kick`` (2.8.21.1: the list's other descriptors are exposed first)."""
         n = len(ring_segs)
-        if n > self.free_desc or not self._nfree_ids:
-            for a in owned:
-                self.mem.free(a)
-            raise RingTooSmall(self.name, f"{n} free descriptors and a free buffer id for one buffer",
-                               f"a queue of {self.num}, {self.free_desc} descriptors and {self._nfree_ids} ids free")
-        self._nfree_ids -= 1
-        bid = int(self._free[self._nfree_ids])
+        self._nfree -= 1
+        bid = int(self._free[self._nfree])
         ring = self.ring
         head_slot = pos = self.next_avail_idx
         wrap = self.avail_wrap_counter
@@ -280,22 +207,13 @@ class PackedVirtqueue(VirtqueueBase):
                 self.avail_wraps += 1
         self.next_avail_idx, self.avail_wrap_counter = pos, wrap
         self.free_desc -= n
-        chain = BufferChain(bid, token, out_sgs, in_sgs, n, table, owned, slots)
-        self._arm_chain(chain, ring_segs[0][0] if table is not None else None)
-        self._chains[bid] = chain
-        self._room[bid] = chain.writable + 1
-        if n > 1:
-            self._nd[bid] = n
-            self._multi += 1
-        self._nflight += 1
         self._pending[head_slot] = head_flags
         self._unpub_bufs += 1
         self._unpub_desc += n
         if self.in_order:
             self._avail_order.append(bid)
-        self.num_added += 1
         self._descs_added += n
-        return chain
+        return bid, slots
 
     def add_batch(self, out: Sequence[Sg | SgArray] = (), in_: Sequence[Sg | SgArray] = (), count: int = 1) -> np.ndarray:
         """Make ``count`` buffers of one shape available with vectorized ring writes, as
@@ -304,72 +222,113 @@ class PackedVirtqueue(VirtqueueBase):
         buffer. Each buffer's descriptors go in consecutive ring slots, all but the head's flags
         stored now; the heads' flags wait for ``publish``/``kick`` (2.8.21.1). Returns the buffer
         ids (intp, in ring order)."""
-        nd, count, need = self._batch_shape(out, in_, count, self.free_desc, self._nfree_ids)
+        nd, count, need = self._batch_shape(out, in_, count, self.free_desc, self._nfree)
         if count <= 0:
-            return _NO_IDS.copy()
-        top = self._nfree_ids
-        bids = self._free[top - count : top][::-1].copy()  # as ``count`` pops of the free stack
-        self._nfree_ids = top - count
+            return NO_IDS.copy()
+        bids = self._pop_ids(count)
         pos, wrap = self.next_avail_idx, self.avail_wrap_counter
-        ring = self.ring
-        availf = self._availf[wrap][pos : pos + need]  # AVAIL/USED of each slot's lap
         if nd == 1:
             x = (out or in_)[0]
             fl = C.VIRTQ_DESC_F_WRITE if in_ else 0
-            slots = self._idx2[pos : pos + count]
-            ring.desc_addr[slots] = x.addr
-            ring.desc_len[slots] = x.len
-            ring.desc_id[slots] = bids
             self._room[bids] = (x.len + 1) if in_ else 1
             self._baddr[bids] = x.addr
-            self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
-            heads, head_flags = slots, availf | fl
-        else:
-            grid = self._idx2[pos : pos + need].reshape(count, nd)
-            fgrid = availf.reshape(count, nd)
-            segs = [(x, 0) for x in out] + [(x, C.VIRTQ_DESC_F_WRITE) for x in in_]
-            for j, (x, fl) in enumerate(segs):
-                col, last = grid[:, j], j == nd - 1
-                ring.desc_addr[col] = x.addr
-                ring.desc_len[col] = x.len
-                ring.desc_id[col] = bids if (last or self.id_in_every_desc) else ID_DECOY
-                f = fgrid[:, j] | (fl if last else fl | C.VIRTQ_DESC_F_NEXT)
-                if j == 0:
-                    heads, head_flags = col, f
-                else:
-                    ring.desc_flags[col] = f  # after the rest of each descriptor
-            # Lists are rare: a BufferChain each (token None), as add would keep.
-            addr_cols = [np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,)).tolist() for x, _ in segs]
-            len_cols = [np.broadcast_to(np.asarray(x.len), (count,)).tolist() for x, _ in segs]
-            for i, b in enumerate(bids.tolist()):
-                o = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out))]
-                w = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out), nd)]
-                c = BufferChain(b, None, o, w, nd, ids=grid[i].tolist(), batch=True)
-                self._chains[b] = c
-                self._room[b] = c.writable + 1
-            self._nd[bids] = nd
-            self._multi += count
+            if type(x.len) is int:
+                self._bword[bids] = x.len | fl << 32
+            else:
+                self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
+            self._put_simple(bids, x.addr, x.len, fl)
+            self._watch_batch(out, in_, bids)
+            if self.in_order:
+                self._avail_order.extend(bids.tolist())
+            self._nflight += count
+            self._avail_moved(count, count)
+            return bids
+        ring = self.ring
+        availf = self._availf[wrap][pos : pos + need]  # AVAIL/USED of each slot's lap
+        grid = self._idx2[pos : pos + need].reshape(count, nd)
+        fgrid = availf.reshape(count, nd)
+        segs = [(x, 0) for x in out] + [(x, C.VIRTQ_DESC_F_WRITE) for x in in_]
+        for j, (x, fl) in enumerate(segs):
+            col, last = grid[:, j], j == nd - 1
+            ring.desc_addr[col] = x.addr
+            ring.desc_len[col] = x.len
+            ring.desc_id[col] = bids if (last or self.id_in_every_desc) else ID_DECOY
+            f = fgrid[:, j] | (fl if last else fl | C.VIRTQ_DESC_F_NEXT)
+            if j == 0:
+                heads, head_flags = col, f
+            else:
+                ring.desc_flags[col] = f  # after the rest of each descriptor
+        # Lists are rare: a BufferChain each (token None), as add would keep.
+        addr_cols = [np.broadcast_to(np.asarray(x.addr, dtype=np.uint64), (count,)).tolist() for x, _ in segs]
+        len_cols = [np.broadcast_to(np.asarray(x.len), (count,)).tolist() for x, _ in segs]
+        for i, b in enumerate(bids.tolist()):
+            o = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out))]
+            w = [Sg(addr_cols[j][i], len_cols[j][i]) for j in range(len(out), nd)]
+            c = BufferChain(b, None, o, w, nd, ids=grid[i].tolist(), batch=True)
+            self._chains[b] = c
+            self._room[b] = c.writable + 1
+        self._nd[bids] = nd
+        self._multi += count
         self._watch_batch(out, in_, bids)
-        self._pending_runs.append((heads.copy(), head_flags))
-        pos += need
+        heads = heads.copy()
+        self._pending_runs.append((heads, head_flags, heads))
+        if self.in_order:
+            self._avail_order.extend(bids.tolist())
+        self._nflight += count
+        self._avail_moved(count, need)
+        return bids
+
+    def _put_simple(self, bids: np.ndarray, addrs, lens, fl) -> None:
+        """One-descriptor buffers in the ring slots from next_avail_idx on: addr, len and id now,
+        each head's flags (``fl``: WRITE or 0, one or per buffer) at publish."""
+        n = len(bids)
+        pos = self.next_avail_idx
+        ring = self.ring
+        slots = self._idx2[pos : pos + n]  # a view of a constant table
+        at = slice(pos, pos + n) if pos + n <= self.num else slots  # a slice stores faster
+        ring.desc_addr[at] = addrs
+        ring.desc_len[at] = lens
+        ring.desc_id[at] = bids
+        wrap = self.avail_wrap_counter
+        if type(fl) is int:  # the same flags for all: the lap's table (constant, never written)
+            head_flags = (self._availwf if fl else self._availf)[wrap][pos : pos + n]
+        else:
+            head_flags = self._availf[wrap][pos : pos + n] | fl
+        self._pending_runs.append((slots, head_flags, at))
+
+    def _avail_moved(self, count: int, need: int) -> None:
+        """``count`` buffers of ``need`` descriptors made available from next_avail_idx on."""
+        pos = self.next_avail_idx + need
         if pos >= self.num:
             pos -= self.num
             self.avail_wrap_counter ^= 1
             self.avail_wraps += 1
         self.next_avail_idx = pos
         self.free_desc -= need
-        self._nflight += count
-        if self.in_order:
-            self._avail_order.extend(bids.tolist())
         self.num_added += count
         self._descs_added += need
         self._unpub_bufs += count
         self._unpub_desc += need
-        return bids
+
+    def _readd_room(self, k: int) -> RingTooSmall | None:
+        if k <= self.free_desc:
+            return None
+        return RingTooSmall(self.name, f"{k} free descriptors to make recycled buffers available again",
+                            f"a queue of {self.num}, {self.free_desc} of them free")
+
+    def _readd(self, bids: np.ndarray) -> None:
+        """Each buffer's descriptor rewritten from the driver's copy: the device wrote used
+        descriptors over the slots they had (2.8.12)."""
+        word = self._bword[bids]
+        self._put_simple(bids, self._baddr[bids], word & np.uint64(0xFFFF_FFFF), (word >> np.uint64(32)).astype(np.uint16))
+        self._avail_moved(len(bids), len(bids))
+
+    def _release_recycled(self, bids: np.ndarray) -> None:
+        self._push_ids(bids)  # their ring slots came back when they were used
 
     def _unpublished(self, slot: int) -> bool:
         """Is ``slot`` the head of a buffer added but not yet published?"""
-        return slot in self._pending or any(count_nonzero(s == slot) for s, _ in self._pending_runs)
+        return slot in self._pending or any(count_nonzero(s == slot) for s, _, _ in self._pending_runs)
 
     def publish(self) -> None:
         """Make added buffers available: one 16-bit store of each head's flags, in ring order."""
@@ -380,10 +339,11 @@ class PackedVirtqueue(VirtqueueBase):
                 slots = np.concatenate([np.fromiter(self._pending, np.intp)] + [r[0] for r in self._pending_runs])
                 fl = np.concatenate([np.fromiter(self._pending.values(), np.uint16)] + [r[1] for r in self._pending_runs])
                 order = np.argsort((slots - start) % self.num, kind="stable")
-                self._pending_runs = [(slots[order], fl[order])]
+                slots = slots[order]
+                self._pending_runs = [(slots, fl[order], slots)]
                 self._pending.clear()
-            for slots, fl in self._pending_runs:
-                flags[slots] = fl
+            for _, fl, where in self._pending_runs:
+                flags[where] = fl
             self._pending_runs.clear()
         else:
             for slot, f in self._pending.items():
@@ -408,7 +368,7 @@ class PackedVirtqueue(VirtqueueBase):
         old = new - self._descs_added
         self._descs_added = 0
         self.num_added = 0
-        desc, flags = split_event(int(self.ring.device_event[0]))
+        desc, flags = split_event(self._device_event_w[0])
         if flags != C.RING_EVENT_FLAGS_DESC:
             return flags != C.RING_EVENT_FLAGS_DISABLE
         return need_event(desc, self.avail_wrap_counter, self.num, new, old)
@@ -522,29 +482,9 @@ class PackedVirtqueue(VirtqueueBase):
             )
         return k
 
-    def _bad_id(self, bid: int, slot: int, note: str = "") -> None:
-        self._bad(
-            InvalidUsedId(
-                CLAUSE_USED_ID,
-                f"used descriptor's buffer id is not a buffer in flight{note}",
-                expected=f"one of ids {np.flatnonzero(self._room[: self.num])[:16].tolist()} (queue size {self.num})",
-                observed=f"id {bid} at ring slot {slot}",
-                queue=self.name,
-            )
-        )
-
-    def _bad_len(self, bid: int, ulen: int, writable: int, slot: int) -> None:
-        self._bad(
-            InvalidUsedLen(
-                CLAUSE_USED_LEN,
-                "used len exceeds the device-writable bytes of the buffer",
-                expected=f"len <= {writable}",
-                observed=f"len {ulen} for id {bid} at ring slot {slot}",
-                queue=self.name,
-            )
-        )
-
-    def get_used_batch(self, max_count: int | None = None, chains: list | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def get_used_batch(
+        self, max_count: int | None = None, chains: list | None = None, recycle: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Take up to ``max_count`` used buffers at once: ``(ids, lens)`` arrays (intp buffer ids,
         uint32 used lens, in ring order), empty when the device has returned nothing new.
 
@@ -555,47 +495,65 @@ class PackedVirtqueue(VirtqueueBase):
         without it). Vectorized while every buffer in flight takes one descriptor and IN_ORDER is
         off; otherwise ``get_buf`` one by one. Buffers made available by ``add()`` get their
         BufferChain's used_len set and are appended to ``chains`` (else their memory is released).
+
+        With ``recycle`` the used buffers keep their ids and the driver's copy of their
+        descriptor: ``readd_batch(ids)`` makes the same buffers available again (a driver's
+        preformatted request pool). Only for add_batch buffers, without IN_ORDER.
         """
         if self.broken is not None:
             raise self.broken
+        if recycle:
+            self._check_recycle()
         if max_count is not None and max_count <= 0:
-            return _NO_IDS, _NO_LENS
+            return NO_IDS, NO_LENS
         if self._multi or self.in_order or self._batch:
             return self._get_used_one_by_one(max_count, chains)
         pos, wrap = self.last_used_idx, self.used_wrap_counter
         m = self._nflight - self._unpub_bufs  # published, in flight: one slot each, from pos on
         if max_count is not None and max_count < m:
             m = max_count
-        flags = self.ring.desc_flags
-        if m <= 0 or (int(flags[pos]) & _AU) != (_AU if wrap else 0):
+        if m <= 0 or (self._flags_h[pos] & _AU) != (_AU if wrap else 0):
             return self._get_used_one_by_one(1, chains)  # none used: get_buf's checks of the slot
-        slots = self._idx2[pos : pos + m]
-        fl = flags[slots]  # flags first (one copy); id and len only of the used ones
-        used = (fl & _AU) == self._usedf[wrap][pos : pos + m]
-        if not used.all():
-            m = int(used.argmin())
-            slots, fl = slots[:m], fl[:m]
-        ids = self.ring.desc_id[slots].astype(np.intp)
-        lens = self.ring.desc_len[slots]
+        # One 8-byte load per descriptor (len | id << 32 | flags << 48): its flags and the id and
+        # len they vouch for come from one snapshot, and what is checked is what is used.
+        e = pos + m
+        words = self._desc_word[pos:e].copy() if e <= self.num else self._desc_word[self._idx2[pos:e]]
+        w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
+        fl = w16[3::4]
+        # Most often every one is used and written into (exactly the lap's AVAIL=USED and WRITE):
+        # one compare shows it; else AVAIL/USED alone decide where the run of used ones ends.
+        if count_nonzero(fl == self._usedwf[wrap][pos:e]) != m:
+            used = (fl & _AU) == self._usedf[wrap][pos:e]
+            if count_nonzero(used) != m:
+                m = int(used.argmin())
+                words, w16, fl = words[:m], w16[: 4 * m], fl[:m]
+        ids = w16[2::4].astype(np.intp)
+        lens = words.view(np.uint32)[0::2]
         try:
             room = self._room[ids]
         except IndexError:  # an id beyond the queue (and beyond the sentinel)
             return self._batch_violation(m, chains)
-        write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
-        fits = lens < room
-        if count_nonzero(room == 0) or count_nonzero(write & ~fits):
-            return self._batch_violation(m, chains)
+        fits = lens < room  # in flight (room > 0) and len within the buffer
+        if count_nonzero(fits) == m:
+            used_lens = lens
+        else:  # an id not in flight, or a len beyond the buffer: only allowed without WRITE (2.8.4)
+            write = (fl & C.VIRTQ_DESC_F_WRITE) != 0
+            if count_nonzero(room == 0) or count_nonzero(write & ~fits):
+                return self._batch_violation(m, chains)
+            used_lens = np.where(fits, lens, 0).astype(np.uint32)
         room_arr = self._room
         room_arr[ids] = 0
         if count_nonzero(room_arr) != self._nflight - m:  # an id named twice
             room_arr[ids] = room  # undo: get_buf finds the repeat in ring order
             return self._batch_violation(m, chains)
-        used_lens = lens if count_nonzero(fits) == m else np.where(fits, lens, 0).astype(np.uint32)
-        self._check_batch(ids)
-        top = self._nfree_ids
-        self._free[top : top + m] = ids
-        self._nfree_ids = top + m
-        self._nflight -= m
+        self._check_batch(ids, recycle)
+        if recycle:
+            self._recycle(ids, room)
+        else:
+            top = self._nfree
+            self._free[top : top + m] = ids
+            self._nfree = top + m
+            self._nflight -= m
         self.free_desc += m
         if self._chains:
             self._collect_chains(ids, used_lens, chains)
@@ -621,21 +579,13 @@ class PackedVirtqueue(VirtqueueBase):
             if c is None:
                 break
             got.append(c)
-        for c in got:
-            if not c.batch:
-                if chains is not None:
-                    chains.append(c)
-                else:
-                    self.release(c)
-        if not got:
-            return _NO_IDS, _NO_LENS
-        return np.array([c.head for c in got], dtype=np.intp), np.array([c.used_len for c in got], dtype=np.uint32)
+        return self._hand_out(got, chains)
 
     def device_area(self) -> bytes:
         """A copy of everything the device writes in this queue (2.8: the descriptor ring, where
         it writes used descriptors, and the device event suppression structure): two copies
         differ iff someone wrote in between (the driver, too, writes the ring when it adds)."""
-        return self.mem.read(self.addrs.desc, DESC_SIZE * self.num) + self.mem.read(self.addrs.device, EVENT_SUPPRESS_SIZE)
+        return self.mem.read(self.addrs.desc, ring_size(self.num)) + self.mem.read(self.addrs.device, EVENT_SUPPRESS_SIZE)
 
     def used_state(self) -> str:
         """The next used position and what is there, for messages (what a wait saw)."""
@@ -696,7 +646,5 @@ class PackedVirtqueue(VirtqueueBase):
     def _used_pending(self) -> bool:
         return self.more_used_or_batched()
 
-    def free_ring(self) -> None:
-        if self._owns_ring:
-            free_packed_ring(self.mem, self.addrs)
-            self._owns_ring = False
+    def _overrun_area(self) -> tuple[int, int]:
+        return self.addrs.desc, ring_size(self.num)

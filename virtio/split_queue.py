@@ -14,17 +14,29 @@ completed either way.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from . import constants as C
-from .areas import RingAddrs
 from .buffers import BufferChain, Sg, SgArray
-from .errors import HarnessError, InvalidUsedId, InvalidUsedIdx, InvalidUsedLen, RingTooSmall, ordinal
-from .memory import GuestMemory, count_nonzero, virtio_mb
-from .split import MAX_QUEUE_SIZE, VIRTQ_DESC, SplitRing, alloc_split_ring, free_split_ring, vring_need_event
-from .virtqueue import VirtqueueBase
+from .errors import HarnessError, InvalidUsedIdx, RingTooSmall, ordinal
+from .memory import count_nonzero, virtio_mb
+from .split import (
+    MAX_QUEUE_SIZE,
+    USED_ELEM_SIZE,
+    VIRTQ_DESC,
+    WORD_FLAGS_SHIFT,
+    WORD_NEXT_SHIFT,
+    SplitRing,
+    alloc_split_ring,
+    avail_size,
+    desc_table_size,
+    free_split_ring,
+    used_size,
+    vring_need_event,
+)
+from .virtqueue import NO_IDS, NO_LENS, UsedRules, Virtqueue
 
 # Clause ids this module reports (see virtio/clauses.toml).
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
@@ -41,79 +53,49 @@ def check_split_queue_size(num: int, name: str = "") -> None:
         raise HarnessError(f"{name or 'split queue'}: size {num} is not a power of 2 in 1..{MAX_QUEUE_SIZE} (2.7)")
 
 
-_NO_IDS = np.empty(0, dtype=np.intp)
-_NO_LENS = np.empty(0, dtype=np.uint32)
-
-
-class SplitVirtqueue(VirtqueueBase):
-    """A split virtqueue, driver side.
+class SplitVirtqueue(Virtqueue):
+    """A split virtqueue, driver side (the interface: virtio/virtqueue.py ``Virtqueue``).
 
     ``notify`` is the transport's "kick" (driver -> device notification); ``interrupt()`` is what the
     transport calls on a used buffer notification (device -> driver).
     """
 
     layout = "split"
+    used_rules = UsedRules(
+        id_clause=CLAUSE_USED_ID,
+        len_clause=CLAUSE_USED_LEN,
+        elem="used elem id",
+        out_of_range="out of range",
+        not_in_flight="not the head of a buffer in flight",
+        ids="heads",
+        slot="used ring slot",
+    )
+    direct_before_indirect_ok = True  # 2.7.5.3.2
+    _check_size = staticmethod(check_split_queue_size)
+    _alloc_ring = staticmethod(alloc_split_ring)
+    _free_ring_areas = staticmethod(free_split_ring)
+    _ring_views = SplitRing
 
-    def __init__(
-        self,
-        mem: GuestMemory,
-        index: int,
-        num: int,
-        notify: Callable[[SplitVirtqueue], None],
-        *,
-        features: int = 0,
-        callback: Callable[[SplitVirtqueue], None] | None = None,
-        name: str = "",
-        addrs: RingAddrs | None = None,
-    ):
-        self.name = name or f"vq{index}"
-        check_split_queue_size(num, self.name)
-        self.mem = mem
-        self.index = index
-        self.num = num
-        self.notify_fn = notify
-        self.callback = callback
-        self.event_idx = bool(features >> C.VIRTIO_F_EVENT_IDX & 1)
-        self.indirect_ok = bool(features >> C.VIRTIO_F_INDIRECT_DESC & 1)
-        # 2.7.9: with IN_ORDER the driver takes descriptors in table order and the device may
-        # answer a batch of buffers with one used elem (the last buffer's id).
-        self.in_order = bool(features >> C.VIRTIO_F_IN_ORDER & 1)
-        self.notification_data = bool(features >> C.VIRTIO_F_NOTIFICATION_DATA & 1)
-        self.addrs = addrs or alloc_split_ring(mem, num)
-        self._owns_ring = addrs is None
-        self.ring = SplitRing(mem, self.addrs)
-        self.reset_state()
+    @staticmethod
+    def area_sizes(num: int) -> tuple[int, int, int]:
+        return desc_table_size(num), avail_size(num), used_size(num)
 
     # -- state ---------------------------------------------------------------------------------
-    def reset_state(self) -> None:
-        """Forget everything in flight (after a device or queue reset); the ring memory is zeroed.
+    def _reset_layout(self) -> None:
+        """The split ring's own state (the shared bookkeeping: Virtqueue.reset_state).
 
-        In-flight bookkeeping, one entry per descriptor id (the single source of truth for both
-        the per-buffer and the batch API):
-
-        - ``_room[h]``: 1 + the device-writable bytes of the buffer whose head is ``h``, or 0 when
-          ``h`` heads no buffer in flight. So one unsigned compare, ``used len < _room[id]``, says
-          both "id in flight" and "len within the buffer". ``_room[num]`` is a 0 sentinel; a used
-          id is only ever an index after a bounds check (or inside try/except IndexError).
-        - ``_nd[h]``: descriptors in that chain (1 unless a multi-descriptor buffer is in flight);
-          ``_next[i]``: the driver's private copy of each descriptor's next (Linux desc_extra),
+        - ``_next[i]``: the driver's private copy of each descriptor's next (Linux desc_extra),
           so freeing never trusts the table the device could have scribbled on.
-        - ``_free[:_nfree]``: a stack of free descriptor ids (top at the end); with IN_ORDER ids
-          are taken in table order from ``_next_desc`` and only the count matters.
+        - the free stack holds descriptor ids; with IN_ORDER ids are taken in table order from
+          ``_next_desc`` and only the count matters.
         - IN_ORDER: ``_seq[h]`` the avail sequence number of head ``h``, ``_order[s % num]`` the
           head made available as number ``s``; ``_seq_next`` is the oldest one not yet used.
-        - ``_chains``: BufferChain objects of buffers made available by ``add()``;
-          ``_ready``: buffers already taken off the used ring (IN_ORDER batches) not yet handed out.
+        - ``_ready``: buffers already taken off the used ring (IN_ORDER batches) not yet handed out.
+        - recycled buffers keep their descriptors written and reserved.
         """
         num = self.num
-        self.mem.fill(self.addrs.desc, 16 * num, 0)
-        self.mem.fill(self.addrs.driver, 2 * (3 + num), 0)
-        self.mem.fill(self.addrs.device, 4 + 8 * num + 2, 0)
         self._desc_addr = self.ring.desc_addr
         self._desc_word = self.ring.desc_word  # one 8-byte store per descriptor
-        self._idx2 = np.arange(2 * num, dtype=np.intp) % num  # ring slots of a run that may wrap
-        self._ar = np.arange(num + 1, dtype=np.intp)
-        self._room = np.zeros(num + 1, dtype=np.uint64)
         self._used32 = self.ring.used_ring.reshape(2 * num)  # the used ring is only 4-byte aligned
         # The 16-bit index fields as memoryviews ('H'): still one aligned 16-bit load or store
         # each (docs/BACKENDS.md #10), without a numpy scalar per access on the hot path.
@@ -121,52 +103,29 @@ class SplitVirtqueue(VirtqueueBase):
         self._avail_event_h = memoryview(self.ring.avail_event)
         self._used_idx_h = memoryview(self.ring.used_idx)
         self._used_event_h = memoryview(self.ring.used_event)
-        self._nd = np.ones(num, dtype=np.intp)
         self._next = np.zeros(num, dtype=np.intp)
         self._mark = np.zeros(num + 1, dtype=np.intp)
-        self._free = np.arange(num - 1, -1, -1, dtype=np.intp)
-        self._nfree = num
-        self._nflight = 0  # buffers in flight
-        self._multi = 0  # of which with more than one descriptor
         self._next_desc = 0  # IN_ORDER: next descriptor id in table order
         self._seq = np.zeros(num + 1, dtype=np.int64)
         self._order = np.zeros(num, dtype=np.intp)
         self._seq_next = 0
         self._seq_end = 0
-        # Recycled buffers (get_used_batch(recycle=True)): their descriptors stay written and
-        # reserved; _kept_room[h] is the room to restore when readd_batch makes h available again.
-        self._recycled = np.zeros(num + 1, dtype=bool)
-        self._kept_room = np.zeros(num + 1, dtype=np.uint64)
-        self._nrecycled = 0
-        self._chains: dict[int, BufferChain] = {}
         self._ready: deque[BufferChain] = deque()
         self.avail_idx_shadow = 0
         self.last_used_idx = 0
-        self.num_added = 0
         self.avail_flags_shadow = 0
-        self._reset_signals()
 
     @property
     def num_free(self) -> int:
         return self._nfree
 
-    @property
-    def in_flight(self) -> dict[int, BufferChain | None]:
-        """Heads of the buffers in flight -> their BufferChain (None for buffers from add_batch)."""
-        return {h: self._chains.get(h) for h in self._heads_in_flight()}
-
-    def _heads_in_flight(self) -> list[int]:
-        return np.flatnonzero(self._room[: self.num]).tolist()
-
     def _take_ids(self, n: int) -> np.ndarray:
-        """``n`` free descriptor ids, in the order n pops of the free stack would give them."""
-        if self.in_order:
-            s = self._next_desc
-            ids = self._idx2[s : s + n].copy()
-            self._next_desc = (s + n) % self.num
-        else:
-            top = self._nfree
-            ids = self._free[top - n : top][::-1].copy()
+        """``n`` free descriptor ids: the next in table order with IN_ORDER, else free-stack pops."""
+        if not self.in_order:
+            return self._pop_ids(n)
+        s = self._next_desc
+        ids = self._idx2[s : s + n].copy()
+        self._next_desc = (s + n) % self.num
         self._nfree -= n
         return ids
 
@@ -245,50 +204,20 @@ class SplitVirtqueue(VirtqueueBase):
         self._seq_end = s + n
 
     # -- adding buffers (2.7.13) -----------------------------------------------------------------
-    def add(
-        self,
-        out: Sequence[bytes | Sg] = (),
-        in_: Sequence[int | Sg] = (),
-        token: object = None,
-        *,
-        indirect: bool = False,
-        direct_before_indirect: int = 0,
-        indirect_desc_write_flag: bool = False,
-    ) -> BufferChain:
-        """Make one buffer available (without publishing idx until ``publish``/``kick``).
+    def _write_indirect_table(self, table: int, segs: list[tuple[Sg, int]]) -> None:
+        t = self.mem.array(table, VIRTQ_DESC, len(segs))
+        for j, (s, fl) in enumerate(segs):
+            last = j == len(segs) - 1
+            t[j] = (s.addr, s.len, fl | (0 if last else C.VIRTQ_DESC_F_NEXT), 0 if last else j + 1)
 
-        ``out`` are device-readable elements (bytes are copied into fresh guest memory), ``in_``
-        device-writable ones (an int allocates that many bytes). Readable elements precede
-        writable ones (2.7.4.2). With ``indirect`` the elements go into an indirect table
-        (2.7.5.3); ``direct_before_indirect`` keeps that many leading elements as normal chained
-        descriptors before the indirect one (2.7.5.3.2 allows that layout).
-        """
-        self._check_broken()
-        out_sgs, in_sgs, owned = self._buffer_sgs(out, in_)
-        segs = [(s, 0) for s in out_sgs] + [(s, C.VIRTQ_DESC_F_WRITE) for s in in_sgs]
-        if not segs:
-            raise HarnessError("a buffer needs at least one element")
-        table = None
-        if indirect:
-            if not 0 <= direct_before_indirect < len(segs):
-                raise HarnessError("direct_before_indirect must leave at least one element for the table")
-            direct = segs[:direct_before_indirect]
-            rest = segs[direct_before_indirect:]
-            table = self.mem.alloc(16 * len(rest), 16)
-            owned.append(table)
-            t = self.mem.array(table, VIRTQ_DESC, len(rest))
-            for j, (s, fl) in enumerate(rest):
-                last = j == len(rest) - 1
-                t[j] = (s.addr, s.len, fl | (0 if last else C.VIRTQ_DESC_F_NEXT), 0 if last else j + 1)
-            ind_flags = C.VIRTQ_DESC_F_INDIRECT | (C.VIRTQ_DESC_F_WRITE if indirect_desc_write_flag else 0)
-            ring_segs = direct + [(Sg(table, 16 * len(rest)), ind_flags)]
-        else:
-            ring_segs = segs
+    def _no_room(self, n: int) -> RingTooSmall | None:
+        if n <= self._nfree:
+            return None
+        return RingTooSmall(self.name, f"{n} free descriptors for one buffer", f"a queue of {self.num}, {self._nfree} of them free")
+
+    def _write_chain(self, ring_segs: list[tuple[Sg, int]]) -> tuple[int, list[int]]:
+        """Chained descriptors in the table, then the head's avail ring entry (2.7.13.1-2)."""
         n = len(ring_segs)
-        if n > self._nfree:
-            for a in owned:
-                self.mem.free(a)
-            raise RingTooSmall(self.name, f"{n} free descriptors for one buffer", f"a queue of {self.num}, {self._nfree} of them free")
         ids = self._take_ids(n).tolist()
         desc = self.ring.desc
         for j, (s, fl) in enumerate(ring_segs):
@@ -297,20 +226,11 @@ class SplitVirtqueue(VirtqueueBase):
             if not last:
                 self._next[ids[j]] = ids[j + 1]
         head = ids[0]
-        chain = BufferChain(head, token, out_sgs, in_sgs, n, table, owned, ids)
-        self._arm_chain(chain, ring_segs[-1][0] if table is not None else None)
-        self._chains[head] = chain
-        self._room[head] = chain.writable + 1
-        if n > 1:
-            self._nd[head] = n
-            self._multi += 1
-        self._nflight += 1
         if self.in_order:
             self._note_available([head])
         self.ring.avail_ring[self.avail_idx_shadow % self.num] = head
         self.avail_idx_shadow = (self.avail_idx_shadow + 1) & 0xFFFF
-        self.num_added += 1
-        return chain
+        return head, ids
 
     def add_batch(self, out: Sequence[Sg | SgArray] = (), in_: Sequence[Sg | SgArray] = (), count: int = 1) -> np.ndarray:
         """Make ``count`` buffers of one shape available with vectorized table and ring writes.
@@ -323,7 +243,7 @@ class SplitVirtqueue(VirtqueueBase):
         """
         nd, count, need = self._batch_shape(out, in_, count, self._nfree, self._nfree)
         if count <= 0:
-            return _NO_IDS.copy()
+            return NO_IDS.copy()
         if nd == 1:  # the common shape: one descriptor per buffer
             heads = self._take_ids(count)
             if in_:
@@ -368,37 +288,12 @@ class SplitVirtqueue(VirtqueueBase):
         self.avail_idx_shadow = (self.avail_idx_shadow + count) & 0xFFFF
         self.num_added += count
 
-    def readd_batch(self, heads: np.ndarray) -> None:
-        """Make recycled buffers (``get_used_batch(recycle=True)``) available again, in the order
-        given: only avail ring entries are written, the chains are still in the descriptor table.
-        Nothing is published until ``publish``/``kick``."""
-        k = len(heads)
-        if k == 0:
-            return
-        self._take_recycled(heads, "readd_batch")
-        self._rearm_recycled(heads)
-        self._room[heads] = self._kept_room[heads]
-        self._nflight += k
+    def _readd(self, heads: np.ndarray) -> None:
+        """Only avail ring entries are written: the chains are still in the descriptor table."""
         self._multi += int(count_nonzero(self._nd[heads] > 1))
         self._make_available(heads)
 
-    def _take_recycled(self, heads: np.ndarray, op: str) -> None:
-        """Un-mark recycled heads; each must be recycled and named once (else nothing changes)."""
-        k = len(heads)
-        if k > self._nrecycled or not self._recycled[heads].all():
-            raise HarnessError(f"{self.name}: {op} of buffers that are not recycled")
-        self._recycled[heads] = False
-        if count_nonzero(self._recycled) != self._nrecycled - k:  # a head named twice
-            self._recycled[heads] = True
-            raise HarnessError(f"{self.name}: {op} names a buffer twice")
-        self._nrecycled -= k
-
-    def free_recycled(self, heads: np.ndarray) -> None:
-        """Give recycled buffers' descriptors back to the free list."""
-        if len(heads) == 0:
-            return
-        self._take_recycled(heads, "free_recycled")
-        self._forget_recycled(heads)
+    def _release_recycled(self, heads: np.ndarray) -> None:
         self._nflight += len(heads)  # _free_heads counts them out of flight
         self._multi += int(count_nonzero(self._nd[heads] > 1))
         self._free_heads(heads)
@@ -409,18 +304,18 @@ class SplitVirtqueue(VirtqueueBase):
         if type(x) is Sg:
             self._desc_addr[ids] = x.addr
             lens = x.len
-            word = lens | flags << 32
+            word = lens | flags << WORD_FLAGS_SHIFT
         else:
             self._desc_addr[ids] = x.addr
             lens = x.len
             if isinstance(lens, np.ndarray):
                 lens = lens.astype(np.uint64)
-                word = lens | np.uint64(flags << 32)
+                word = lens | np.uint64(flags << WORD_FLAGS_SHIFT)
             else:
                 lens = int(lens)
-                word = lens | flags << 32
+                word = lens | flags << WORD_FLAGS_SHIFT
         if nxt is not None:
-            word = nxt.astype(np.uint64) << np.uint64(48) | (np.uint64(word) if type(word) is int else word)
+            word = nxt.astype(np.uint64) << np.uint64(WORD_NEXT_SHIFT) | (np.uint64(word) if type(word) is int else word)
         self._desc_word[ids] = word
         return lens
 
@@ -451,30 +346,6 @@ class SplitVirtqueue(VirtqueueBase):
                 "used idx advanced past the buffers in flight",
                 expected=f"at most {self._nflight} new used elems (last_used_idx {self.last_used_idx})",
                 observed=f"used idx {used_idx} ({pending} new)",
-                queue=self.name,
-            )
-        )
-
-    def _bad_id(self, uid: int, slot: int, note: str = "") -> None:
-        why = "out of range" if uid >= self.num else "not the head of a buffer in flight"
-        self._bad(
-            InvalidUsedId(
-                CLAUSE_USED_ID,
-                f"used elem id {why}{note}",
-                expected=f"one of heads {self._heads_in_flight()[:16]} (queue size {self.num})",
-                observed=f"id {uid} at used ring slot {slot}",
-                queue=self.name,
-            )
-        )
-
-    def _bad_len(self, uid: int, ulen: int, writable: int, slot: int | None = None) -> None:
-        where = "" if slot is None else f" at used ring slot {slot}"
-        self._bad(
-            InvalidUsedLen(
-                CLAUSE_USED_LEN,
-                "used len exceeds the device-writable bytes of the buffer",
-                expected=f"len <= {writable}",
-                observed=f"len {ulen} for id {uid}{where}",
                 queue=self.name,
             )
         )
@@ -607,20 +478,20 @@ class SplitVirtqueue(VirtqueueBase):
         """
         if self.broken is not None:
             raise self.broken
-        if recycle and (self.in_order or self._chains):
-            raise HarnessError("recycle applies to add_batch buffers on a queue without IN_ORDER")
+        if recycle:
+            self._check_recycle()
         if self._ready:
             return self._hand_out_ready(max_count, chains)
         last = self.last_used_idx
         used_idx = self._used_idx_h[0]
         pending = (used_idx - last) & 0xFFFF
         if pending == 0:
-            return _NO_IDS, _NO_LENS
+            return NO_IDS, NO_LENS
         if pending > self._nflight:
             self._bad_idx(used_idx, pending)
         m = pending if max_count is None or max_count >= pending else int(max_count)
         if m <= 0:
-            return _NO_IDS, _NO_LENS
+            return NO_IDS, NO_LENS
         if self.in_order:
             return self._in_order_batch(used_idx, pending, m, chains)
         s = last % self.num
@@ -655,10 +526,7 @@ class SplitVirtqueue(VirtqueueBase):
             self._batch_violation(elems, s)
         self._check_batch(ids, recycle)
         if recycle:
-            self._kept_room[ids] = room
-            self._recycled[ids] = True
-            self._nrecycled += m
-            self._nflight -= m
+            self._recycle(ids, room)
             if self._multi:
                 self._multi -= int(count_nonzero(self._nd[ids] > 1))
         elif self._multi:
@@ -710,13 +578,7 @@ class SplitVirtqueue(VirtqueueBase):
         out = []
         while self._ready and (max_count is None or len(out) < max_count):
             out.append(self._ready.popleft())
-        for c in out:
-            if not c.batch:
-                if chains is not None:
-                    chains.append(c)
-                else:
-                    self.release(c)
-        return (np.array([c.head for c in out], dtype=np.intp), np.array([c.used_len for c in out], dtype=np.uint32))
+        return self._hand_out(out, chains)
 
     def _batch_violation(self, elems: np.ndarray, start: int) -> None:
         """The batch holds a bad elem: find the first one in ring order, as get_buf would, and raise
@@ -742,7 +604,7 @@ class SplitVirtqueue(VirtqueueBase):
     def device_area(self) -> bytes:
         """A copy of everything the device writes in this queue (2.7.8: the used ring, flags,
         idx and avail_event): two copies differ iff the device wrote in between."""
-        return self.mem.read(self.addrs.device, 4 + 8 * self.num + 2)
+        return self.mem.read(self.addrs.device, used_size(self.num))
 
     def used_state(self) -> str:
         """The device area's indexes, for messages (what a wait saw)."""
@@ -779,21 +641,12 @@ class SplitVirtqueue(VirtqueueBase):
     def _used_pending(self) -> bool:
         return self.more_used()
 
-    def resize(self, num: int) -> None:
-        """Give the queue a fresh ring of ``num`` entries (only while the queue is reset, 2.6.1).
+    def _overrun_area(self) -> tuple[int, int]:
+        return self.addrs.device, used_size(self.num)
 
-        Buffers still in flight are forgotten: reclaim them with detach_unused_buf first.
-        """
-        check_split_queue_size(num, self.name)
-        if self._owns_ring:
-            free_split_ring(self.mem, self.addrs)
-        self.addrs = alloc_split_ring(self.mem, num)
-        self._owns_ring = True
-        self.num = num
-        self.ring = SplitRing(self.mem, self.addrs)
-        self.reset_state()
-
-    def free_ring(self) -> None:
-        if self._owns_ring:
-            free_split_ring(self.mem, self.addrs)
-            self._owns_ring = False
+    def _overrun_beyond(self, first: int) -> bool:
+        # avail_event sits right after the used ring: at used + 4 + 8 * size for a ring of
+        # another power-of-2 size.
+        k = first - self.addrs.device - 4  # from the used ring's first elem (after flags and idx)
+        e = k // USED_ELEM_SIZE
+        return k > USED_ELEM_SIZE * self.num and k % USED_ELEM_SIZE in (0, 1) and e & (e - 1) == 0

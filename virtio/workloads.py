@@ -16,22 +16,20 @@ from .buffers import BufferChain
 from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from .net_frames import FrameTags, check_forward_mode, difference
-from .split_queue import SplitVirtqueue
+from .virtqueue import Virtqueue
 
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
 CLAUSE_FRAMING = "dev.basic.message-framing.1"
 
-# The same duties on a packed ring (2.8) have their own clause ids.
-PACKED_CLAUSES = {
-    CLAUSE_USED_LEN: "def.packed.used-len",
-    CLAUSE_READONLY: "dev.basic.packed-virtqueues.the-virtqueue-descriptor-table.1",
-}
-
-
-def ring_clause(vq, clause: str) -> str:
-    """``clause`` as it applies to ``vq``'s layout (split ids are the default)."""
-    return PACKED_CLAUSES.get(clause, clause) if getattr(vq, "layout", "split") == "packed" else clause
+def ring_clause(vq: Virtqueue, clause: str) -> str:
+    """``clause`` (a split ring's id) as it applies to ``vq``'s layout: the queue's own clause for
+    that duty (a packed ring's have their own ids)."""
+    if clause == CLAUSE_USED_LEN:
+        return vq.used_rules.len_clause
+    if clause == CLAUSE_READONLY:
+        return vq.readonly_clause
+    return clause
 
 
 POISON = 0xA5  # fill byte of device-writable buffers, to see what the device wrote
@@ -86,7 +84,7 @@ class Workload:
 
     vq_index = 0
 
-    def __init__(self, driver, vqs: list[SplitVirtqueue], timeout: float):
+    def __init__(self, driver, vqs: list[Virtqueue], timeout: float):
         self.driver = driver
         self.vqs = vqs
         self.vq = vqs[self.vq_index]
@@ -199,20 +197,10 @@ class Workload:
                     queue=self.vq.name,
                 )
 
-    def wait(self, vq: SplitVirtqueue, chain: BufferChain, what: str) -> BufferChain:
-        """Wait for one specific chain; other chains completing meanwhile are kept for later.
-
-        Kept by identity, not by head: a kept chain's head (a packed buffer id, a split descriptor)
-        is free again and may already head a newer buffer that completes before it is claimed
-        (an IN_ORDER batch returns several at once)."""
-        done = getattr(vq, "_completed", None)
-        if done is None:
-            done = vq._completed = {}
-        while id(chain) not in done:
-            got = vq.wait_used(1, self.timeout, awaited=what)[0]
-            done[id(got)] = got
-        del done[id(chain)]
-        return chain
+    def wait(self, vq: Virtqueue, chain: BufferChain, what: str) -> BufferChain:
+        """Wait for one specific chain; other chains completing meanwhile stay with the queue
+        for a later wait (Virtqueue.wait_chain)."""
+        return vq.wait_chain(chain, self.timeout, awaited=what)
 
 
 def blk_block_sectors(driver) -> int:

@@ -37,6 +37,10 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self.max_chain = self.num  # descriptors one list may take
         self._availf, self._usedf = lap_flags(self.num)
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
+        self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
+        self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
+        self._run_ids = None
+        self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
@@ -69,7 +73,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         if not self._batch_ok:
             return False  # before anything is read: pop() decides what is available
         pos, wrap = self.last_avail_idx, self.avail_wrap_counter
-        f0 = int(self.ring.desc_flags[pos])
+        f0 = self._flags_h[pos]  # one le16 load, without a numpy scalar
         if not is_avail(f0, wrap):
             return None
         if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and self.pending):
@@ -80,32 +84,44 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
             w = min(w, self.num - sum(self.pending.values()))
         # One 8-byte load per descriptor: len | id << 32 | flags << 48, flags read with the rest.
         words = self._desc_word[pos : pos + w].copy()
-        simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
+        w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
+        # Most often the flags are exactly an available writable descriptor's: one compare finds
+        # the run; else NEXT/INDIRECT and the lap's AVAIL/USED decide.
+        simple = w16[3::4] == self._availwf[wrap][pos : pos + w]
+        if not simple[0]:
+            simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
         n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
         if n < w:
-            words = words[:n]
-        ids = (words >> self._u32).astype(np.intp) & 0xFFFF
-        lens = words & self._len_mask
+            words, w16 = words[:n], w16[: 4 * n]
+        ids = w16[2::4].astype(np.intp)
+        lens = words.view(np.uint32)[0::2]
         addrs = self._desc_addr[pos : pos + n].copy()
-        fl = words >> self._u48
+        fl = w16[3::4]
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
-        bad = np.maximum(off, off + lens) > self._sizec[:n]
+        hi = np.maximum(off, off + lens)
+        end = n  # the run ends before the first buffer outside guest memory, or repeated id
+        if int(hi.max()) > self.mem.size:
+            end = int((hi > self._sizec[:n]).argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
-        seen = set(self.pending)
+        pend = self.pending
         id_list = ids.tolist()
-        if len(seen.union(id_list)) != len(seen) + n:
-            for j, b in enumerate(id_list):
+        taken = dict.fromkeys(id_list, 1)  # what goes into pending; fewer than n keys: a repeat
+        if len(taken) != n or (pend and not pend.keys().isdisjoint(taken)):
+            seen = set(pend)
+            for j, b in enumerate(id_list[:end]):
                 if b in seen:
-                    bad[j:] = True
+                    end = j
                     break
                 seen.add(b)
-        if count_nonzero(bad):
-            n = int(bad.argmax())
-            if n == 0:
+        if end < n:
+            if end == 0:
                 return False
+            n = end
             ids, addrs, lens, off, fl, id_list = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n], id_list[:n]
+            taken = dict.fromkeys(id_list, 1)
         self._run = (addrs, off)  # write_batch reuses the checked offsets
-        self.pending.update(dict.fromkeys(id_list, 1))
+        self._run_ids = ids  # push_batch of exactly this run (and nothing else pending): clear at once
+        pend.update(taken)
         pos += n
         if pos >= self.num:
             pos -= self.num
@@ -120,14 +136,23 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         the flags (one 16-bit store each, after its descriptor's id and len)."""
         n = len(ids)
         pend = self.pending
-        for b in ids.tolist():
-            del pend[b]
+        if ids is self._run_ids and len(pend) == n:  # the ids pop_simple took, distinct, all pending
+            pend.clear()
+        else:
+            for b in ids.tolist():
+                del pend[b]
+        self._run_ids = None
         pos, wrap = self.used_idx, self.used_wrap_counter
-        slots = self._idx2[pos : pos + n]
-        self.ring.desc_id[slots] = ids
-        self.ring.desc_len[slots] = lens
-        self.ring.desc_flags[slots] = self._usedf[wrap][pos : pos + n] | np.where(lens != 0, C.VIRTQ_DESC_F_WRITE, 0).astype(np.uint16)
-        pos += n
+        e = pos + n
+        at = slice(pos, e) if e <= self.num else self._idx2[pos:e]  # a slice stores faster
+        ring = self.ring
+        ring.desc_id[at] = ids
+        ring.desc_len[at] = lens
+        if count_nonzero(lens) == n:  # every one written to: WRITE in all
+            ring.desc_flags[at] = self._usedwf[wrap][pos:e]
+        else:
+            ring.desc_flags[at] = self._usedf[wrap][pos:e] | np.where(lens != 0, C.VIRTQ_DESC_F_WRITE, 0).astype(np.uint16)
+        pos = e
         if pos >= self.num:
             pos -= self.num
             self.used_wrap_counter ^= 1

@@ -10,7 +10,7 @@ from virtio import constants as C
 from virtio.checks import poll
 from virtio.errors import HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
-from virtio.split_queue import SplitVirtqueue
+from virtio.virtqueue import Virtqueue
 
 from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
@@ -31,10 +31,9 @@ class ModelTransport(ConfigOps):
         self.net_forward = getattr(device, "net_forward", "any")  # a model says how it loops frames back
         self.device_id = device.device_id
         self.mem = GuestMemory(mem_size)
-        self.vqs: list[SplitVirtqueue] = []
+        self.vqs: list[Virtqueue] = []
         self.config_interrupts = 0
         self._affinity: dict[int, object] = {}
-        self._driver_features = 0
         device.attach(self.mem, self)
 
     # -- bus: device -> driver notifications ----------------------------------------------------
@@ -69,19 +68,19 @@ class ModelTransport(ConfigOps):
 
     def reset(self) -> None:
         self.device.set_status(0)
-        self._driver_features = 0
+        self.driver_features = 0
 
     def get_extended_features(self) -> int:
         return int(self.device.get_device_features()) & ((1 << C.FEATURE_BITS) - 1)
 
     def finalize_features(self, features: int) -> None:
-        self._driver_features = features
+        self.driver_features = features
         self.device.set_driver_features(features)
 
     def vq_num_max(self, index: int) -> int:
         return int(self.device.queue_max(index))
 
-    def find_vqs(self, infos: list[VqInfo]) -> list[SplitVirtqueue]:
+    def find_vqs(self, infos: list[VqInfo]) -> list[Virtqueue]:
         if self.vqs:
             raise HarnessError("find_vqs called twice without del_vqs")
 
@@ -89,12 +88,12 @@ class ModelTransport(ConfigOps):
             self.device.queue_set(vq.index, vq.addrs)
             self.device.queue_enable(vq.index)
 
-        vqs = build_vqs(self, self.mem, infos, self._driver_features, self._notify, attach)
+        vqs = build_vqs(self, self.mem, infos, self._notify, attach)
         self.vqs = vqs
         return vqs
 
     def _notify(self, vq) -> None:
-        if self._driver_features >> C.VIRTIO_F_NOTIFICATION_DATA & 1:
+        if self.driver_features >> C.VIRTIO_F_NOTIFICATION_DATA & 1:
             # 2.9: the notification carries vqn (low 16 bits) and where the driver will add next.
             self.device.notify(vq.index, data=vq.index | vq.next_notification() << 16)
         else:
@@ -129,7 +128,7 @@ class ModelTransport(ConfigOps):
         return None if region is None else ShmRegion(*region)
 
     def _ring_reset_ok(self, op: str) -> None:
-        negotiated = self.get_status() & C.FEATURES_OK and self._driver_features >> C.VIRTIO_F_RING_RESET & 1
+        negotiated = self.get_status() & C.FEATURES_OK and self.driver_features >> C.VIRTIO_F_RING_RESET & 1
         if not negotiated or not hasattr(self.device, "queue_reset"):
             raise UnsupportedOp(op, "VIRTIO_F_RING_RESET not negotiated with this device")
 

@@ -143,7 +143,6 @@ class VhostUserTransport(ConfigOps):
         self.backend_requests: list[str] = []  # back-end requests we refused (for the report)
         self._generation = 0
         self._status = 0  # the front-end's copy (the only one without PROTOCOL_F_STATUS)
-        self._driver_features = 0
         self._features_accepted = False
         self._rings_started = False
         self._running_rings: set[int] = set()  # rings handed to the back-end and not yet stopped
@@ -417,7 +416,7 @@ class VhostUserTransport(ConfigOps):
             self._disconnect()
             self._connect()
         self._status = 0
-        self._driver_features = 0
+        self.driver_features = 0
         self._features_accepted = False
         self._rings_started = False
         if problems:
@@ -432,7 +431,7 @@ class VhostUserTransport(ConfigOps):
         """SET_FEATURES; bit 30 rides along when offered, since it decides the ring enable rules."""
         if features >> 64:
             raise UnsupportedOp("finalize_features", "SET_FEATURES carries 64 bits: feature bits above 63 cannot reach a vhost-user back-end")
-        self._driver_features = features
+        self.driver_features = features
         wire = features | (self.backend_features & 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES)
         self._features_accepted = self._call_ack(vu.SET_FEATURES, vu.U64.pack(wire)) == 0
 
@@ -457,7 +456,7 @@ class VhostUserTransport(ConfigOps):
                 os.close(self._kick.pop(vq.index))
             self._kick[vq.index] = new_eventfd()
 
-        vqs = build_vqs(self, self.mem, infos, self._driver_features, self._notify, new_kick)
+        vqs = build_vqs(self, self.mem, infos, self._notify, new_kick)
         self.vqs = vqs
         if self._status & C.DRIVER_OK:
             self._start_rings()
@@ -559,7 +558,7 @@ class VhostUserTransport(ConfigOps):
 
     # -- virtqueue reset (2.6.1) ----------------------------------------------------------------------------
     def _ring_reset_ok(self, op: str) -> None:
-        if not (self._status & C.FEATURES_OK and self._driver_features >> C.VIRTIO_F_RING_RESET & 1):
+        if not (self._status & C.FEATURES_OK and self.driver_features >> C.VIRTIO_F_RING_RESET & 1):
             raise UnsupportedOp(op, "VIRTIO_F_RING_RESET not negotiated with this device")
 
     def disable_vq_and_reset(self, vq) -> None:
