@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class RingAddrs:
@@ -27,3 +29,21 @@ class RingAddrs:
     desc: int
     driver: int
     device: int
+
+
+class RingViews:
+    """Typed views over a ring's Descriptor Area, the part both layouts share: ``desc`` (the
+    layout's descriptor structure, ``desc_dtype``), and ``desc_addr`` / ``desc_word``, each
+    descriptor's addr and its other 8 bytes as one le64 (so a descriptor is read or written with
+    two aligned 8-byte accesses). The layouts' view classes add their driver and device areas."""
+
+    desc_dtype: np.dtype
+
+    def __init__(self, mem, addrs: RingAddrs):
+        num = addrs.num
+        self.num = num
+        self.addrs = addrs
+        self.desc = mem.array(addrs.desc, self.desc_dtype, num)
+        d64 = mem.array(addrs.desc, np.uint64, 2 * num)
+        self.desc_addr = d64[0::2]  # le64 addr
+        self.desc_word = d64[1::2]  # le32 len | the layout's two le16 fields (WORD_*_SHIFT)

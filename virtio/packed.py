@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import constants as C
-from .areas import RingAddrs
+from .areas import RingAddrs, RingViews
 from .memory import GuestMemory
 
 # struct pvirtq_desc { le64 addr; le32 len; le16 id; le16 flags; }  (2.8.13)
@@ -85,7 +85,7 @@ def need_event(off_wrap_value: int, wrap: int, num: int, new: int, old: int) -> 
     return ((new - event - 1) & 0xFFFF) < ((new - old) & 0xFFFF)
 
 
-class PackedRing:
+class PackedRing(RingViews):
     """Typed views over a packed virtqueue in guest memory.
 
     ``desc`` is the descriptor ring (structured); ``desc_addr``/``desc_len``/``desc_id``/
@@ -95,14 +95,10 @@ class PackedRing:
     ``device_event`` are the whole structure as one le32, for a single-load snapshot.
     """
 
+    desc_dtype = PVIRTQ_DESC
+
     def __init__(self, mem: GuestMemory, addrs: RingAddrs):
-        num = addrs.num
-        self.num = num
-        self.addrs = addrs
-        self.desc = mem.array(addrs.desc, PVIRTQ_DESC, num)
-        d64 = mem.array(addrs.desc, np.uint64, 2 * num)
-        self.desc_addr = d64[0::2]  # le64 addr
-        self.desc_word = d64[1::2]  # le32 len | le16 id << 32 | le16 flags << 48
+        super().__init__(mem, addrs)
         self.desc_len = self.desc["len"]
         self.desc_id = self.desc["id"]
         self.desc_flags = self.desc["flags"]

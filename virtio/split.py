@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .areas import RingAddrs
+from .areas import RingAddrs, RingViews
 from .memory import GuestMemory
 
 # struct virtq_desc { le64 addr; le32 len; le16 flags; le16 next; }  (2.7.5)
@@ -42,7 +42,7 @@ def used_size(num: int) -> int:
     return 4 + USED_ELEM_SIZE * num + 2
 
 
-class SplitRing:
+class SplitRing(RingViews):
     """Typed views over a split virtqueue in guest memory.
 
     Field names follow the spec: ``desc`` (descriptor table), ``avail_flags``, ``avail_idx``,
@@ -52,14 +52,11 @@ class SplitRing:
     is one 16-bit store.
     """
 
+    desc_dtype = VIRTQ_DESC
+
     def __init__(self, mem: GuestMemory, addrs: RingAddrs):
+        super().__init__(mem, addrs)
         num = addrs.num
-        self.num = num
-        self.addrs = addrs
-        self.desc = mem.array(addrs.desc, VIRTQ_DESC, num)
-        d64 = mem.array(addrs.desc, np.uint64, 2 * num)
-        self.desc_addr = d64[0::2]  # le64 addr
-        self.desc_word = d64[1::2]  # le32 len | le16 flags << 32 | le16 next << 48
         avail = mem.array(addrs.driver, np.uint16, 3 + num)
         self.avail_flags = avail[0:1]
         self.avail_idx = avail[1:2]
