@@ -98,21 +98,21 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
         # Most often the flags are exactly an available writable descriptor's: one compare finds
         # the run; else NEXT/INDIRECT and the lap's AVAIL/USED decide.
-        simple = w16[3::4] == self._availwf[wrap][pos : pos + w]
+        fl = w16[3::4]
+        simple = fl == self._availwf[wrap][pos : pos + w]
         if not simple[0]:
             simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
         n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
         if n < w:
-            words, w16 = words[:n], w16[: 4 * n]
+            words, w16, fl = words[:n], w16[: 4 * n], fl[:n]
         ids = w16[2::4].astype(np.intp)
         lens = words.view(np.uint32)[0::2]
         addrs = self._desc_addr[pos : pos + n].copy()
-        fl = w16[3::4]
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
-        hi = np.maximum(off, off + lens)
+        bad = np.maximum(off, off + lens) > self._sizec[:n]  # off <= size rules out a wrap in off + lens
         end = n  # the run ends before the first buffer outside guest memory, or repeated id
-        if int(hi.max()) > self.mem.size:
-            end = int((hi > self._sizec[:n]).argmax())
+        if count_nonzero(bad):
+            end = int(bad.argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
         id_list = ids.tolist()
         if len(set(id_list)) != n or (pend and not pend.keys().isdisjoint(id_list)):
