@@ -40,6 +40,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
         self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
+        self._device_event_desc_h = memoryview(self.ring.device_event_desc)  # one le16 store, no numpy scalar
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
@@ -106,7 +107,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         if n < w:
             words, w16, fl = words[:n], w16[: 4 * n], fl[:n]
         ids = w16[2::4].astype(np.intp)
-        lens = words.view(np.uint32)[0::2]
+        lens = words & self._len_mask  # uint64 as off: the bounds sum below needs no cast
         addrs = self._desc_addr[pos : pos + n].copy()
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
         bad = np.maximum(off, off + lens) > self._sizec[:n]  # off <= size rules out a wrap in off + lens
@@ -135,7 +136,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
             self.avail_wrap_counter ^= 1
         self.last_avail_idx = pos
         if self.event_idx:
-            self.ring.device_event_desc[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
+            self._device_event_desc_h[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
         return ids, addrs, lens, fl
 
     def push_batch(self, ids: np.ndarray, lens: np.ndarray) -> None:
@@ -190,7 +191,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         chain, pos, wrap = self.walk(pos, wrap, flags)
         self.last_avail_idx, self.avail_wrap_counter = pos, wrap
         if self.event_idx:
-            self.ring.device_event_desc[0] = off_wrap(pos, wrap)
+            self._device_event_desc_h[0] = off_wrap(pos, wrap)
         return chain
 
     def walk(self, pos: int, wrap: int, flags: int) -> tuple[DeviceChain, int, int]:
