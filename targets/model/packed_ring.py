@@ -40,6 +40,8 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
         self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
+        self._id_mark = np.zeros(1 << 16, dtype=np.uint16)  # per buffer id (le16): its place in the run
+        self._ar = np.arange(min(self.num, _RUN_MAX), dtype=np.uint16)
         self._device_event_desc_h = memoryview(self.ring.device_event_desc)  # one le16 store, no numpy scalar
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
@@ -115,9 +117,11 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         if count_nonzero(bad):
             end = int(bad.argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
-        id_list = ids.tolist()
-        if len(set(id_list)) != n or (pend and not pend.keys().isdisjoint(id_list)):
-            seen = set(pend)
+        # A repeat shows as a mark overwritten by a later one: one scatter, one gather, a count.
+        ar = self._ar[:n]
+        self._id_mark[ids] = ar
+        if count_nonzero(self._id_mark[ids] != ar) or (pend and not pend.keys().isdisjoint(ids.tolist())):
+            id_list, seen = ids.tolist(), set(pend)
             for j, b in enumerate(id_list[:end]):
                 if b in seen:
                     end = j
