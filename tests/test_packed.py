@@ -409,6 +409,34 @@ def test_device_rejects_malformed_lists(pair):
         q.pop()
 
 
+def test_simple_run_stops_before_an_id_in_flight(pair):
+    """pop_simple takes a run only up to an id repeated in it, or still in flight from a run not
+    pushed yet; pop() then rejects that id, as one list at a time (2.8.6)."""
+    vq, q = pair
+    buf = vq.mem.alloc(64)
+
+    def ring(*ids):  # one-descriptor writable buffers with these ids, from slot 0
+        vq.reset_state()
+        q.__init__(vq.mem, 0, vq.addrs, PACKED)
+        for slot, bid in enumerate(ids):
+            _avail(vq, slot, buf, 8, bid, C.VIRTQ_DESC_F_WRITE)
+
+    for ids in ((1, 2, 1), (5, 6, 5, 7)):
+        ring(*ids)
+        assert q.pop_simple()[0].tolist() == list(ids[:2])
+        assert q.pop_simple() is False
+        with pytest.raises(ChainError):
+            q.pop()
+    ring(4)
+    assert q.pop_simple()[0].tolist() == [4]
+    for slot, bid in ((1, 9), (2, 4)):  # the run of 4 is in flight, though not pushed
+        _avail(vq, slot, buf, 8, bid, C.VIRTQ_DESC_F_WRITE)
+    assert q.pop_simple()[0].tolist() == [9]
+    assert q.pop_simple() is False and list(q.pending) == [4, 9]
+    with pytest.raises(ChainError):
+        q.pop()
+
+
 def test_garbage_in_ring_never_crashes_device(pair):
     vq, q = pair
     rnd = random.Random(99)

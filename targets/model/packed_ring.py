@@ -39,8 +39,10 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
-        self._run_ids = None
         self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
+        self._id_mark = np.zeros(1 << 16, dtype=np.uint16)  # per buffer id (le16): its place in the run
+        self._ar = np.arange(min(self.num, _RUN_MAX), dtype=np.uint16)
+        self._device_event_desc_h = memoryview(self.ring.device_event_desc)  # one le16 store, no numpy scalar
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
         self._len_mask = np.uint64(0xFFFF_FFFF)
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
@@ -58,9 +60,20 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self.used_idx, self.used_wrap_counter = state.next_used, int(state.used_wrap_counter)  # next used descriptor
         self.signalled_used, self.signalled_wrap = self.used_idx, self.used_wrap_counter  # at the last notification decision
         self.pushed = 0  # used descriptors written since the last decision
-        self.pending: dict[int, int] = {}  # buffer id -> descriptors it took in the ring, in pop order
+        self._pending: dict[int, int] = {}  # buffer id -> descriptors it took in the ring, in pop order
+        self._run_ids = None  # ids of the last pop_simple run: in flight, not yet in _pending
         if self.event_idx:
             self.ring.device_event_desc[0] = off_wrap(self.last_avail_idx, self.avail_wrap_counter)
+
+    @property
+    def pending(self) -> dict[int, int]:
+        """Buffers in flight: id -> descriptors it took in the ring, in pop order. A pop_simple
+        run joins the dict only when something reads it: the usual push_batch of that very run
+        then costs no dict work at all."""
+        if self._run_ids is not None:
+            self._pending.update(dict.fromkeys(self._run_ids.tolist(), 1))
+            self._run_ids = None
+        return self._pending
 
     def published_used(self) -> int:
         """The device area holds no used position on a packed ring (2.8.10): the queue's own."""
@@ -76,38 +89,39 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         f0 = self._flags_h[pos]  # one le16 load, without a numpy scalar
         if not is_avail(f0, wrap):
             return None
-        if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and self.pending):
+        pend = self.pending  # an earlier run not yet pushed joins it: the checks below see it
+        if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and pend):
             return False
         # The run stops at the end of the lap (the next call goes on from slot 0), so it is one slice.
         w = min(self.num - pos, _RUN_MAX)
-        if self.pending:
-            w = min(w, self.num - sum(self.pending.values()))
+        if pend:
+            w = min(w, self.num - sum(pend.values()))
         # One 8-byte load per descriptor: len | id << 32 | flags << 48, flags read with the rest.
         words = self._desc_word[pos : pos + w].copy()
         w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
         # Most often the flags are exactly an available writable descriptor's: one compare finds
         # the run; else NEXT/INDIRECT and the lap's AVAIL/USED decide.
-        simple = w16[3::4] == self._availwf[wrap][pos : pos + w]
+        fl = w16[3::4]
+        simple = fl == self._availwf[wrap][pos : pos + w]
         if not simple[0]:
             simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
         n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
         if n < w:
-            words, w16 = words[:n], w16[: 4 * n]
+            words, w16, fl = words[:n], w16[: 4 * n], fl[:n]
         ids = w16[2::4].astype(np.intp)
-        lens = words.view(np.uint32)[0::2]
+        lens = words & self._len_mask  # uint64 as off: the bounds sum below needs no cast
         addrs = self._desc_addr[pos : pos + n].copy()
-        fl = w16[3::4]
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
-        hi = np.maximum(off, off + lens)
+        bad = np.maximum(off, off + lens) > self._sizec[:n]  # off <= size rules out a wrap in off + lens
         end = n  # the run ends before the first buffer outside guest memory, or repeated id
-        if int(hi.max()) > self.mem.size:
-            end = int((hi > self._sizec[:n]).argmax())
+        if count_nonzero(bad):
+            end = int(bad.argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
-        pend = self.pending
-        id_list = ids.tolist()
-        taken = dict.fromkeys(id_list, 1)  # what goes into pending; fewer than n keys: a repeat
-        if len(taken) != n or (pend and not pend.keys().isdisjoint(taken)):
-            seen = set(pend)
+        # A repeat shows as a mark overwritten by a later one: one scatter, one gather, a count.
+        ar = self._ar[:n]
+        self._id_mark[ids] = ar
+        if count_nonzero(self._id_mark[ids] != ar) or (pend and not pend.keys().isdisjoint(ids.tolist())):
+            id_list, seen = ids.tolist(), set(pend)
             for j, b in enumerate(id_list[:end]):
                 if b in seen:
                     end = j
@@ -117,31 +131,28 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
             if end == 0:
                 return False
             n = end
-            ids, addrs, lens, off, fl, id_list = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n], id_list[:n]
-            taken = dict.fromkeys(id_list, 1)
+            ids, addrs, lens, off, fl = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n]
         self._run = (addrs, off)  # write_batch reuses the checked offsets
-        self._run_ids = ids  # push_batch of exactly this run (and nothing else pending): clear at once
-        pend.update(taken)
+        self._run_ids = ids  # in flight from now on (see pending)
         pos += n
         if pos >= self.num:
             pos -= self.num
             self.avail_wrap_counter ^= 1
         self.last_avail_idx = pos
         if self.event_idx:
-            self.ring.device_event_desc[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
+            self._device_event_desc_h[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
         return ids, addrs, lens, fl
 
     def push_batch(self, ids: np.ndarray, lens: np.ndarray) -> None:
         """Write the used descriptors of a run from pop_simple, one slot each: ids and lens, then
         the flags (one 16-bit store each, after its descriptor's id and len)."""
         n = len(ids)
-        pend = self.pending
-        if ids is self._run_ids and len(pend) == n:  # the ids pop_simple took, distinct, all pending
-            pend.clear()
+        if ids is self._run_ids:  # the run pop_simple took, still out of the dict: nothing to remove
+            self._run_ids = None
         else:
+            pend = self.pending
             for b in ids.tolist():
                 del pend[b]
-        self._run_ids = None
         pos, wrap = self.used_idx, self.used_wrap_counter
         e = pos + n
         at = slice(pos, e) if e <= self.num else self._idx2[pos:e]  # a slice stores faster
@@ -184,7 +195,7 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         chain, pos, wrap = self.walk(pos, wrap, flags)
         self.last_avail_idx, self.avail_wrap_counter = pos, wrap
         if self.event_idx:
-            self.ring.device_event_desc[0] = off_wrap(pos, wrap)
+            self._device_event_desc_h[0] = off_wrap(pos, wrap)
         return chain
 
     def walk(self, pos: int, wrap: int, flags: int) -> tuple[DeviceChain, int, int]:
