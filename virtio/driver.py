@@ -7,14 +7,14 @@ read loop of 2.5.1.
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import constants as C
+from .checks import wait_until
 from .config_layout import CONFIG_LAYOUTS
-from .errors import DeviceTimeout, DeviceViolation, FeaturesNotAccepted, HarnessError
+from .errors import DeviceViolation, FeaturesNotAccepted, HarnessError
 from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
@@ -143,11 +143,13 @@ class VirtioDriver:
     def wait_reset(self, what: str = "device status to read 0 after reset") -> None:
         """After ``ops.reset()``: wait (bounded) until device status reads 0 (2.4.2); a
         DeviceTimeout on 2.4.1 naming the status still read, else."""
-        deadline = time.monotonic() + self.timeout
-        while (s := self.ops.get_status()) != 0:
-            if time.monotonic() > deadline:
-                raise DeviceTimeout(CLAUSE_RESET_STATUS, what, timeout=self.timeout, observed=f"status {C.status_names(s)}")
-            time.sleep(0.001)
+        last = [0]
+
+        def reads_zero() -> bool:
+            last[0] = self.ops.get_status()
+            return last[0] == 0
+
+        wait_until(reads_zero, self.timeout, what, CLAUSE_RESET_STATUS, observed=lambda: f"status {C.status_names(last[0])}")
 
     # -- features (2.2) --------------------------------------------------------------------------
     def device_features(self) -> int:

@@ -8,11 +8,11 @@ buffers; net (5.1.6): a frame to our own MAC looped back TX -> RX; console (5.3.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass, field
 
 from . import constants as C
 from .buffers import BufferChain
+from .checks import poll
 from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from .net_frames import FrameTags, check_forward_mode, difference
@@ -353,11 +353,8 @@ class NetWorkload(Workload):
         return not self.has_status or bool(self.driver.config_field("status") & C.VIRTIO_NET_S_LINK_UP)
 
     def await_link_up(self) -> None:
-        deadline = time.monotonic() + self.timeout
-        while not self.link_up():
-            if time.monotonic() >= deadline:
-                raise LinkDown(f"the device reports its link down (status VIRTIO_NET_S_LINK_UP clear) for {self.timeout:g}s after DRIVER_OK: no frame can be looped back")
-            time.sleep(0.001)
+        if not poll(self.link_up, self.timeout):
+            raise LinkDown(f"the device reports its link down (status VIRTIO_NET_S_LINK_UP clear) for {self.timeout:g}s after DRIVER_OK: no frame can be looped back")
 
     def frame(self, size: int) -> bytes:
         self.seq += 1

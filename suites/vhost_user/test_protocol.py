@@ -10,12 +10,12 @@ from __future__ import annotations
 import mmap
 import os
 import socket
-import time
 
 import pytest
 
 from fixtures.vhost_user import DEFAULT_PROTOCOL, RINGS_NEEDED, InflightBuffer, queue_region_min_split, vu
 from virtio import constants as C
+from virtio.checks import poll
 from virtio.errors import DeviceViolation
 from virtio.messages import blk_outhdr
 
@@ -510,12 +510,7 @@ def _region_says(region, clause_what: str, *, in_flight: list[int], used_idx: in
 
 
 def _wait_region(region, head: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if region.inflight[head] == 1:
-            return True
-        time.sleep(0.002)
-    return False
+    return poll(lambda: region.inflight[head] == 1, timeout, interval=0.002)
 
 
 @pytest.mark.clause(INFLIGHT_CLAUSE)
