@@ -38,7 +38,7 @@ def venv_python() -> Path:
 
 def ensure_venv(extra: str) -> Path:
     py = venv_python()
-    if VENV.is_file():  # a PEP 832 redirect, as tox writes where no .venv exists: ours replaces it
+    if VENV.is_file():  # a redirect file (tox 4 writes one where no .venv exists): ours replaces it
         print(f"vc: {VENV} is a redirect file ({VENV.read_text().strip()}); replacing it with a virtual environment", flush=True)
         VENV.unlink()
     if not py.exists():
