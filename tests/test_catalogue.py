@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 from virtio.clauses import (
+    DEFAULT_PATH,
+    DEVICE_TYPE_CHAPTERS,
     GROUPS,
     KEYWORDS,
     LEVELS,
@@ -18,6 +20,7 @@ from virtio.clauses import (
     SYNONYMS,
     CatalogueError,
     clause_id,
+    device_type_paths,
     level_of,
     load_catalogue,
     vhost_user_clause_id,
@@ -27,7 +30,8 @@ COUNTS_DIR = Path(__file__).parent / "data" / "spec-counts"
 COUNTS_FILES = {"1.4": "counts-v1.4-cs01.md", "1.3": "counts-v1.3-wd02.md"}
 SPEC_TAGS = {"1.4": "v1.4-cs01", "1.3": "v1.3-wd02"}
 SPEC_REPO = Path("/work/.mirror/oasis-tcs+virtio-spec/repo")
-CHAPTERS = ("2", "3", "6")  # the spec chapters this catalogue covers
+# The spec chapters the catalogue covers: 2, 3, 6, and each device type's chapter it has a file for.
+CHAPTERS = ("2", "3", "6", *sorted({c.chapter for c in load_catalogue() if c.group == "device"}))
 COUNT_COLUMNS = ("MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY", "other")
 
 
@@ -68,8 +72,14 @@ def test_clause_id_examples():
             == "dev.init.device-suspend.1")
     with pytest.raises(ValueError):
         clause_id("drivernormative:Reserved Feature Bits", 1)
+    assert (clause_id("devicenormative:Device Types / Network Device / Device Operation / Packet Transmission", 2)
+            == "dev.net.device-operation.packet-transmission.2")
+    assert (clause_id("devicenormative:Device Types / File System Device / Device configuration layout", 1)
+            == "dev.fs.device-configuration-layout.1")
     with pytest.raises(ValueError):
-        clause_id("devicenormative:Device Types / Network Device", 1)
+        clause_id("devicenormative:Device Types / Widget Device / Device Operation", 1)
+    with pytest.raises(ValueError):
+        clause_id("devicenormative:Network Device / Device Operation", 1)
 
 
 def test_ordinals_dense_per_block(catalogue):
@@ -94,9 +104,23 @@ def test_summaries_one_short_line(catalogue):
         assert c.summary.strip() and "\n" not in c.summary and len(c.summary) < 200, c.id
 
 
-def test_file_order_is_section_then_ordinal(catalogue):
-    keys = [(tuple(int(p) for p in c.section("1.4").split(".")), c.ordinal) for c in catalogue]
+@pytest.mark.parametrize("path", [DEFAULT_PATH, *device_type_paths()], ids=lambda p: p.name)
+def test_file_order_is_section_then_ordinal(path):
+    keys = [(tuple(int(p) for p in c.section("1.4").split(".")), c.ordinal)
+            for c in load_catalogue(path).normative()]
     assert keys == sorted(keys)
+
+
+def test_device_type_files_hold_their_chapter_only():
+    for path in device_type_paths():
+        clauses = list(load_catalogue(path))
+        assert clauses, path.name
+        assert all(c.group == "device" for c in clauses), path.name
+        types = {c.device_type for c in clauses}
+        assert len(types) == 1 and path.stem.removeprefix("clauses_device_").startswith(next(iter(types))), path.name
+        for c in clauses:
+            assert c.section("1.4").startswith(DEVICE_TYPE_CHAPTERS[c.device_type] + "."), c.id
+            assert c.observable or c.unobservable_because.strip(), c.id
 
 
 def test_malformed_file_rejected(tmp_path):

@@ -1,7 +1,7 @@
 """Catalogue of the device-side normative statements of VIRTIO 1.4 (and 1.3) that the harness checks.
 
-Covers the "Device Requirements" blocks of spec chapters 2 (Basic Facilities, incl. 2.12/2.13 admin), 3 and 6,
-and, as the separate group "vhost-user", the back-end's duties from QEMU docs/interop/vhost-user.rst
+Covers the "Device Requirements" blocks of spec chapters 2 (Basic Facilities, incl. 2.12/2.13 admin), 3 and 6
+(clauses.toml), of the device-type chapters 5.x (clauses_device_<type>*.toml; group "device"), and, as the separate group "vhost-user", the back-end's duties from QEMU docs/interop/vhost-user.rst
 (clauses_vhost_user.toml; ids "vu.<section>.<ordinal>").
 """
 
@@ -21,7 +21,8 @@ SPEC_VERSIONS = ("1.4", "1.3")  # 1.4 first: the current committee specification
 SYNONYMS = {"REQUIRED": "MUST", "SHALL": "MUST", "RECOMMENDED": "SHOULD"}
 KEYWORDS = LEVELS + tuple(SYNONYMS)
 
-GROUPS = ("core", "admin", "definition", "vhost-user")
+GROUPS = ("core", "admin", "device", "definition", "vhost-user")
+_VIRTIO_GROUPS = GROUPS[:3]  # the groups a keyword statement of the VIRTIO text may have
 
 # Duties the spec states as definitions rather than keyword sentences (e.g. "id indicates the head
 # entry of the descriptor chain"): a device that breaks them is still broken, so the catalogue
@@ -40,7 +41,23 @@ CHAPTER_KEYS = {
     "Reserved Feature Bits": "reserved-features",
 }
 
+# Chapter 5, one block family per device type: labels "Device Types / <Type> Device / ...", ids
+# "dev.<type>.<rest>.<n>" (dev.net.device-configuration-layout.1), group "device". The type key is
+# the one the harness uses everywhere else (constants.DEVICE_TYPES, --target model:<type>).
+DEVICE_TYPES_CHAPTER = "Device Types"
+DEVICE_TYPE_KEYS = {
+    "Network Device": "net",
+    "Block Device": "blk",
+    "Console Device": "console",
+    "Entropy Device": "rng",
+    "File System Device": "fs",
+}
+# The 1.4 section of each device type's chapter: coverage is figured per chapter.
+DEVICE_TYPE_CHAPTERS = {"net": "5.1", "blk": "5.2", "console": "5.3", "rng": "5.4", "fs": "5.11"}
+
 DEFAULT_PATH = Path(__file__).with_name("clauses.toml")
+# One file per device type (or part of one), so each chapter's statements stay together.
+DEVICE_TYPE_GLOB = "clauses_device_*.toml"
 VHOST_USER_PATH = Path(__file__).with_name("clauses_vhost_user.toml")
 
 # vhost-user back-end duties: not OASIS text, so no VIRTIO section numbers; the label carries the
@@ -50,6 +67,9 @@ _VU_FIELDS = ("id", "label", "ordinal", "keywords", "level", "inferred", "featur
 _VU_FEATURE_RE = re.compile(r"VHOST_USER_F_PROTOCOL_FEATURES|VHOST_USER_PROTOCOL_F_[A-Z0-9_]+|VIRTIO_[A-Z0-9_]+")
 
 _FIELDS = ("id", "label", "ordinal", "keywords", "level", "sections", "group", "features", "summary")
+# Optional: a statement whose keeping no driver can see (what the device does inside, or towards the
+# network or the host) says so, with the reason; it counts in its chapter's figures as unobservable.
+_OPTIONAL_FIELDS = ("observable", "unobservable_because")
 _SECTION_RE = re.compile(r"\d+(\.\d+)*")
 _FEATURE_RE = re.compile(r"VIRTIO_[A-Z0-9_]+")
 _ABSENT = "-"
@@ -74,10 +94,16 @@ def clause_id(label: str, ordinal: int) -> str:
     if not isinstance(ordinal, int) or isinstance(ordinal, bool) or ordinal < 1:
         raise ValueError(f"ordinal must be a positive int: {ordinal!r}")
     chapter, *rest = [part.strip() for part in label[len(LABEL_PREFIX):].split(" / ")]
-    try:
-        parts = [CHAPTER_KEYS[chapter]]
-    except KeyError:
-        raise ValueError(f"no chapter key for {chapter!r}; add one to CHAPTER_KEYS") from None
+    if chapter == DEVICE_TYPES_CHAPTER:
+        device = rest.pop(0) if rest else ""
+        if device not in DEVICE_TYPE_KEYS:
+            raise ValueError(f"no device type key for {device!r}; add one to DEVICE_TYPE_KEYS")
+        parts = [DEVICE_TYPE_KEYS[device]]
+    else:
+        try:
+            parts = [CHAPTER_KEYS[chapter]]
+        except KeyError:
+            raise ValueError(f"no chapter key for {chapter!r}; add one to CHAPTER_KEYS") from None
     parts += [_slug(component) for component in rest]
     return "dev." + ".".join(parts) + f".{ordinal}"
 
@@ -111,6 +137,34 @@ class Clause:
     summary: str
     # True where the level is the catalogue's reading of prose that states no keyword (vhost-user).
     inferred: bool = False
+    # False where no driver can see whether the device keeps the duty; the reason says why.
+    observable: bool = True
+    unobservable_because: str = ""
+
+    @property
+    def device_type(self) -> str | None:
+        """The device type whose chapter states this clause ("net", "blk", ...), None for the
+        device-independent chapters."""
+        kind = self.id.split(".")[1]
+        if self.group == "device" or (self.group == "definition" and kind in DEVICE_TYPE_CHAPTERS):
+            return kind  # a def.<type>.* entry is a duty of that device type only
+        return None
+
+    @property
+    def chapter(self) -> str:
+        """The 1.4 chapter the clause belongs to: "2", "3", "6", or a device type's "5.x";
+        "vhost-user" for the back-end duties."""
+        if self.group == "vhost-user":
+            return "vhost-user"
+        if self.device_type is not None:
+            return DEVICE_TYPE_CHAPTERS[self.device_type]
+        section = self.sections.get("1.4") or next(s for s in self.sections.values() if s)
+        return section.split(".")[0]
+
+    def applies_to(self, device_type: str | None) -> bool:
+        """Whether a device of this type (None: unknown) is bound by the clause: every device by the
+        device-independent ones, only its own type by a chapter-5 one."""
+        return self.device_type is None or self.device_type == device_type
 
     def section(self, version: str = "1.4") -> str | None:
         if version not in SPEC_VERSIONS:
@@ -153,6 +207,10 @@ class Catalogue:
         """The vhost-user back-end duties (group "vhost-user")."""
         return Catalogue(c for c in self if c.group == "vhost-user")
 
+    def for_device(self, device_type: str | None) -> Catalogue:
+        """The clauses a device of this type is bound by (a target's coverage is measured on these)."""
+        return Catalogue(c for c in self if c.applies_to(device_type))
+
     def by_block(self) -> dict[str, list[Clause]]:
         """Normative statements grouped by requirement block (definition entries excluded)."""
         blocks: dict[str, list[Clause]] = {}
@@ -171,7 +229,7 @@ def _parse_clause(n: int, raw: dict) -> Clause:
     if isinstance(raw.get("label"), str) and raw["label"].startswith(VHOST_USER_PREFIX):
         return _parse_vhost_user(raw, fail)
     missing = [k for k in _FIELDS if k not in raw]
-    unknown = [k for k in raw if k not in _FIELDS]
+    unknown = [k for k in raw if k not in _FIELDS + _OPTIONAL_FIELDS]
     if missing:
         fail(f"missing field(s) {missing}")
     if unknown:  # a misspelt field would otherwise be silently dropped
@@ -217,14 +275,31 @@ def _parse_clause(n: int, raw: dict) -> Clause:
         fail("statement exists in no version")
 
     group = raw["group"]
-    if group not in GROUPS[:2]:
-        fail(f"group must be one of {GROUPS[:2]}")
+    if group not in _VIRTIO_GROUPS:
+        fail(f"group must be one of {_VIRTIO_GROUPS}")
+    in_device_chapter = label[len(LABEL_PREFIX):].startswith(DEVICE_TYPES_CHAPTER + " /")
+    if (group == "device") != in_device_chapter:
+        fail('group is "device" exactly for the statements of the device-type chapters (5.x)')
     features, summary = _features_and_summary(raw, fail, _FEATURE_RE, "a list of VIRTIO_F_* names")
+    observable, because = _observability(raw, fail)
 
     return Clause(
         id=raw["id"], label=label, ordinal=ordinal, level=level, keywords=tuple(keywords),
         sections=sections, group=group, features=tuple(features), summary=summary,
+        observable=observable, unobservable_because=because,
     )
+
+
+def _observability(raw: dict, fail) -> tuple[bool, str]:
+    observable = raw.get("observable", True)
+    because = raw.get("unobservable_because", "")
+    if not isinstance(observable, bool):
+        fail("observable must be true or false")
+    if not isinstance(because, str) or "\n" in because:
+        fail("unobservable_because must be a single line")
+    if observable == bool(because.strip()):
+        fail("unobservable_because is given, non-empty, exactly when observable = false")
+    return observable, because
 
 
 def _parse_definition(raw: dict, fail) -> Clause:
@@ -315,9 +390,17 @@ def _load(path: Path) -> Catalogue:
 
 @functools.lru_cache(maxsize=1)
 def _load_default() -> Catalogue:
-    # The VIRTIO statements, then the vhost-user group from its own file.
-    entries = _entries(DEFAULT_PATH) + _entries(VHOST_USER_PATH)
+    # The VIRTIO statements (chapters 2, 3, 6, then each device type's), then the vhost-user group.
+    entries = _entries(DEFAULT_PATH)
+    for path in device_type_paths():
+        entries += _entries(path)
+    entries += _entries(VHOST_USER_PATH)
     return Catalogue(_parse_clause(n, raw) for n, raw in enumerate(entries, 1))
+
+
+def device_type_paths() -> list[Path]:
+    """The device-type catalogue files bundled with the harness, in name order."""
+    return sorted(DEFAULT_PATH.parent.glob(DEVICE_TYPE_GLOB))
 
 
 def load_catalogue(path=None) -> Catalogue:
