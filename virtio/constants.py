@@ -81,12 +81,14 @@ VIRTIO_ID_NET = 1
 VIRTIO_ID_BLOCK = 2
 VIRTIO_ID_CONSOLE = 3
 VIRTIO_ID_RNG = 4
+VIRTIO_ID_FS = 26
 
 DEVICE_TYPES = {
     VIRTIO_ID_NET: "net",
     VIRTIO_ID_BLOCK: "blk",
     VIRTIO_ID_CONSOLE: "console",
     VIRTIO_ID_RNG: "rng",
+    VIRTIO_ID_FS: "fs",
 }
 
 # -- 5.1.3 Network device feature bits -------------------------------------------------------
@@ -112,6 +114,18 @@ VIRTIO_NET_F_CTRL_RX_EXTRA = 20
 VIRTIO_NET_F_GUEST_ANNOUNCE = 21
 VIRTIO_NET_F_MQ = 22
 VIRTIO_NET_F_CTRL_MAC_ADDR = 23
+VIRTIO_NET_F_GUEST_USO4 = 54
+VIRTIO_NET_F_GUEST_USO6 = 55
+VIRTIO_NET_F_HOST_USO = 56
+VIRTIO_NET_F_HASH_REPORT = 57
+VIRTIO_NET_F_GUEST_HDRLEN = 59
+VIRTIO_NET_F_RSS = 60
+VIRTIO_NET_F_RSC_EXT = 61
+VIRTIO_NET_F_STANDBY = 62
+VIRTIO_NET_F_SPEED_DUPLEX = 63
+# Bits past 63 (1.4): feature select words 2 and up; this driver never accepts them.
+VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO = 65
+VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM = 66
 
 NET_FEATURES = {
     VIRTIO_NET_F_CSUM: "VIRTIO_NET_F_CSUM",
@@ -136,6 +150,17 @@ NET_FEATURES = {
     VIRTIO_NET_F_GUEST_ANNOUNCE: "VIRTIO_NET_F_GUEST_ANNOUNCE",
     VIRTIO_NET_F_MQ: "VIRTIO_NET_F_MQ",
     VIRTIO_NET_F_CTRL_MAC_ADDR: "VIRTIO_NET_F_CTRL_MAC_ADDR",
+    VIRTIO_NET_F_GUEST_USO4: "VIRTIO_NET_F_GUEST_USO4",
+    VIRTIO_NET_F_GUEST_USO6: "VIRTIO_NET_F_GUEST_USO6",
+    VIRTIO_NET_F_HOST_USO: "VIRTIO_NET_F_HOST_USO",
+    VIRTIO_NET_F_HASH_REPORT: "VIRTIO_NET_F_HASH_REPORT",
+    VIRTIO_NET_F_GUEST_HDRLEN: "VIRTIO_NET_F_GUEST_HDRLEN",
+    VIRTIO_NET_F_RSS: "VIRTIO_NET_F_RSS",
+    VIRTIO_NET_F_RSC_EXT: "VIRTIO_NET_F_RSC_EXT",
+    VIRTIO_NET_F_STANDBY: "VIRTIO_NET_F_STANDBY",
+    VIRTIO_NET_F_SPEED_DUPLEX: "VIRTIO_NET_F_SPEED_DUPLEX",
+    VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO: "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO",
+    VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM: "VIRTIO_NET_F_GUEST_UDP_TUNNEL_GSO_CSUM",
 }
 
 VIRTIO_NET_S_LINK_UP = 1
@@ -143,6 +168,7 @@ VIRTIO_NET_S_ANNOUNCE = 2
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 VIRTIO_NET_HDR_F_DATA_VALID = 2
 VIRTIO_NET_HDR_GSO_NONE = 0
+# 5.1.6 struct virtio_net_hdr: the other flags and gso types live in virtio/net_hdr.py
 
 # 5.1.9.5 control virtqueue
 VIRTIO_NET_OK = 0
@@ -214,11 +240,19 @@ CONSOLE_FEATURES = {
     VIRTIO_CONSOLE_F_EMERG_WRITE: "VIRTIO_CONSOLE_F_EMERG_WRITE",
 }
 
+# -- 5.11.3 File system device feature bits ---------------------------------------------------
+VIRTIO_FS_F_NOTIFICATION = 0
+
+FS_FEATURES = {
+    VIRTIO_FS_F_NOTIFICATION: "VIRTIO_FS_F_NOTIFICATION",
+}
+
 DEVICE_FEATURES = {
     VIRTIO_ID_NET: NET_FEATURES,
     VIRTIO_ID_BLOCK: BLK_FEATURES,
     VIRTIO_ID_CONSOLE: CONSOLE_FEATURES,
     VIRTIO_ID_RNG: {},
+    VIRTIO_ID_FS: FS_FEATURES,
 }
 
 # -- 2.7.5 / 2.7.6 / 2.7.8 split virtqueue flags ---------------------------------------------
@@ -244,7 +278,7 @@ def feature_name(bit: int, device_id: int | None = None) -> str:
     """Spec name of a feature bit, or 'bit N' when neither table knows it."""
     if bit in TRANSPORT_FEATURES:
         return TRANSPORT_FEATURES[bit]
-    if device_id is not None and bit < 24 and bit in DEVICE_FEATURES.get(device_id, {}):
+    if device_id is not None and (bit < 24 or bit >= 50) and bit in DEVICE_FEATURES.get(device_id, {}):
         return DEVICE_FEATURES[device_id][bit]
     if 50 <= bit < 128 and device_id == VIRTIO_ID_NET:
         return f"VIRTIO_NET_F bit {bit}"

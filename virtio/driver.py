@@ -12,9 +12,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import constants as C
+from .blk_zoned import VIRTIO_BLK_Z_HM
 from .checks import wait_until
 from .config_layout import CONFIG_LAYOUTS
-from .errors import DeviceViolation, FeaturesNotAccepted, HarnessError
+from .errors import DeviceViolation, FeaturesNotAccepted, HarnessError, NotApplicable
 from .feature_table import unmet_requirements
 
 CLAUSE_RESET_STATUS = "dev.basic.device-reset.1"
@@ -51,6 +52,7 @@ DRIVER_DEVICE_FEATURES = {
             C.VIRTIO_BLK_F_CONFIG_WCE,
             C.VIRTIO_BLK_F_DISCARD,
             C.VIRTIO_BLK_F_WRITE_ZEROES,
+            C.VIRTIO_BLK_F_ZONED,  # all three zoned models (5.2.3); the workloads write conventional zones only
         )
     ),
     C.VIRTIO_ID_NET: sum(
@@ -160,6 +162,8 @@ class VirtioDriver:
         offered = self.device_features()
         mask = driver_features(self.device_id) if accept is None else accept
         features = offered & mask & ~refuse
+        if has(features, C.VIRTIO_BLK_F_DISCARD) and has(features, C.VIRTIO_BLK_F_ZONED) and self.zoned_model() == VIRTIO_BLK_Z_HM:
+            features &= ~(1 << C.VIRTIO_BLK_F_DISCARD)  # 5.2.3: not with a host-managed zoned device
         # 2.2.1: a driver MUST NOT accept a feature whose prerequisite it does not accept.
         while unmet := unmet_requirements(features, self.device_id):
             for bit, _ in unmet:
@@ -183,6 +187,9 @@ class VirtioDriver:
         if ok:
             self._features_ok = True
             self.accepted_features.add(features)
+        elif check and self.zoned_refusal_expected(features):
+            raise NotApplicable("a host-managed zoned device (zoned.model VIRTIO_BLK_Z_HM) refuses FEATURES_OK "
+                                "without VIRTIO_BLK_F_ZONED, as 5.2.5.2 requires: that feature set is not valid for it")
         elif check and features in self.accepted_features:
             raise FeaturesNotAccepted(
                 CLAUSE_RENEGOTIATION,
@@ -201,13 +208,36 @@ class VirtioDriver:
             )
         return ok
 
+    def zoned_model(self) -> int | None:
+        """zoned.model of a blk device offering VIRTIO_BLK_F_ZONED (None otherwise). 3.1.1 step 4
+        lets a driver read device configuration before accepting features; 5.2.3 has it read this."""
+        if self.device_id != C.VIRTIO_ID_BLOCK or not has(self.device_features(), C.VIRTIO_BLK_F_ZONED):
+            return None
+        return self.config_field("zoned.model")
+
+    def zoned_refusal_expected(self, features: int) -> bool:
+        """5.2.5.2: a host-managed device must fail FEATURES_OK when ZONED is not accepted."""
+        return not has(features, C.VIRTIO_BLK_F_ZONED) and self.zoned_model() == VIRTIO_BLK_Z_HM
+
     # -- virtqueues --------------------------------------------------------------------------------
     def default_vq_names(self) -> list[str]:
         f = self.negotiated or 0
         if self.device_id == C.VIRTIO_ID_NET:
-            return ["receiveq1", "transmitq1"] + (["controlq"] if has(f, C.VIRTIO_NET_F_CTRL_VQ) else [])
+            # 5.1.2: with MQ, receiveqK/transmitqK for K up to max_virtqueue_pairs, then controlq
+            # (queue 2N). A pair count out of 1..0x8000 (5.1.4.1) is the config suite's to report.
+            pairs = self.config_field("max_virtqueue_pairs") if has(f, C.VIRTIO_NET_F_MQ) else 1
+            pairs = pairs if 1 <= pairs <= 0x8000 else 1
+            names = [f"{q}{k}" for k in range(1, pairs + 1) for q in ("receiveq", "transmitq")]
+            return names + (["controlq"] if has(f, C.VIRTIO_NET_F_CTRL_VQ) else [])
         if self.device_id == C.VIRTIO_ID_CONSOLE:
             return ["receiveq", "transmitq"]
+        if self.device_id == C.VIRTIO_ID_FS:  # 5.11.2: notification queue only with the feature
+            return ["hiprio"] + (["notification"] if has(f, C.VIRTIO_FS_F_NOTIFICATION) else []) + ["requestq"]
+        if self.device_id == C.VIRTIO_ID_BLOCK and has(f, C.VIRTIO_BLK_F_MQ):
+            # 5.2.2: requestq1..requestqN, N = num_queues; an implausible 0 counts as 1 (the
+            # multiqueue suite reports it).
+            n = self.config_field("num_queues") or 1
+            return [f"requestq{k}" for k in range(1, n + 1)]
         return ["requestq"]
 
     def find_vqs(self, infos) -> list:

@@ -18,6 +18,7 @@ DEVICE_BITS = {
     C.VIRTIO_ID_BLOCK: {0, 1, 2, 4, 5, 6, 7, 9, 10, 11, 12, 13, 14, 15, 16, 17},
     C.VIRTIO_ID_CONSOLE: {0, 1, 2},
     C.VIRTIO_ID_RNG: set(),
+    C.VIRTIO_ID_FS: {C.VIRTIO_FS_F_NOTIFICATION},
 }
 
 # (feature, [alternatives, each a set of bits that must all be offered]) -- 5.1.3.1 for net.
@@ -46,6 +47,10 @@ REQUIRES = {
         52: [{N.VIRTIO_NET_F_CTRL_VQ}],  # VQ_NOTF_COAL
         51: [{N.VIRTIO_NET_F_CTRL_VQ, 60}, {N.VIRTIO_NET_F_CTRL_VQ, 57}],  # HASH_TUNNEL
         64: [{N.VIRTIO_NET_F_CTRL_VQ, 60}],  # RSS_CONTEXT
+        65: [{N.VIRTIO_NET_F_GUEST_TSO4, N.VIRTIO_NET_F_GUEST_TSO6, 54, 55}],  # GUEST_UDP_TUNNEL_GSO
+        66: [{65}],  # GUEST_UDP_TUNNEL_GSO_CSUM
+        67: [{N.VIRTIO_NET_F_HOST_TSO4, N.VIRTIO_NET_F_HOST_TSO6, 56}],  # HOST_UDP_TUNNEL_GSO
+        68: [{67}],  # HOST_UDP_TUNNEL_GSO_CSUM
     },
 }
 

@@ -13,12 +13,12 @@ BLK_OUTHDR = struct.Struct("<IIQ")
 # struct virtio_blk_discard_write_zeroes: le64 sector; le32 num_sectors; le32 flags  (5.2.6)
 BLK_DISCARD_WZ = struct.Struct("<QII")
 BLK_STATUS_SIZE = 1
+# struct virtio_blk_lifetime: le16 pre_eol_info; le16 device_lifetime_est_typ_a; le16 ..._typ_b  (5.2.6)
+BLK_LIFETIME = struct.Struct("<HHH")
 
 # struct virtio_net_hdr with VIRTIO_F_VERSION_1: num_buffers always present -> 12 bytes (5.1.6.1)
 NET_HDR = struct.Struct("<BBHHHHH")
 NET_HDR_SIZE = NET_HDR.size
-# struct virtio_net_ctrl: u8 class; u8 command; ... u8 ack  (5.1.9.5)
-NET_CTRL_HDR = struct.Struct("<BB")
 
 
 @dataclass

@@ -39,7 +39,6 @@ from .packed import (
     need_event,
     off_wrap,
     ring_size,
-    split_event,
 )
 from .virtqueue import NO_IDS, NO_LENS, UsedRules, Virtqueue
 
@@ -106,7 +105,10 @@ class PackedVirtqueue(Virtqueue):
         - ``_baddr[b]`` / ``_bword[b]`` (len | flags << 32): the driver's private copy of a
           one-descriptor ``add_batch`` buffer, since the device may overwrite its ring slot with
           another buffer's used descriptor while it is still in flight (2.8.12); lists keep a
-          BufferChain in ``_chains``.
+          BufferChain in ``_chains``. Each batch's copy is first a record in ``_bsrc`` (its ids,
+          addresses, words), scattered into the arrays only when something reads them
+          (``_copies``): a batch that comes back before that -- a buffer pool's usual round
+          trip -- costs no scatter at all.
         - not yet published heads: ``_pending`` (slot -> flags, from ``add``) and ``_pending_runs``
           (slot and flags arrays, from ``add_batch``); ``_unpub_bufs`` / ``_unpub_desc`` count them.
         """
@@ -120,8 +122,11 @@ class PackedVirtqueue(Virtqueue):
         # the flags a device writes on a used one it wrote into (2.8.1, 2.8.4).
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in lap_flags(num)[0])
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in lap_flags(num)[1])
+        self._usedwf_b = tuple(u.tobytes() for u in self._usedwf)  # the same as bytes, 2 per slot
         self._baddr = np.zeros(num, dtype=np.uint64)
         self._bword = np.zeros(num, dtype=np.uint64)
+        self._bsrc: list[tuple] = []  # (ids, addr, word) per add_batch, oldest first, see _copies
+        self._desc_addr, self._desc_len, self._desc_id = self.ring.desc_addr, self.ring.desc_len, self.ring.desc_id
         self._availf, self._usedf = lap_flags(num)  # [w][i], 2.8.1
         self.free_desc = num
         self.next_avail_idx = 0
@@ -132,7 +137,7 @@ class PackedVirtqueue(Virtqueue):
         self.used_wraps = 0
         self._descs_added = 0  # descriptors added since the last kick_prepare (Linux num_added)
         self._pending: dict[int, int] = {}  # head slot -> head flags, added but not yet published
-        self._pending_runs: list[tuple[np.ndarray, np.ndarray, slice | np.ndarray]] = []  # (slots, flags, where)
+        self._pending_runs: list[tuple[slice | np.ndarray, np.ndarray, slice | np.ndarray]] = []  # (slots, flags, where)
         self._unpub_bufs = 0
         self._unpub_desc = 0
         self._avail_order: deque[int] = deque()  # IN_ORDER: buffer ids in the order made available
@@ -144,7 +149,17 @@ class PackedVirtqueue(Virtqueue):
     def num_free(self) -> int:
         return self.free_desc
 
+    def _copies(self) -> None:
+        """Bring ``_baddr``/``_bword`` up to date with the add_batch records, oldest first (a
+        later batch's copy of an id replaces an earlier one's)."""
+        for bids, addr, word in self._bsrc:
+            self._baddr[bids] = addr
+            self._bword[bids] = word
+        self._bsrc.clear()
+
     def _synth_chain(self, bid: int) -> BufferChain:
+        if self._bsrc:
+            self._copies()
         addr, word = int(self._baddr[bid]), int(self._bword[bid])
         sg = [Sg(addr, word & 0xFFFF_FFFF)]
         write = (word >> 32) & C.VIRTQ_DESC_F_WRITE
@@ -231,11 +246,14 @@ class PackedVirtqueue(Virtqueue):
             x = (out or in_)[0]
             fl = C.VIRTQ_DESC_F_WRITE if in_ else 0
             self._room[bids] = (x.len + 1) if in_ else 1
-            self._baddr[bids] = x.addr
-            if type(x.len) is int:
-                self._bword[bids] = x.len | fl << 32
-            else:
-                self._bword[bids] = np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
+            src = self._bsrc
+            if src and not (self._nflight or self._nrecycled):
+                src.clear()  # every buffer the records describe is back: no copy is read again
+            elif len(src) >= 8:
+                self._copies()  # bounds the records kept
+            word = x.len | fl << 32 if type(x.len) is int else np.asarray(x.len, dtype=np.uint64) | np.uint64(fl << 32)
+            # A copy of the addresses: the caller may change its array once the batch is added.
+            src.append((bids, x.addr if type(x.addr) is int else x.addr.copy(), word))
             self._put_simple(bids, x.addr, x.len, fl)
             self._watch_batch(out, in_, bids)
             if self.in_order:
@@ -281,20 +299,19 @@ class PackedVirtqueue(Virtqueue):
     def _put_simple(self, bids: np.ndarray, addrs, lens, fl) -> None:
         """One-descriptor buffers in the ring slots from next_avail_idx on: addr, len and id now,
         each head's flags (``fl``: WRITE or 0, one or per buffer) at publish."""
-        n = len(bids)
         pos = self.next_avail_idx
-        ring = self.ring
-        slots = self._idx2[pos : pos + n]  # a view of a constant table
-        at = slice(pos, pos + n) if pos + n <= self.num else slots  # a slice stores faster
-        ring.desc_addr[at] = addrs
-        ring.desc_len[at] = lens
-        ring.desc_id[at] = bids
+        e = pos + len(bids)
+        at = slice(pos, e) if e <= self.num else self._idx2[pos:e]  # a slice stores faster
+        self._desc_addr[at] = addrs
+        self._desc_len[at] = lens
+        self._desc_id[at] = bids
+        n = e - pos
         wrap = self.avail_wrap_counter
         if type(fl) is int:  # the same flags for all: the lap's table (constant, never written)
             head_flags = (self._availwf if fl else self._availf)[wrap][pos : pos + n]
         else:
             head_flags = self._availf[wrap][pos : pos + n] | fl
-        self._pending_runs.append((slots, head_flags, at))
+        self._pending_runs.append((at, head_flags, at))
 
     def _avail_moved(self, count: int, need: int) -> None:
         """``count`` buffers of ``need`` descriptors made available from next_avail_idx on."""
@@ -319,6 +336,8 @@ class PackedVirtqueue(Virtqueue):
     def _readd(self, bids: np.ndarray) -> None:
         """Each buffer's descriptor rewritten from the driver's copy: the device wrote used
         descriptors over the slots they had (2.8.12)."""
+        if self._bsrc:
+            self._copies()
         word = self._bword[bids]
         self._put_simple(bids, self._baddr[bids], word & np.uint64(0xFFFF_FFFF), (word >> np.uint64(32)).astype(np.uint16))
         self._avail_moved(len(bids), len(bids))
@@ -328,7 +347,7 @@ class PackedVirtqueue(Virtqueue):
 
     def _unpublished(self, slot: int) -> bool:
         """Is ``slot`` the head of a buffer added but not yet published?"""
-        return slot in self._pending or any(count_nonzero(s == slot) for s, _, _ in self._pending_runs)
+        return slot in self._pending or any(count_nonzero(self._idx2[s] == slot) for s, _, _ in self._pending_runs)
 
     def publish(self) -> None:
         """Make added buffers available: one 16-bit store of each head's flags, in ring order."""
@@ -336,7 +355,7 @@ class PackedVirtqueue(Virtqueue):
         if self._pending_runs:
             if self._pending:  # both APIs since the last publish: merge into ring order
                 start = (self.next_avail_idx - self._unpub_desc) % self.num
-                slots = np.concatenate([np.fromiter(self._pending, np.intp)] + [r[0] for r in self._pending_runs])
+                slots = np.concatenate([np.fromiter(self._pending, np.intp)] + [self._idx2[r[0]] for r in self._pending_runs])
                 fl = np.concatenate([np.fromiter(self._pending.values(), np.uint16)] + [r[1] for r in self._pending_runs])
                 order = np.argsort((slots - start) % self.num, kind="stable")
                 slots = slots[order]
@@ -368,10 +387,11 @@ class PackedVirtqueue(Virtqueue):
         old = new - self._descs_added
         self._descs_added = 0
         self.num_added = 0
-        desc, flags = split_event(self._device_event_w[0])
+        ev = self._device_event_w[0]  # desc | flags << 16 (split_event, inline)
+        flags = ev >> 16
         if flags != C.RING_EVENT_FLAGS_DESC:
             return flags != C.RING_EVENT_FLAGS_DISABLE
-        return need_event(desc, self.avail_wrap_counter, self.num, new, old)
+        return need_event(ev & 0xFFFF, self.avail_wrap_counter, self.num, new, old)
 
     def next_notification(self) -> int:
         """VIRTIO_F_NOTIFICATION_DATA (2.9): next_off | next_wrap << 15 -- the ring position and
@@ -522,7 +542,7 @@ class PackedVirtqueue(Virtqueue):
         fl = w16[3::4]
         # Most often every one is used and written into (exactly the lap's AVAIL=USED and WRITE):
         # one compare shows it; else AVAIL/USED alone decide where the run of used ones ends.
-        if count_nonzero(fl == self._usedwf[wrap][pos:e]) != m:
+        if fl.tobytes() != self._usedwf_b[wrap][2 * pos : 2 * e]:  # one bytes compare, no bool array
             used = (fl & _AU) == self._usedf[wrap][pos:e]
             if count_nonzero(used) != m:
                 m = int(used.argmin())

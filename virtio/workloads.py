@@ -7,20 +7,25 @@ buffers; net (5.1.6): a frame to our own MAC looped back TX -> RX; console (5.3.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import weakref
 from dataclasses import dataclass, field
 
+from . import blk_zoned as Z
 from . import constants as C
+from .blk import VIRTIO_BLK_T_ZONE_REPORT
 from .buffers import BufferChain
 from .checks import poll
-from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown
+from .errors import DeviceTimeout, DeviceViolation, HarnessError, LinkDown, NotApplicable, UnsupportedOp
 from .messages import NET_HDR_SIZE, NetHdr, blk_outhdr
-from .net_frames import FrameTags, check_forward_mode, difference
+from .net_frames import ETH_HLEN, FrameTags, check_forward_mode, difference
 from .virtqueue import Virtqueue
 
 CLAUSE_USED_LEN = "dev.basic.virtqueues.the-virtqueue-used-ring.2"
 CLAUSE_READONLY = "dev.basic.virtqueues.the-virtqueue-descriptor-table.1"
 CLAUSE_FRAMING = "dev.basic.message-framing.1"
+CLAUSE_RNG_BYTES = "dev.rng.device-operation.1"  # 5.4.6.2: one or more random bytes per buffer
 
 def ring_clause(vq: Virtqueue, clause: str) -> str:
     """``clause`` (a split ring's id) as it applies to ``vq``'s layout: the queue's own clause for
@@ -218,6 +223,79 @@ def blk_block_sectors(driver) -> int:
     return size // C.SECTOR_SIZE
 
 
+def zoned_blk(driver, features: int) -> bool:
+    """A blk device with VIRTIO_BLK_F_ZONED in ``features`` whose zoned.model is HM or HA."""
+    if driver.device_id != C.VIRTIO_ID_BLOCK or not features >> C.VIRTIO_BLK_F_ZONED & 1:
+        return False
+    return driver.config_field("zoned.model") != Z.VIRTIO_BLK_Z_NONE
+
+
+def blk_zone_report(driver, vq: Virtqueue, timeout: float, sector: int = 0, nzones: int | None = None) -> tuple[int, bytes]:
+    """One VIRTIO_BLK_T_ZONE_REPORT from the zone holding ``sector``, waited for: (status, report
+    bytes), with room for ``nzones`` descriptors (default: every zone from there to the end)."""
+    capacity, zs = driver.config_field("capacity"), driver.config_field("zoned.zone_sectors")
+    if nzones is None:
+        nzones = max(1, Z.zone_count(capacity, zs) - sector // max(zs, 1))
+    c = vq.add([blk_outhdr(VIRTIO_BLK_T_ZONE_REPORT, sector)], [Z.report_buffer_len(min(nzones, 4096)), 1], "zone report")
+    vq.kick()
+    vq.wait_chain(c, timeout, awaited=f"zone report from sector {sector}")
+    got = vq.read_in(c, c.writable)
+    vq.release(c)
+    return got[-1], got[:-1]
+
+
+def conventional_region(driver, answer: tuple[int, bytes]) -> tuple[int, int] | str:
+    """The first run of conventional zones of a zone report (whole logical blocks), as sectors
+    [start, end); or why there is none."""
+    status, report = answer
+    if status != C.VIRTIO_BLK_S_OK:
+        return (f"the zoned device answered VIRTIO_BLK_T_ZONE_REPORT with status {status}: "
+                "the workloads find no conventional zone to write")
+    capacity, zs = driver.config_field("capacity"), driver.config_field("zoned.zone_sectors")
+    block = blk_block_sectors(driver)
+    start = end = None
+    for z in Z.parse_zone_report(report)[1]:
+        if z.z_type != Z.VIRTIO_BLK_ZT_CONV:
+            if start is not None:
+                break
+            continue
+        if start is None:
+            start = end = z.z_start
+        if z.z_start != end:
+            break
+        end = z.z_start + zs  # a conventional zone's z_cap need not be its size
+    end = min(end or 0, capacity)
+    if start is None or start % block or end - start < block:
+        return "the zoned device reports no conventional zone: the workloads write only where any block may be written"
+    return start, start + (end - start) // block * block
+
+
+# Where the workloads of a zoned blk device write, per device (its config ops), found once.
+_ZONED_REGIONS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def probe_zoned_region(driver) -> None:
+    """Before a test negotiates: for a zoned blk device, find once (a negotiation of its own, one
+    ZONE_REPORT, a reset) the conventional zones the workloads will write, so that a test's own
+    queues carry only its own traffic. Errors are left for the workload to report as a skip."""
+    try:
+        if driver.device_id != C.VIRTIO_ID_BLOCK or driver.ops in _ZONED_REGIONS:
+            return
+        if not zoned_blk(driver, driver.wanted_features()):
+            _ZONED_REGIONS[driver.ops] = None  # not zoned: nothing to find, and nothing to ask again
+            return
+    except Exception:  # ops that cannot be weakly referenced, a device that fails a read: reported inline
+        return
+    try:
+        (vq, *_) = driver.initialize()
+        _ZONED_REGIONS[driver.ops] = conventional_region(driver, blk_zone_report(driver, vq, driver.timeout))
+    except Exception as e:  # the suites judge the device; this only plans the workloads
+        _ZONED_REGIONS[driver.ops] = f"the zone report that locates the conventional zones failed: {type(e).__name__}: {e}"
+    finally:
+        with contextlib.suppress(Exception):  # a device that cannot reset fails the driver fixture's reset
+            driver.reset()
+
+
 class BlkWorkload(Workload):
     """A write of known data, then a read of it back, as two chains (5.2.6).
 
@@ -235,14 +313,28 @@ class BlkWorkload(Workload):
         self.read_only = bool((driver.negotiated or 0) >> C.VIRTIO_BLK_F_RO & 1)
         self.elems_per_exchange = 1 if self.read_only else 2  # write + read back
         self.block = blk_block_sectors(driver)
-        self.next_sector = 0
+        # The sectors [sector_base, region_end) the workload reads and writes: the whole disk, or
+        # with VIRTIO_BLK_F_ZONED (HM or HA) the first run of conventional zones, where any block
+        # can be written at any time (5.2.6); a write elsewhere would need the zone's write pointer.
+        self.region_end = self.capacity
+        if zoned_blk(driver, (driver.negotiated or 0)):
+            try:
+                region = _ZONED_REGIONS.get(driver.ops)
+            except TypeError:  # config ops that cannot be weakly referenced
+                region = None
+            if region is None:  # not found before this negotiation: a report on these queues
+                region = conventional_region(driver, blk_zone_report(driver, self.vq, timeout))
+            if isinstance(region, str):
+                raise NotApplicable(region)
+            self.sector_base, self.region_end = region
+        self.next_sector = self.sector_base
 
     def submit(self, shape: Shape = Shape(), size: int = 1024) -> Exchange:
         sectors = -(-max(1, size // C.SECTOR_SIZE) // self.block) * self.block  # whole logical blocks
-        if sectors > self.capacity:
+        if sectors > self.region_end - self.sector_base:
             raise HarnessError("disk too small for the workload")
-        if self.next_sector + sectors > self.capacity:
-            self.next_sector = 0
+        if self.next_sector + sectors > self.region_end:
+            self.next_sector = self.sector_base
         sector = self.next_sector
         self.next_sector += sectors
         data = os.urandom(sectors * C.SECTOR_SIZE)
@@ -280,7 +372,7 @@ class BlkWorkload(Workload):
     def light_buffers(self):
         if (self.driver.negotiated or 0) >> C.VIRTIO_BLK_F_FLUSH & 1:
             return self._sgs([blk_outhdr(C.VIRTIO_BLK_T_FLUSH, 0)], [1])  # no data to move
-        return self._sgs([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [self.block * C.SECTOR_SIZE, 1])
+        return self._sgs([blk_outhdr(C.VIRTIO_BLK_T_IN, self.sector_base)], [self.block * C.SECTOR_SIZE, 1])
 
     def finish(self, ex: Exchange) -> None:
         data = ex.expect["data"]
@@ -316,7 +408,8 @@ class RngWorkload(Workload):
     def finish(self, ex: Exchange) -> None:
         c = self.wait(self.vq, ex.chains[0], f"entropy buffer (head {ex.chains[0].head})")
         if c.len_reported and c.used_len == 0:  # an IN_ORDER batch reports only its last len (2.7.9)
-            raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), "entropy request returned no bytes", expected="used len >= 1", observed=0, queue=self.vq.name)
+            # 5.4.6.2's duty (one or more random bytes), not 2.7.8's: a len of 0 claims no byte written.
+            raise DeviceViolation(CLAUSE_RNG_BYTES, "entropy request returned no bytes", expected="used len >= 1", observed=0, queue=self.vq.name)
         self.vq.release(c)
 
 
@@ -344,6 +437,19 @@ class NetWorkload(Workload):
         self.seq = 0
         self.arrived: dict[int, BufferChain] = {}  # seq -> the receive buffer its frame came back in
         self.has_status = bool(neg >> C.VIRTIO_NET_F_STATUS & 1)
+        self.max_frame = ETH_HLEN + self._mtu(neg)
+
+    def _mtu(self, neg: int) -> int:
+        """The largest frame a driver may send (5.1.4.2: mtu plus the Ethernet header with
+        VIRTIO_NET_F_MTU; 5.1.9.2: 1514 bytes for a frame without GSO otherwise). An mtu that cannot
+        be read, or one out of 68..65535 (the config suite reports it), counts as 1500."""
+        if neg >> C.VIRTIO_NET_F_MTU & 1:
+            try:
+                mtu = self.driver.config_field("mtu")
+            except UnsupportedOp:
+                return 1500
+            return mtu if 68 <= mtu <= 65535 else 1500
+        return 1500
 
     # 5.1.4: with VIRTIO_NET_F_STATUS a device may report its link down, and then no frame need
     # come back. Once DRIVER_OK is set a link that comes up within the device timeout is waited
@@ -369,7 +475,7 @@ class NetWorkload(Workload):
         if not link and self.driver.ops.get_status() & C.DRIVER_OK:
             self.await_link_up()
             link = True
-        frame = self.frame(max(60, size))
+        frame = self.frame(max(60, min(size, self.max_frame)))  # what the device declares it takes
         rx = self.rx.add([], split_len(NET_HDR_SIZE + len(frame) + 64, shape.segments), "rx", **shape.kw())
         for s in rx.in_sgs:
             self.rx.mem.fill(s.addr, s.len, POISON)
@@ -456,7 +562,53 @@ class ConsoleWorkload(Workload):
         self.rx.release(rx)
 
 
+class FsWorkload(Workload):
+    """A FUSE_GETATTR of the root on the last request queue (5.11.6.1). No FUSE_INIT is sent, so
+    the device may answer with an error (libfuse: EIO): any reply will do, as long as it is a
+    fuse_out_header naming the request."""
+
+    def __init__(self, driver, vqs, timeout):
+        self.vq_index = len(vqs) - 1  # hiprio [, notification], requestq
+        super().__init__(driver, vqs, timeout)
+        self.unique = 0
+
+    def _request(self) -> bytes:
+        from . import fuse as F
+
+        self.unique += 2  # even: libfuse keeps odd uniques for interrupts
+        return F.request(F.FUSE_GETATTR, self.unique, F.FUSE_ROOT_ID, F.fuse_getattr_in.pack())
+
+    def light_buffers(self):
+        from . import fuse as F
+
+        return self._sgs([self._request()], [F.fuse_out_header.size + F.ATTR_OUT_SIZE])
+
+    def submit(self, shape: Shape = Shape(), size: int = 64) -> Exchange:
+        from . import fuse as F
+
+        req = self._request()
+        c = self.vq.add(split_bytes(req, shape.segments), split_len(F.fuse_out_header.size + F.ATTR_OUT_SIZE, shape.segments), "getattr", **shape.kw())
+        for s in c.in_sgs:
+            self.vq.mem.fill(s.addr, s.len, POISON)
+        ex = Exchange(chains=[c], expect={"unique": self.unique})
+        self._remember_readable(ex, c)
+        return ex
+
+    def finish(self, ex: Exchange) -> None:
+        from . import fuse as F
+
+        c = self.wait(self.vq, ex.chains[0], f"FUSE_GETATTR reply (head {ex.chains[0].head})")
+        out = F.fuse_out_header.unpack(self.vq.read_in(c, F.fuse_out_header.size))
+        if out.unique != ex.expect["unique"]:
+            raise DeviceViolation(CLAUSE_FRAMING, "FUSE reply does not name the request it answers", expected=f"unique {ex.expect['unique']}", observed=f"unique {out.unique}", queue=self.vq.name)
+        if c.len_reported and c.used_len < F.fuse_out_header.size:
+            raise DeviceViolation(ring_clause(self.vq, CLAUSE_USED_LEN), "used len below the fuse_out_header the device wrote", expected=f">= {F.fuse_out_header.size}", observed=c.used_len, queue=self.vq.name)
+        self.check_readable_untouched(ex)
+        self.vq.release(c)
+
+
 WORKLOADS = {
+    C.VIRTIO_ID_FS: FsWorkload,
     C.VIRTIO_ID_BLOCK: BlkWorkload,
     C.VIRTIO_ID_RNG: RngWorkload,
     C.VIRTIO_ID_NET: NetWorkload,
