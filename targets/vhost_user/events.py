@@ -103,17 +103,33 @@ class EventThread:
                         self.unregister(fd)
 
     def synchronize(self, timeout: float | None = None) -> None:
-        """Return once no handler is mid-flight (a handler started before this call has ended).
-        A handler still running after ``timeout`` seconds (default: the thread's) is a
-        HarnessError naming it (handlers are ours, and each bounds its own waits). The wait goes
-        in slices of POLL_S, so a Ctrl-C stops it."""
+        """Return once no handler is mid-flight (a handler started before this call has ended)
+        and no fd signalled before it is still waiting for its handler (an eventfd the back-end
+        wrote just before answering a message). A handler still running after ``timeout`` seconds
+        (default: the thread's) is a HarnessError naming it (handlers are ours, and each bounds
+        its own waits); fds that stay readable that long are a device that keeps signalling, not
+        an error of ours: the wait ends there. The waits go in slices of POLL_S, so a Ctrl-C stops them."""
         if threading.current_thread() is self._thread:
             return
         bound = self.timeout if timeout is None else timeout
-        if not acquire_within(self._running, bound):
-            raise HarnessError(f"timed out after {bound:.3g}s waiting for the {self._thread.name} handler of "
-                               f"{self._current or 'an fd'} to finish (synchronize)")
-        self._running.release()
+        deadline = time.monotonic() + bound
+        while True:
+            if not acquire_within(self._running, max(0.0, deadline - time.monotonic())):
+                raise HarnessError(f"timed out after {bound:.3g}s waiting for the {self._thread.name} handler of "
+                                   f"{self._current or 'an fd'} to finish (synchronize)")
+            self._running.release()
+            if not self._pending() or time.monotonic() >= deadline:
+                return
+            time.sleep(0.0005)
+
+    def _pending(self) -> bool:
+        """Whether a registered fd is readable now (level-triggered: its handler has not run yet)."""
+        with self._lock:
+            fds = list(self._handlers)
+        p = select.poll()  # not select(): fds above 1023 are fine
+        for fd in fds:
+            p.register(fd, select.POLLIN)
+        return any(mask & select.POLLIN for _, mask in p.poll(0))  # a closed fd reports POLLNVAL only
 
     def stop(self, timeout: float = 2.0) -> None:
         """Stop the thread (bounded join) and close the epoll instance; registered fds stay open."""

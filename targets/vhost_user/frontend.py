@@ -108,6 +108,7 @@ def socket_problem(path: str) -> str | None:
 
 class VhostUserTransport(ConfigOps):
     transport = "vhost-user"
+    one_session = False  # the back-end exits when its front-end leaves (inventory one_session)
     capabilities = frozenset()  # the vhost-user protocol carries no PCI device (targets/config_ops.py CAPABILITIES)
 
     def __init__(self, socket_path: str, device_type: str, spec_id: str, *, timeout: float = 5.0, mem_size: int = 64 << 20, vq_num_max: int = VQ_NUM_MAX,
@@ -335,7 +336,8 @@ class VhostUserTransport(ConfigOps):
 
     # -- config space (2.5) ----------------------------------------------------------------------------
     def _config_size(self) -> int:
-        return self.layout.size if self.layout is not None else 0
+        # The size the back-end's offered features give (qsd answers nothing past its own size).
+        return self.layout.size_for(self.backend_features) if self.layout is not None else 0
 
     def get(self, offset: int, length: int) -> bytes:
         """GET_CONFIG of the whole config space from offset 0, as QEMU asks it; never more than the
@@ -413,6 +415,11 @@ class VhostUserTransport(ConfigOps):
             self._must(vu.RESET_DEVICE)
             self._close_ring_fds()
         elif not alive or self._rings_started:
+            if self.one_session:
+                # The back-end exits once its front-end leaves (inventory one_session): no second
+                # connection can reset it, and it has no RESET_DEVICE.
+                self._unsupported("reset", "the back-end serves one front-end and exits, and offers no "
+                                  "VHOST_USER_PROTOCOL_F_RESET_DEVICE: no device reset once its rings ran")
             self._disconnect()
             self._connect()
         self._status = 0

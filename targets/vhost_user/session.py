@@ -183,6 +183,10 @@ class RawSession:
             self.protocol = self.protocol_offered & protocol_mask
             self.send(vu.SET_PROTOCOL_FEATURES, vu.U64.pack(self.protocol))
         wanted = (1 << C.VIRTIO_F_VERSION_1) if features is None else features
+        if self.device_type == "blk":
+            # A host-managed zoned device fails a feature set without VIRTIO_BLK_F_ZONED (5.2.5.2);
+            # accepting it is valid with every zoned model, and it is acked only where offered.
+            wanted |= 1 << C.VIRTIO_BLK_F_ZONED
         self.features = wanted & self.offered
         if use_protocol:
             self.features |= 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES
