@@ -103,7 +103,13 @@ PCI_DEVICE = "pci-device"
 """The device is a PCI device (4.1). The feature bits the spec defines for PCI devices only are
 defined for it (6: VIRTIO_F_SR_IOV, "currently only PCI devices support this feature", and
 VIRTIO_F_ADMIN_VQ); whether it may offer SR_IOV depends on its PCI SR-IOV capability structure."""
-CAPABILITIES = frozenset({PCI_DEVICE})  # every capability a transport may declare
+FS_SHARED_DIR = "fs-shared-dir"  # virtio-fs: files can be made in the device's shared directory (shared_dir)
+NET_CONTROL_QUEUE = "net-control-queue"
+"""The device behind this transport serves a virtio-net control virtqueue (5.1.9.5) itself. Over
+vhost-user it does not: the front-end (QEMU's virtio-net) emulates controlq and the back-end never
+sees it, and DPDK's vhost library serves one (VQ_PAIRS_SET only) in VDUSE mode alone
+(lib/vhost/vduse.c, virtio_net_ctrl.c); the control suites then skip instead of judging a back-end."""
+CAPABILITIES = frozenset({PCI_DEVICE, FS_SHARED_DIR, NET_CONTROL_QUEUE})  # every capability a transport may declare
 
 
 class ConfigOps:
@@ -114,6 +120,9 @@ class ConfigOps:
     # Net devices: what the back-end does to a frame it forwards back (virtio/net_frames.py
     # FORWARD_MODES); "any" judges only the virtio duties. Set from the target's declaration.
     net_forward = "any"
+    # virtio-fs: the directory the device shares, as a targets.fs_shared_dir.SharedDir (the
+    # inventory's shared_dir for a back-end, the in-memory tree for a model); None: unknown.
+    shared_dir = None
 
     def __init__(self):
         self.config_changed: Callable[[], None] | None = None  # config change notification handler
@@ -123,7 +132,7 @@ class ConfigOps:
         ValueError: a misspelt capability must not read as one the transport lacks)."""
         if capability not in CAPABILITIES:
             raise ValueError(f"unknown transport capability {capability!r}; known: {', '.join(sorted(CAPABILITIES))}")
-        return capability in self.capabilities
+        return capability in self.capabilities or (capability == FS_SHARED_DIR and self.shared_dir is not None)
 
     def _unsupported(self, op: str, reason: str = ""):
         raise UnsupportedOp(op, reason or f"the {self.transport} transport does not implement it")

@@ -51,7 +51,7 @@ PLACEHOLDERS = {
     "root": "the repository root",
 }
 _KEYS = {"device", "command", "description", "ready", "ready_timeout", "stop_timeout", "env", "requires",
-         "disk", "stdin", "transport", "timeout", "cwd", "config_change", "net_forward"}
+         "disk", "stdin", "transport", "timeout", "cwd", "config_change", "net_forward", "shared_dir", "one_session"}
 _READY_KEYS = {"socket", "stdout", "stderr", "command"}
 _SUN_PATH_MAX = 107  # sizeof(sockaddr_un.sun_path) - 1 on Linux
 _SIZE_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.I)
@@ -113,6 +113,12 @@ class Entry:
     # net: what the back-end does to the frames it forwards back (virtio/net_frames.py): "any"
     # (default: only the virtio duties are judged), "unchanged" (bit for bit), "macswap".
     net_forward: str = "any"
+    # fs: the directory the back-end shares (placeholders allowed), made empty before each start
+    # and given to the suites as the target's shared directory (capability fs-shared-dir).
+    shared_dir: str | None = None
+    # The back-end serves one front-end and then exits (virtiofsd): start it afresh for every test
+    # instead of reconnecting, and do not count that exit as a death.
+    one_session: bool = False
 
     @property
     def target_id(self) -> str:
@@ -251,6 +257,15 @@ def load_inventory(path: str | os.PathLike) -> list[Entry]:
         if "net_forward" in t and device != "net":
             raise InventoryError(f"{at('net_forward')}: applies to net devices only, this entry is {device}")
         kw["net_forward"] = net_forward
+        if "one_session" in t:
+            if not isinstance(t["one_session"], bool):
+                raise InventoryError(f"{at('one_session')}: expected true or false, got {t['one_session']!r}")
+            kw["one_session"] = t["one_session"]
+        if "shared_dir" in t:
+            if device != "fs" or not isinstance(t["shared_dir"], str):
+                raise InventoryError(f"{at('shared_dir')}: a path, for fs devices only (this entry is {device})")
+            _check_placeholders([t["shared_dir"]], at("shared_dir"), allowed)
+            kw["shared_dir"] = t["shared_dir"]
         description = t.get("description", "")
         if not isinstance(description, str):
             raise InventoryError(f"{at('description')}: expected a string")
@@ -345,6 +360,7 @@ class SpawnedBackend:
         self.stderr_path = self.workdir / "stderr.log"
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.sessions_served = 0  # front-ends connected since the last start (fixtures/targets.py)
         self.deaths: list[str] = []  # one line per unexpected exit
         self._out_start = self._err_start = 0
         self.argv: list[str] = []
@@ -381,6 +397,10 @@ class SpawnedBackend:
                 os.unlink(stale)
             except FileNotFoundError:
                 pass
+        if e.shared_dir is not None:
+            share = Path(self.expand([e.shared_dir])[0])
+            shutil.rmtree(share, ignore_errors=True)  # a fresh, empty directory for every start
+            share.mkdir(parents=True)
         if e.disk_size is not None:
             disk = self.values()["disk"]
             with open(disk, "wb") as f:  # sparse, zero-filled: a fresh disk for every start
@@ -390,6 +410,7 @@ class SpawnedBackend:
         env.update(dict(zip(e.env, self.expand(list(e.env.values())))))
         env.setdefault("PYTHONUNBUFFERED", "1")
         self.starts += 1
+        self.sessions_served = 0
         with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             for f in (out, err):
                 f.write(f"--- start {self.starts}: {shlex.join(self.argv)}\n".encode())
@@ -614,4 +635,9 @@ def connect(backend: SpawnedBackend, spec_id: str):
             raise TargetError(f"{spec_id}: transport {e.transport!r}: {type(exc).__name__}: {exc}") from None
         ops = factory(backend.socket, e.device, spec_id, timeout=e.timeout)
     ops.net_forward = e.net_forward  # the entry's declaration (virtio/net_frames.py)
+    ops.one_session = e.one_session
+    if e.shared_dir is not None:
+        from targets.fs_shared_dir import HostSharedDir
+
+        ops.shared_dir = HostSharedDir(backend.expand([e.shared_dir])[0])
     return ops

@@ -15,11 +15,12 @@ from virtio.errors import TargetError
 from virtio.net_frames import FORWARD_MODES
 
 VALID_FORMS = """valid --target forms:
-  model:blk | model:net | model:rng | model:console      in-process reference devices
+  model:blk | model:net | model:rng | model:console | model:fs   in-process reference devices
+  model:blk-zoned                                         a host-managed zoned blk model (not in the default set)
   model:MUTANT                                            a deliberately broken model (python -m targets.mutants)
   python:package.module:factory                           your own device model: factory() returns a device object
   vhost-user:DEVICE:SOCKET                                a running vhost-user back-end listening on the UNIX socket
-                                                          SOCKET; DEVICE is its device type (blk, net, rng, console)
+                                                          SOCKET; DEVICE is its device type (blk, net, rng, console, fs)
 options, appended with commas: mode=notify (default) | mode=threaded   e.g. model:blk,mode=threaded
   vhost-user: timeout=S (seconds to wait for each answer of the back-end, default 5)  e.g. vhost-user:blk:/tmp/qsd.sock,timeout=2
               net_forward=any|unchanged|macswap (net: what the back-end does to frames it sends back, default any)"""
@@ -144,4 +145,4 @@ def open_target(spec: TargetSpec, *, timeout: float = 5.0):
         raise TargetError(f"{spec.text}: cannot attach the device: {type(e).__name__}: {e}") from e
 
 
-DEFAULT_TARGETS = ("model:blk", "model:net", "model:rng", "model:console")
+DEFAULT_TARGETS = ("model:blk", "model:net", "model:rng", "model:console", "model:fs")

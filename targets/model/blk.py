@@ -12,7 +12,7 @@ import numpy as np
 
 from virtio import constants as C
 from virtio.buffers import ChainError, DeviceChain
-from virtio.messages import BLK_DISCARD_WZ, BLK_OUTHDR
+from virtio.messages import BLK_DISCARD_WZ, BLK_LIFETIME, BLK_OUTHDR
 
 from .device import Device
 from .device_queue import DeviceQueue
@@ -61,8 +61,8 @@ class BlkDevice(Device):
 
     device_id = C.VIRTIO_ID_BLOCK
     name = "blk"
-    num_queues = 1
-    queue_names = ("requestq",)
+    num_queues = 2  # with VIRTIO_BLK_F_MQ (5.2.2): requestq1, requestq2 on the one medium
+    queue_names = ("requestq1", "requestq2")
     queue_size_max = 256
 
     def __init__(self, capacity_sectors: int = 2048, mode: str = "notify", read_only: bool = False):
@@ -82,6 +82,8 @@ class BlkDevice(Device):
                 C.VIRTIO_BLK_F_DISCARD,
                 C.VIRTIO_BLK_F_WRITE_ZEROES,
                 C.VIRTIO_BLK_F_CONFIG_WCE,
+                C.VIRTIO_BLK_F_LIFETIME,  # the model plays an eMMC-like medium with wear figures
+                C.VIRTIO_BLK_F_MQ,
             )
         ) | ((1 << C.VIRTIO_BLK_F_RO) if self.read_only else 0)
         self._handlers = {
@@ -89,6 +91,7 @@ class BlkDevice(Device):
             C.VIRTIO_BLK_T_OUT: self._do_out,
             C.VIRTIO_BLK_T_FLUSH: self._do_flush,
             C.VIRTIO_BLK_T_GET_ID: self._do_get_id,
+            C.VIRTIO_BLK_T_GET_LIFETIME: self._do_get_lifetime,
             C.VIRTIO_BLK_T_DISCARD: self._do_discard,
             C.VIRTIO_BLK_T_WRITE_ZEROES: self._do_write_zeroes,
         }
@@ -113,6 +116,7 @@ class BlkDevice(Device):
                 "max_write_zeroes_sectors": MAX_WRITE_ZEROES_SECTORS,
                 "max_write_zeroes_seg": MAX_WRITE_ZEROES_SEG,
                 "write_zeroes_may_unmap": 1,
+                "num_queues": self.num_queues,
             }
         )
 
@@ -214,6 +218,16 @@ class BlkDevice(Device):
         self._passes += 1
         self._handled_in_pass = 0
 
+    def before_suspend(self) -> None:
+        """A deferred GET_ID is a request being processed: answer it before suspending (3.4.1)."""
+        entries, self._deferred = self._deferred, []
+        for qi, queue, chain, _, timer in entries:
+            timer.cancel()
+            if self.queues[qi] is queue:
+                self.complete(qi, chain, self._serve(queue, chain))
+        for qi in {e[0] for e in entries}:
+            self.signal(qi)
+
     def _deferred_expired(self, chain: DeviceChain) -> None:
         """DEFER_LIMIT passed with no other pass on the queue: answer the GET_ID now."""
         with self.lock:
@@ -305,6 +319,15 @@ class BlkDevice(Device):
         # NUL-padded to 20 bytes; a shorter buffer (a driver error) gets the string truncated.
         self.stats["get_id"] += 1
         return C.VIRTIO_BLK_S_OK, SERIAL.ljust(C.VIRTIO_BLK_ID_BYTES, b"\0")
+
+    def lifetime(self) -> tuple[int, int, int]:
+        """pre_eol_info, device_lifetime_est_typ_a, _typ_b (5.2.6): normal, up to 10% and 20% used."""
+        return 1, 1, 2
+
+    def _do_get_lifetime(self, sector: int, payload: bytes, data_len: int):
+        if not self.driver_features >> C.VIRTIO_BLK_F_LIFETIME & 1:
+            return C.VIRTIO_BLK_S_UNSUPP, b""  # the request type belongs to a feature not negotiated
+        return C.VIRTIO_BLK_S_OK, BLK_LIFETIME.pack(*self.lifetime())
 
     def _do_discard(self, sector: int, payload: bytes, data_len: int):
         self.stats["discard"] += 1

@@ -129,6 +129,7 @@ class Device:
         | (1 << C.VIRTIO_F_RING_RESET)
         | (1 << C.VIRTIO_F_IN_ORDER)
         | (1 << C.VIRTIO_F_NOTIFICATION_DATA)
+        | (1 << C.VIRTIO_F_SUSPEND)
     )
     # With VIRTIO_F_IN_ORDER the model answers a batch of buffers with one used elem (split,
     # 2.7.9) or used descriptor (packed, 2.8.8): the most buffers one entry answers for, 0 for
@@ -195,6 +196,7 @@ class Device:
 
     # -- driver-visible: status, features, config ---------------------------------------------
     def device_reset(self) -> None:
+        pending = getattr(self, "deferred_config", None)
         with self.lock:
             self.status = 0
             self.driver_features = 0
@@ -202,6 +204,9 @@ class Device:
             self.queues: list[DeviceQueue | None] = [None] * self.num_queues
             self.held: dict[int, dict[int, DeviceChain]] = {}
             self.notification_data_errors: list[str] = []
+            if pending:
+                self._apply_config(pending)  # the change happened; a reset drops only its notification
+            self.deferred_config: dict = {}  # config changes made while suspended (3.4)
             self.on_reset()
 
     def get_device_features(self) -> int:
@@ -221,6 +226,9 @@ class Device:
                 self.device_reset()
                 return
             old = self.status
+            if self.suspend_or_resume(old, status):
+                return
+            status &= ~C.SUSPEND  # 3.4.1: ignored before DRIVER_OK (and without VIRTIO_F_SUSPEND)
             if status & C.FEATURES_OK and not old & C.FEATURES_OK:
                 if not self.accept_features(self.driver_features):
                     status &= ~C.FEATURES_OK  # 2.2.2: fail to set FEATURES_OK
@@ -232,6 +240,42 @@ class Device:
                         self.queues[i] = self.make_queue(i, qc.addrs)
                 self.on_driver_ok()
 
+    # -- device suspend (3.4) -------------------------------------------------------------------
+    def suspended(self) -> bool:
+        return bool(self.status & C.SUSPEND)
+
+    def suspend_or_resume(self, old: int, status: int) -> bool:
+        """3.4: SUSPEND written on a running device that negotiated VIRTIO_F_SUSPEND suspends it (under
+        the lock, so no buffer is half processed: the used ones are all signalled already), and
+        DRIVER_OK written on a suspended device resumes it. Returns whether ``status`` was one of those."""
+        if not self.driver_features >> C.VIRTIO_F_SUSPEND & 1:
+            return False
+        if status & C.SUSPEND and old & C.DRIVER_OK and not old & C.SUSPEND:
+            self.before_suspend()
+            self.status = (old & ~C.DRIVER_OK) | C.SUSPEND
+            return True
+        if old & C.SUSPEND and status & C.DRIVER_OK:
+            self.status = (old & ~C.SUSPEND) | C.DRIVER_OK
+            self.resumed()
+            return True
+        return old & C.SUSPEND != 0  # other writes while suspended change nothing
+
+    def before_suspend(self) -> None:
+        """Hook (3.4.1, SHOULD): use the buffers still being processed, and notify, before suspending."""
+
+    def resumed(self) -> None:
+        """3.4.1: the config change made while suspended now takes effect and is notified; buffers
+        made available meanwhile are processed."""
+        if self.deferred_config:
+            values, self.deferred_config = self.deferred_config, {}
+            self.update_config(**values)
+        if self.mode == "threaded":
+            self._kick.set()
+        else:
+            for i in range(self.num_queues):
+                if self.queues[i] is not None and self.queues[i].has_avail():
+                    self.process_queue(i)
+
     def config_read(self, offset: int, length: int) -> bytes:
         with self.lock:
             data = bytes(self.config[offset : offset + length])
@@ -242,6 +286,8 @@ class Device:
         if self.layout is None:
             return
         with self.lock:
+            if self.suspended():
+                return  # 3.4.1: writes to the configuration space are ignored while suspended
             offered = self.offered_features()
             for f in self.layout.fields.values():
                 if f.feature is not None and not offered >> f.feature & 1:
@@ -258,14 +304,26 @@ class Device:
         return self.config_generation
 
     def update_config(self, **values) -> None:
-        """Change config fields; the generation moves and the driver is notified (2.5, 4.1.4.3)."""
+        """Change config fields; the generation moves and the driver is notified (2.5, 4.1.4.3).
+        While suspended the change waits for the resume (3.4.1)."""
         with self.lock:
-            for name, value in values.items():
-                f = self.layout[name]
-                self.config[f.offset : f.offset + f.size] = f.encode(value)
-            self.bump_generation()
+            if self.suspended():
+                self.deferred_config.update(values)
+                return
+            self._apply_config(values)
+        self.config_changed()
+
+    def config_changed(self) -> None:
+        """The configuration change notification for a change just applied (2.5): only a live
+        device sends one (2.4.1: none after a reset until the driver sets DRIVER_OK again)."""
         if self.status & C.DRIVER_OK:
             self.bus.interrupt_config()
+
+    def _apply_config(self, values: dict) -> None:
+        for name, value in values.items():
+            f = self.layout[name]
+            self.config[f.offset : f.offset + f.size] = f.encode(value)
+        self.bump_generation()
 
     def bump_generation(self) -> None:
         self.config_generation = (self.config_generation + 1) & 0xFF
@@ -456,6 +514,13 @@ class Device:
         q = self.queues[index]
         self.held.get(index, {}).pop(chain.head, None)
         q.push(chain.head, length)
+
+    def complete_together(self, index: int, chains: list[DeviceChain], lengths: list[int]) -> None:
+        """Return held chains that the driver must see used at once (one frame's buffers)."""
+        held = self.held.get(index, {})
+        for c in chains:
+            held.pop(c.head, None)
+        self.queues[index].push_together([c.head for c in chains], lengths)
 
     def signal(self, index: int) -> None:
         q = self.queues[index]

@@ -103,6 +103,10 @@ class DeviceQueue(ABC):
     def push_batch(self, heads: np.ndarray, lens: np.ndarray) -> None: ...
 
     @abstractmethod
+    def push_together(self, heads: list[int], lens: list[int]) -> None:
+        """Used elems / descriptors published in one step, so that the driver sees all or none."""
+
+    @abstractmethod
     def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None: ...
 
     @abstractmethod

@@ -12,7 +12,18 @@ import numpy as np
 from virtio import constants as C
 from virtio.buffers import ChainError, DeviceChain
 from virtio.memory import count_nonzero
-from virtio.packed import DESC_SIZE, PVIRTQ_DESC, PackedRing, is_avail, lap_flags, need_event, off_wrap, split_event, used_flags
+from virtio.packed import (
+    DESC_SIZE,
+    PVIRTQ_DESC,
+    PackedRing,
+    avail_flags,
+    is_avail,
+    lap_flags,
+    need_event,
+    off_wrap,
+    split_event,
+    used_flags,
+)
 from virtio.queue_state import QueueState
 
 from .device_queue import DeviceQueue
@@ -21,6 +32,8 @@ _AU = C.VIRTQ_DESC_F_AVAIL | C.VIRTQ_DESC_F_USED
 # Flag bits that decide whether a descriptor is a simple available one: a run of those ends at
 # the first descriptor with NEXT or INDIRECT set, or not available in its lap.
 _SIMPLE_MASK = _AU | C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT
+# AVAIL/USED of a descriptor available in a lap with wrap counter w: [w] (2.8.1, is_avail).
+_AVAIL_PAIR = (avail_flags(0), avail_flags(1))
 _RUN_MAX = 1024  # slots looked at per pop_simple: bounds the work of one call
 
 
@@ -39,12 +52,14 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         self._availw = tuple(a.astype(np.uint64) << np.uint64(48) for a in self._availf)
         self._usedwf = tuple(u | C.VIRTQ_DESC_F_WRITE for u in self._usedf)  # used flags of a written buffer
         self._availwf = tuple(a | C.VIRTQ_DESC_F_WRITE for a in self._availf)  # an available writable one
+        self._availwf_b = tuple(a.tobytes() for a in self._availwf)  # the same as bytes, 2 per slot
+        self._last_run = 0  # length of the last run pop_simple found (before the id and bounds checks)
         self._flags_h = memoryview(self.ring.desc_flags)  # each read one aligned le16 load
         self._id_mark = np.zeros(1 << 16, dtype=np.uint16)  # per buffer id (le16): its place in the run
         self._ar = np.arange(min(self.num, _RUN_MAX), dtype=np.uint16)
         self._device_event_desc_h = memoryview(self.ring.device_event_desc)  # one le16 store, no numpy scalar
         self._simple_mask = np.uint64(_SIMPLE_MASK << 48)
-        self._len_mask = np.uint64(0xFFFF_FFFF)
+        self._len_mask = np.full(min(self.num, _RUN_MAX), 0xFFFF_FFFF, dtype=np.uint64)  # an array: faster than a scalar
         self._u32, self._u48 = np.uint64(32), np.uint64(48)
 
     # -- state (QueueState: ring slots and wrap counters, 2.8.1) --
@@ -87,9 +102,9 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
             return False  # before anything is read: pop() decides what is available
         pos, wrap = self.last_avail_idx, self.avail_wrap_counter
         f0 = self._flags_h[pos]  # one le16 load, without a numpy scalar
-        if not is_avail(f0, wrap):
+        if f0 & _AU != _AVAIL_PAIR[wrap]:  # is_avail, inline: most calls end here
             return None
-        pend = self.pending  # an earlier run not yet pushed joins it: the checks below see it
+        pend = self._pending if self._run_ids is None else self.pending  # an earlier run not yet pushed joins it
         if f0 & (C.VIRTQ_DESC_F_NEXT | C.VIRTQ_DESC_F_INDIRECT) or (self.in_order and pend):
             return False
         # The run stops at the end of the lap (the next call goes on from slot 0), so it is one slice.
@@ -101,37 +116,50 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         w16 = words.view(np.uint16)  # [len lo, len hi, id, flags] per descriptor (little-endian)
         # Most often the flags are exactly an available writable descriptor's: one compare finds
         # the run; else NEXT/INDIRECT and the lap's AVAIL/USED decide.
+        # A driver's runs mostly repeat in length: first try the last run's length k, one bytes
+        # compare of k flags and a look at the one after (the same n as the scan below).
         fl = w16[3::4]
-        simple = fl == self._availwf[wrap][pos : pos + w]
-        if not simple[0]:
-            simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
-        n = int(simple.argmin()) or w  # the first one is simple: argmin 0 means all are
-        if n < w:
-            words, w16, fl = words[:n], w16[: 4 * n], fl[:n]
-        ids = w16[2::4].astype(np.intp)
-        lens = words & self._len_mask  # uint64 as off: the bounds sum below needs no cast
-        addrs = self._desc_addr[pos : pos + n].copy()
+        k = min(self._last_run, w)
+        if k and fl[:k].tobytes() == self._availwf_b[wrap][2 * pos : 2 * (pos + k)] and (
+            k == w or int(fl[k]) != _AVAIL_PAIR[wrap] | C.VIRTQ_DESC_F_WRITE  # same lap: k < w <= num - pos
+        ):
+            n = k
+        else:
+            simple = fl == self._availwf[wrap][pos : pos + w]
+            n = int(simple.argmin())  # the first one not simple; 0 if none is, or if all are
+            if not n:
+                if not simple[0]:
+                    simple = (words & self._simple_mask) == self._availw[wrap][pos : pos + w]
+                    n = int(simple.argmin())
+                n = n or w  # the first one is simple (f0 above): argmin 0 means all are
+        self._last_run = n
+        # Only the run's n descriptors from here on (slices with a stop: no separate truncation).
+        ids = w16[2 : 4 * n : 4].astype(np.intp)
+        lens = words[:n] & self._len_mask[:n]  # uint64 as off: the bounds sum below needs no cast
+        addrs = self._desc_addr[pos : pos + n].copy()  # read after the flags
         off = addrs - self._basec[:n]  # an address below guest memory wraps to a huge offset
         bad = np.maximum(off, off + lens) > self._sizec[:n]  # off <= size rules out a wrap in off + lens
-        end = n  # the run ends before the first buffer outside guest memory, or repeated id
-        if count_nonzero(bad):
-            end = int(bad.argmax())
         # An id in flight, or twice in the run: the run stops before it and pop() rejects it.
         # A repeat shows as a mark overwritten by a later one: one scatter, one gather, a count.
         ar = self._ar[:n]
-        self._id_mark[ids] = ar
-        if count_nonzero(self._id_mark[ids] != ar) or (pend and not pend.keys().isdisjoint(ids.tolist())):
-            id_list, seen = ids.tolist(), set(pend)
-            for j, b in enumerate(id_list[:end]):
+        mark = self._id_mark
+        mark[ids] = ar
+        outside = count_nonzero(bad)
+        if outside or count_nonzero(mark[ids] != ar) or (pend and not pend.keys().isdisjoint(ids.tolist())):
+            # The run ends before the first buffer outside guest memory, or the first id in
+            # flight or repeated, in ring order.
+            end = int(bad.argmax()) if outside else n
+            seen = set(pend)
+            for j, b in enumerate(ids[:end].tolist()):
                 if b in seen:
                     end = j
                     break
                 seen.add(b)
-        if end < n:
-            if end == 0:
-                return False
-            n = end
-            ids, addrs, lens, off, fl = ids[:n], addrs[:n], lens[:n], off[:n], fl[:n]
+            if end < n:
+                if end == 0:
+                    return False
+                n = end
+                ids, addrs, lens, off = ids[:n], addrs[:n], lens[:n], off[:n]
         self._run = (addrs, off)  # write_batch reuses the checked offsets
         self._run_ids = ids  # in flight from now on (see pending)
         pos += n
@@ -139,9 +167,9 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
             pos -= self.num
             self.avail_wrap_counter ^= 1
         self.last_avail_idx = pos
-        if self.event_idx:
-            self._device_event_desc_h[0] = off_wrap(pos, self.avail_wrap_counter)  # as pop() leaves it
-        return ids, addrs, lens, fl
+        if self.event_idx:  # as pop() leaves it: off_wrap, inline (pos < num <= 2**15)
+            self._device_event_desc_h[0] = pos | self.avail_wrap_counter << C.RING_EVENT_WRAP_SHIFT
+        return ids, addrs, lens, w16[3 : 4 * n : 4]
 
     def push_batch(self, ids: np.ndarray, lens: np.ndarray) -> None:
         """Write the used descriptors of a run from pop_simple, one slot each: ids and lens, then
@@ -244,6 +272,22 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
         """Write one used descriptor at the next used position: id and len, then flags (one 16-bit
         store) -- and skip the rest of the buffer's descriptors (with IN_ORDER, of every buffer
         taken before it too, 2.8.8)."""
+        pos, flags = self._place(head, length)
+        self.ring.desc_flags[pos] = flags
+
+    def push_together(self, heads: list[int], lens: list[int]) -> None:
+        """Used descriptors the driver must see at once (the buffers of one received frame,
+        5.1.9.4.1): each one's id and len written in order, then their flags, the first one's last
+        -- the first used descriptor publishes the batch (2.8.6)."""
+        placed = [self._place(h, n) for h, n in zip(heads, lens)]
+        for pos, flags in placed[1:]:
+            self.ring.desc_flags[pos] = flags
+        if placed:
+            self.ring.desc_flags[placed[0][0]] = placed[0][1]
+
+    def _place(self, head: int, length: int) -> tuple[int, int]:
+        """Write id and len of one used descriptor and move past its buffer; -> (its position, the
+        flags to store there to make it used)."""
         if head not in self.pending:
             raise ValueError(f"buffer id {head} is not in flight on queue {self.index}")
         if self.in_order:
@@ -254,16 +298,17 @@ class DevicePackedQueue(DeviceQueue, layout="packed", ring_class=PackedRing, des
                     break
         else:
             skip = self.pending.pop(head)
-        pos = self.used_idx
-        self.ring.desc_id[pos] = head
-        self.ring.desc_len[pos] = length
-        self.ring.desc_flags[pos] = used_flags(self.used_wrap_counter) | (C.VIRTQ_DESC_F_WRITE if length else 0)
-        pos += skip
+        at = self.used_idx
+        self.ring.desc_id[at] = head
+        self.ring.desc_len[at] = length
+        flags = used_flags(self.used_wrap_counter) | (C.VIRTQ_DESC_F_WRITE if length else 0)
+        pos = at + skip
         if pos >= self.num:
             pos -= self.num
             self.used_wrap_counter ^= 1
         self.used_idx = pos
         self.pushed += 1
+        return at, flags
 
     def push_in_order_run(self, heads: np.ndarray, ends: np.ndarray, lens: np.ndarray) -> None:
         """VIRTIO_F_IN_ORDER (2.8.8): answer ``heads`` (buffer ids, in the order made available)

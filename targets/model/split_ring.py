@@ -112,6 +112,11 @@ class DeviceSplitQueue(DeviceQueue, layout="split", ring_class=SplitRing, desc_s
         if tracking is not None:
             tracking[0].retire((head,), self.used_idx)
 
+    def push_together(self, heads: list[int], lens: list[int]) -> None:
+        """Used elems the driver must see at once (the buffers of one received frame, 5.1.9.4.1):
+        all written, then used idx published once."""
+        self.push_batch(np.asarray(heads, dtype=np.uint32), np.asarray(lens, dtype=np.uint32))
+
     def should_interrupt(self) -> bool:
         """2.7.7.2: decide on a used buffer notification for the elems pushed since the last one."""
         old, new = self.signalled_used, self.used_idx

@@ -12,12 +12,13 @@ from virtio.errors import HarnessError, TargetError, UnsupportedOp
 from virtio.memory import GuestMemory
 from virtio.virtqueue import Virtqueue
 
-from ..config_ops import ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
+from ..config_ops import NET_CONTROL_QUEUE, ConfigOps, ShmRegion, TargetIdentity, VqInfo, build_vqs
 
 
 class ModelTransport(ConfigOps):
     transport = "model"
-    capabilities = frozenset()  # in-process calls: no PCI device (targets/config_ops.py CAPABILITIES)
+    # In-process calls: no PCI device; the model serves its own control queue (targets/config_ops.py).
+    capabilities = frozenset({NET_CONTROL_QUEUE})
 
     def __init__(self, device, spec: str, mem_size: int = 64 << 20, *, timeout: float = 5.0):
         """``timeout``: the run's device timeout (--device-timeout), the bound on synchronize_cbs."""
@@ -29,6 +30,7 @@ class ModelTransport(ConfigOps):
         self.spec = spec
         self.timeout = timeout
         self.net_forward = getattr(device, "net_forward", "any")  # a model says how it loops frames back
+        self.shared_dir = getattr(device, "shared_dir", None)  # a virtio-fs model's in-memory tree
         self.device_id = device.device_id
         self.mem = GuestMemory(mem_size)
         self.vqs: list[Virtqueue] = []

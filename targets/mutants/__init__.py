@@ -18,7 +18,22 @@ from dataclasses import dataclass
 
 from virtio import constants as C
 
-from . import config, packed, queue_reset, ring_options, rings, status_features
+from . import (
+    blk,
+    blk_zoned,
+    config,
+    console,
+    fs,
+    net_ctrl,
+    net_data,
+    packed,
+    queue_reset,
+    ring_options,
+    rings,
+    rng,
+    status_features,
+    suspend,
+)
 
 
 @dataclass(frozen=True)
@@ -103,6 +118,76 @@ MUTANT_CLASSES = [
     packed.RngPackedDescEventAsEnable,
     packed.RngPackedDescFlagWithoutEventIdx,
     packed.BlkPackedUsedInAvailOrder,
+    # console (5.3): multiport control protocol, port queues, emergency write
+    console.ConsoleReaddsReadyPort,
+    console.ConsoleAddsPortAtMaxNrPorts,
+    console.ConsoleMarkupPortName,
+    console.ConsoleRemovesAbsentPort,
+    console.ConsolePortTransmitqHeld,
+    console.ConsoleEmergWrNeedsReset,
+    console.ConsoleEmergWrNeedsFeature,
+    console.ConsoleEmergWrSilent,
+    console.ConsoleEmergWrHighByte,
+    # rng (5.4): entropy per buffer
+    rng.RngRepeatsBlock,
+    rng.RngZeroBytes,
+    # fs (5.11)
+    fs.FsNoRequestQueues,
+    fs.FsTinyNotifyBuf,
+    fs.FsTagNotPadded,
+    fs.FsMarkupTag,
+    fs.FsHiprioPaused,
+    fs.FsReadGivesZeros,
+    fs.FsUnknownOpcodeOk,
+    fs.FsLookupEio,
+    # net: control virtqueue and multiqueue (5.1.9.5)
+    net_ctrl.NetAllmultiRefused,
+    net_ctrl.NetPromiscIgnored,
+    net_ctrl.NetAllmultiIgnored,
+    net_ctrl.NetAlluniRefused,
+    net_ctrl.NetNomultiDropsBroadcast,
+    net_ctrl.NetNobcastIgnored,
+    net_ctrl.NetPromiscLosesToSuppression,
+    net_ctrl.NetAlluniIgnored,
+    net_ctrl.NetNomultiOnlyAgainstAllmulti,
+    net_ctrl.NetNomultiLosesToAllmulti,
+    net_ctrl.NetNouniSparesOwnMac,
+    net_ctrl.NetNouniLosesToAlluni,
+    net_ctrl.NetNobcastLosesToAllmulti,
+    net_ctrl.NetMacTableKeptOverReset,
+    net_ctrl.NetMacTableLate,
+    net_ctrl.NetAddrSetConfigStale,
+    net_ctrl.NetNoUnicastFilter,
+    net_ctrl.NetVlanDropsUntaggedFeature,
+    net_ctrl.NetVlanTableIgnored,
+    net_ctrl.NetVlanNoFilter,
+    net_ctrl.NetAnnounceNotCleared,
+    net_ctrl.NetMqFromStart,
+    net_ctrl.NetMqNeverShrinks,
+    # net (data path and config, 5.1): targets/mutants/net_data.py
+    *net_data.NET_DATA_MUTANTS,
+    # virtio-blk device duties (5.2.5.2, 5.2.6.2)
+    blk.BlkConfigWceWithoutFlush,
+    blk.BlkWritebackLeftOn,
+    blk.BlkReadOnlyWritesAnyway,
+    blk.BlkSegmentFlagsIgnored,
+    blk.BlkDiscardUnmapAccepted,
+    blk.BlkWriteZeroesUnmapKeepsData,
+    blk.BlkZoneRequestsAccepted,
+    blk.BlkPaddingNotZeroed,
+    blk.BlkLifetimeReservedValue,
+    blk.BlkMqLastQueueIgnored,
+    blk.BlkMqMediumPerQueue,
+    # zoned block devices (5.2.5.2, 5.2.6.2, VIRTIO_BLK_F_ZONED)
+    *blk_zoned.BLK_ZONED_MUTANTS,
+    # device suspend (3.4)
+    suspend.RngSuspendBeforeDriverOk,
+    suspend.BlkConfigWritableWhileSuspended,
+    suspend.RngWorksWhileSuspended,
+    suspend.BlkConfigNotifiedWhileSuspended,
+    suspend.BlkConfigChangeNotNotifiedOnResume,
+    suspend.RngIgnoresSuspend,
+    suspend.RngStaysSuspended,
 ]
 
 

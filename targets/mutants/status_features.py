@@ -196,10 +196,8 @@ class ConsoleConfigNotifyAfterReset(ConsoleDevice):
     name = "console-config-notify-after-reset"
     clause = "dev.basic.device-reset.2"
 
-    def update_config(self, **values) -> None:
-        super().update_config(**values)
-        if not self.status & C.DRIVER_OK:
-            self.bus.interrupt_config()  # BUG: no check of the device status before notifying
+    def config_changed(self) -> None:
+        self.bus.interrupt_config()  # BUG: no check of the device status before notifying
 
 
 class RngResetIgnoredWhileFailed(RngDevice):

@@ -1,0 +1,232 @@
+"""The reference network device's control virtqueue and multiqueue (VIRTIO 1.4, 5.1.9.5).
+
+``NetControl`` is mixed into ``NetDevice`` (net.py): it holds what the control commands set -- the
+receive modes, the MAC filter table, the MAC set with ADDR_SET, the VLAN filter, the pending
+announcement, the number of queue pairs in use, the guest offloads -- and the receive filter and
+the automatic receive steering that read it. The data path in net.py asks it through
+``ctrl_index``, ``is_ctrl_queue``, ``rx_queue_for`` and ``accepts``.
+"""
+
+from __future__ import annotations
+
+from virtio import constants as C
+from virtio import net_ctrl as NC
+from virtio.buffers import ChainError, DeviceChain
+from virtio.net_frames import vlan_id
+
+from .device_queue import DeviceQueue
+
+BROADCAST = b"\xff" * 6
+PAIRS_MAX = 2  # max_virtqueue_pairs: two pairs are enough to show steering to a pair beyond the first
+
+CTRL_FEATURES = (
+    C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_CTRL_RX,
+    C.VIRTIO_NET_F_CTRL_VLAN,
+    C.VIRTIO_NET_F_CTRL_RX_EXTRA,
+    C.VIRTIO_NET_F_GUEST_ANNOUNCE,
+    C.VIRTIO_NET_F_MQ,
+    C.VIRTIO_NET_F_CTRL_MAC_ADDR,
+    C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
+)
+
+# 5.1.3.1: control features that need another feature (one level; CTRL_RX needs CTRL_VQ in turn).
+CTRL_FEATURE_DEPENDS = {
+    C.VIRTIO_NET_F_CTRL_RX: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_CTRL_VLAN: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_CTRL_RX_EXTRA: C.VIRTIO_NET_F_CTRL_RX,
+    C.VIRTIO_NET_F_GUEST_ANNOUNCE: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_MQ: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_CTRL_MAC_ADDR: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: C.VIRTIO_NET_F_CTRL_VQ,
+}
+
+RX_MODES = {  # command -> attribute; each takes one byte, 0 or 1 (5.1.9.5.1)
+    C.VIRTIO_NET_CTRL_RX_PROMISC: "promisc",
+    C.VIRTIO_NET_CTRL_RX_ALLMULTI: "allmulti",
+    NC.VIRTIO_NET_CTRL_RX_ALLUNI: "alluni",
+    NC.VIRTIO_NET_CTRL_RX_NOMULTI: "nomulti",
+    NC.VIRTIO_NET_CTRL_RX_NOUNI: "nouni",
+    NC.VIRTIO_NET_CTRL_RX_NOBCAST: "nobcast",
+}
+RX_EXTRA_MODES = (NC.VIRTIO_NET_CTRL_RX_ALLUNI, NC.VIRTIO_NET_CTRL_RX_NOMULTI, NC.VIRTIO_NET_CTRL_RX_NOUNI,
+                  NC.VIRTIO_NET_CTRL_RX_NOBCAST)
+
+
+def is_multicast(mac: bytes) -> bool:
+    return bool(mac[0] & 1)  # the group bit; broadcast is a multicast address too
+
+
+class NetControl:
+    """Control virtqueue state and commands; steering over ``PAIRS_MAX`` queue pairs.
+
+    Judgement calls: a command whose class or command is unknown, whose feature was not
+    negotiated, or whose data is not exactly what the command takes is answered VIRTIO_NET_ERR
+    and changes nothing; the ack is the first writable byte, before any command-specific-result.
+    A frame transmitted on transmitqK comes back on receiveqK when pair K is in use, otherwise on
+    receiveq1 (5.1.9.5.6: the device steers a flow to the pair it was last transmitted on).
+    """
+
+    pairs_max = PAIRS_MAX
+
+    # -- hooks for net.py ----------------------------------------------------------------------------
+    def ctrl_reset(self) -> None:
+        """5.1.9.5.2.1: the MAC filter table is empty on reset; every mode the commands set goes too
+        (5.1.9.5.6.2: after a reset only receiveq1 is used)."""
+        for attr in RX_MODES.values():
+            setattr(self, attr, False)
+        self.uni_table: set[bytes] = set()
+        self.multi_table: set[bytes] = set()
+        self.vlans: set[int] = set()
+        self.vq_pairs = 1
+        self.guest_offloads = None  # None: as negotiated (5.1.9.5.9)
+
+    def ctrl_index(self) -> int:
+        """controlq is queue 2N with MQ negotiated (N = max_virtqueue_pairs), otherwise queue 2 (5.1.2)."""
+        return 2 * self.pairs_max if self.negotiated(C.VIRTIO_NET_F_MQ) else 2
+
+    def is_ctrl_queue(self, qindex: int) -> bool:
+        return self.negotiated(C.VIRTIO_NET_F_CTRL_VQ) and qindex == self.ctrl_index()
+
+    def rx_queues(self) -> range:
+        """The receive queues the driver may have: receiveq1..N (queues 0, 2, ..., 2N-2)."""
+        pairs = self.pairs_max if self.negotiated(C.VIRTIO_NET_F_MQ) else 1
+        return range(0, 2 * pairs, 2)
+
+    def rx_queue_for(self, tx_index: int) -> int:
+        """Automatic receive steering (5.1.9.5.6): the pair the frame was sent on, if in use."""
+        pair = tx_index // 2
+        return 2 * pair if pair < self.vq_pairs else 0
+
+    def announce_on_link_up(self, status: int) -> int:
+        """With GUEST_ANNOUNCE, a link that comes back up asks the driver to announce (5.1.9.5.4)."""
+        if status & C.VIRTIO_NET_S_LINK_UP and self.negotiated(C.VIRTIO_NET_F_GUEST_ANNOUNCE):
+            status |= C.VIRTIO_NET_S_ANNOUNCE
+        return status
+
+    def accepts(self, frame: bytes) -> bool:
+        """Receive filter (5.1.9.5.1, 5.1.9.5.2, 5.1.9.5.3)."""
+        vid = vlan_id(frame)
+        if vid is not None and self.negotiated(C.VIRTIO_NET_F_CTRL_VLAN) and vid not in self.vlans:
+            return False
+        dest = bytes(frame[:6])
+        if dest == BROADCAST:
+            return self.promisc or not self.nobcast
+        if is_multicast(dest):
+            return self.promisc or (not self.nomulti and (self.allmulti or dest in self.multi_table))
+        return self.promisc or (not self.nouni and (self.alluni or dest == self.mac or dest in self.uni_table))
+
+    # -- the control queue -----------------------------------------------------------------------------
+    def ctrl(self, queue: DeviceQueue, chain: DeviceChain) -> int:
+        """class, command, data (readable); ack is the first writable byte, before any result."""
+        if chain.writable_len == 0:
+            raise ChainError(f"control command at head {chain.head} has no device-writable ack byte")
+        raw = queue.read_readable(chain)
+        ok = False
+        if len(raw) >= NC.NET_CTRL_HDR.size:
+            cls, cmd = NC.NET_CTRL_HDR.unpack_from(raw)
+            ok = self.command(cls, cmd, bytes(raw[NC.NET_CTRL_HDR.size :]))
+        self.stats["ctrl_ok" if ok else "ctrl_err"] += 1
+        return queue.write_writable(chain, bytes([C.VIRTIO_NET_OK if ok else C.VIRTIO_NET_ERR]))
+
+    def command(self, cls: int, cmd: int, data: bytes) -> bool:
+        handler = {
+            C.VIRTIO_NET_CTRL_RX: self._ctrl_rx,
+            C.VIRTIO_NET_CTRL_MAC: self._ctrl_mac,
+            NC.VIRTIO_NET_CTRL_VLAN: self._ctrl_vlan,
+            NC.VIRTIO_NET_CTRL_ANNOUNCE: self._ctrl_announce,
+            NC.VIRTIO_NET_CTRL_MQ: self._ctrl_mq,
+            NC.VIRTIO_NET_CTRL_GUEST_OFFLOADS: self._ctrl_guest_offloads,
+        }.get(cls)
+        return handler is not None and handler(cmd, data)  # unknown class: VIRTIO_NET_ERR
+
+    def _ctrl_rx(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.1: one byte, 0 (off) or 1 (on); the EXTRA modes need CTRL_RX_EXTRA."""
+        if not self.negotiated(C.VIRTIO_NET_F_CTRL_RX) or cmd not in RX_MODES:
+            return False
+        if cmd in RX_EXTRA_MODES and not self.negotiated(C.VIRTIO_NET_F_CTRL_RX_EXTRA):
+            return False
+        if len(data) != 1 or data[0] not in (0, 1):
+            return False
+        setattr(self, RX_MODES[cmd], bool(data[0]))
+        return True
+
+    def _ctrl_mac(self, cmd: int, data: bytes) -> bool:
+        if cmd == C.VIRTIO_NET_CTRL_MAC_TABLE_SET and self.negotiated(C.VIRTIO_NET_F_CTRL_RX):
+            tables = NC.parse_mac_table(data)
+            if tables is None:
+                return False
+            # 5.1.9.5.2.1: the table is in force before the command's buffer is used.
+            self.uni_table, self.multi_table = set(tables[0]), set(tables[1])
+            return True
+        if cmd == C.VIRTIO_NET_CTRL_MAC_ADDR_SET and self.negotiated(C.VIRTIO_NET_F_CTRL_MAC_ADDR):
+            if len(data) != 6:
+                return False
+            self.mac = data
+            if self.negotiated(C.VIRTIO_NET_F_MAC):
+                # 5.1.9.5.2.1: config mac is updated before the command is used. The driver asked
+                # for it, so the generation moves but no config change notification is sent.
+                self._set_field("mac", self.mac)
+                self.bump_generation()
+            return True
+        return False
+
+    def _ctrl_vlan(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.3: le16 vid to add to or remove from the filter table."""
+        if not self.negotiated(C.VIRTIO_NET_F_CTRL_VLAN) or len(data) != NC.VLAN_VID.size:
+            return False
+        (vid,) = NC.VLAN_VID.unpack(data)
+        if vid > NC.VLAN_VID_MAX:
+            return False
+        if cmd == NC.VIRTIO_NET_CTRL_VLAN_ADD:
+            self.vlans.add(vid)
+        elif cmd == NC.VIRTIO_NET_CTRL_VLAN_DEL:
+            self.vlans.discard(vid)
+        else:
+            return False
+        return True
+
+    def _ctrl_announce(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.4.2: ANNOUNCE_ACK clears VIRTIO_NET_S_ANNOUNCE before its buffer is used."""
+        if not self.negotiated(C.VIRTIO_NET_F_GUEST_ANNOUNCE) or cmd != NC.VIRTIO_NET_CTRL_ANNOUNCE_ACK or data:
+            return False
+        status = self.config_value("status")
+        if status & C.VIRTIO_NET_S_ANNOUNCE:
+            self._set_field("status", status & ~C.VIRTIO_NET_S_ANNOUNCE)
+            self.bump_generation()
+        return True
+
+    def _ctrl_mq(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.6: VQ_PAIRS_SET with 1 <= virtqueue_pairs <= max_virtqueue_pairs."""
+        if not self.negotiated(C.VIRTIO_NET_F_MQ) or cmd != NC.VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET:
+            return False
+        if len(data) != NC.NET_CTRL_MQ.size:
+            return False
+        (pairs,) = NC.NET_CTRL_MQ.unpack(data)
+        if not NC.VIRTIO_NET_CTRL_MQ_VQ_PAIRS_MIN <= pairs <= self.pairs_max:
+            return False
+        self.set_vq_pairs(pairs)
+        return True
+
+    def set_vq_pairs(self, pairs: int) -> None:
+        # 5.1.9.5.6.2: no frame goes to a receive queue beyond the pairs in use once the command is
+        # used, so frames still waiting for one of those go to receiveq1 instead.
+        self.vq_pairs = pairs
+        for q in self.rx_queues():
+            if q >= 2 * pairs:
+                waiting = self.pending_on(q)
+                while waiting:
+                    self.pending_on(0).append(waiting.popleft())
+
+    def _ctrl_guest_offloads(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.9: le64 of guest offload bits; only offloads negotiated may be turned on."""
+        if not self.negotiated(C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS) or cmd != NC.VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET:
+            return False
+        if len(data) != NC.GUEST_OFFLOADS.size:
+            return False
+        (offloads,) = NC.GUEST_OFFLOADS.unpack(data)
+        allowed = sum(1 << b for b in NC.GUEST_OFFLOAD_BITS if self.negotiated(b))
+        if offloads & ~allowed:
+            return False
+        self.guest_offloads = offloads
+        return True
