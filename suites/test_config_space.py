@@ -7,6 +7,7 @@ import pytest
 from virtio import constants as C
 from virtio.checks import poll, require
 from virtio.messages import blk_outhdr
+from virtio.workloads import zoned_blk
 
 pytestmark = pytest.mark.usefixtures("target_spec")
 
@@ -135,4 +136,7 @@ def test_blk_capacity_is_little_endian(session):
     vq.kick()
     vq.wait_used(1, session.timeout, awaited=f"read of the last block (sectors {last}..{last + block - 1})")
     status = vq.read_in(c, c.writable)[-1]
+    if status != C.VIRTIO_BLK_S_OK and zoned_blk(session.driver, session.driver.negotiated or 0):
+        # 5.2.6.2: a zoned device may fail a read of unwritten data, and an offline zone cannot be read.
+        pytest.skip(f"reading the last block of a zoned device completed with status {status}, which its zone may explain")
     require(status == C.VIRTIO_BLK_S_OK, "def.config.little-endian", f"reading the last block (sectors {last}..{last + block - 1}) named by capacity failed", expected="VIRTIO_BLK_S_OK", observed=f"status {status}")

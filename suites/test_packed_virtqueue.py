@@ -94,6 +94,7 @@ def _blk_element_order(work) -> str | None:
     if work.read_only:
         return None
     vq = work.vq
+    base = work.sector_base  # the workload's region: a zoned device's conventional zones
     blocks = [bytes([0x10 + i]) * C.SECTOR_SIZE for i in range(4)]
     whole = b"".join(blocks)
 
@@ -109,12 +110,12 @@ def _blk_element_order(work) -> str | None:
         got = [data[i * C.SECTOR_SIZE : (i + 1) * C.SECTOR_SIZE] for i in range(4)]
         return data != whole and sorted(got) == sorted(blocks)
 
-    run([blk_outhdr(C.VIRTIO_BLK_T_OUT, 0)] + blocks, [1], "order probe: a write from four elements")
-    back = run([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [len(whole), 1], "order probe: a read into one element")
+    run([blk_outhdr(C.VIRTIO_BLK_T_OUT, base)] + blocks, [1], "order probe: a write from four elements")
+    back = run([blk_outhdr(C.VIRTIO_BLK_T_IN, base)], [len(whole), 1], "order probe: a read into one element")
     if permuted(back[:-1]):
         return "four device-readable elements were consumed out of order (the sectors read back permuted)"
-    run([blk_outhdr(C.VIRTIO_BLK_T_OUT, 0), whole], [1], "order probe: a write from one element")
-    back = run([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [C.SECTOR_SIZE] * 4 + [1], "order probe: a read into four elements")
+    run([blk_outhdr(C.VIRTIO_BLK_T_OUT, base), whole], [1], "order probe: a write from one element")
+    back = run([blk_outhdr(C.VIRTIO_BLK_T_IN, base)], [C.SECTOR_SIZE] * 4 + [1], "order probe: a read into four elements")
     if permuted(back[:-1]):
         return "four device-writable elements were filled out of order (the sectors came back permuted)"
     return None
@@ -467,7 +468,7 @@ def test_used_descriptors_in_completion_order(session):
     work = start(session, refuse=(C.VIRTIO_F_IN_ORDER,))
     vq = work.vq
     slow = vq.add([blk_outhdr(C.VIRTIO_BLK_T_GET_ID, 0)], [C.VIRTIO_BLK_ID_BYTES, 1], "get-id")
-    fast = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, 0)], [C.SECTOR_SIZE, 1], "read")
+    fast = vq.add([blk_outhdr(C.VIRTIO_BLK_T_IN, work.sector_base)], [C.SECTOR_SIZE, 1], "read")
     for c in (slow, fast):
         vq.mem.fill(c.in_sgs[-1].addr, c.in_sgs[-1].len, POISON)
     vq.kick()

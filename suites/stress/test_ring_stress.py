@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pytest
 
 from virtio import constants as C
-from virtio import interrupt
+from virtio import fuse, interrupt
 from virtio.checks import blame, require
 from virtio.errors import (
     DeviceTimeout,
@@ -39,7 +39,7 @@ from virtio.errors import (
 )
 from virtio.messages import NET_HDR_SIZE, NetHdr, blk_outhdr
 from virtio.net_frames import difference
-from virtio.workloads import CLAUSE_FRAMING, CLAUSE_READONLY, CLAUSE_USED_LEN, POISON, Shape
+from virtio.workloads import CLAUSE_FRAMING, CLAUSE_READONLY, CLAUSE_RNG_BYTES, CLAUSE_USED_LEN, POISON, Shape
 
 try:
     from virtio.workloads import ring_clause  # a duty's clause id on the queue's layout (split / packed)
@@ -132,7 +132,9 @@ class BlkTraffic(Traffic):
 
     def __init__(self, st):
         super().__init__(st)
-        self.window = min(self.work.capacity, self.WINDOW)
+        # The workload's region: the whole disk, or a zoned device's conventional zones (workloads.py).
+        self.base = self.work.sector_base
+        self.window = min(self.work.region_end - self.base, self.WINDOW)
         self.writing: set[int] = set()
         self.reading: dict[int, int] = {}
         neg = st.driver.negotiated
@@ -149,7 +151,7 @@ class BlkTraffic(Traffic):
         if self.seg_max:
             parts = min(parts, self.seg_max)
         for _ in range(8):
-            sector = block * rnd.randrange(blocks - n // block + 1)
+            sector = self.base + block * rnd.randrange(blocks - n // block + 1)
             span = range(sector, sector + n)
             if not any(s in self.writing or (write and self.reading.get(s)) for s in span):
                 break
@@ -212,7 +214,7 @@ class RngTraffic(Traffic):
             return
         vq = self.st.vqs[q]
         clause = ring_clause(vq, CLAUSE_USED_LEN)
-        require(chain.used_len >= 1, clause, "entropy request returned no bytes", expected=">= 1 byte", observed=0, queue=vq.name)
+        require(chain.used_len >= 1, CLAUSE_RNG_BYTES, "entropy request returned no bytes", expected=">= 1 byte", observed=0, queue=vq.name)
         data = vq.read_in(chain)
         fill = bytes([POISON]) * 8
         untouched = [i for i in range(0, len(data) - 7, 8) if data[i : i + 8] == fill]
@@ -254,7 +256,7 @@ class NetTraffic(Traffic):
             return cut(promisc_off, parts, rnd), [1], Req("ctrl")
         if len(self.in_transit) >= self.MAX_IN_TRANSIT:
             return None
-        frame, req = self.frame(60 + size % 1455, rnd)
+        frame, req = self.frame(60 + size % (min(1514, self.work.max_frame) - 59), rnd)  # never over the mtu
         return cut(NetHdr().pack() + frame, parts, rnd), [], req
 
     def check(self, q, req, chain):
@@ -361,7 +363,32 @@ class ConsoleTraffic(Traffic):
             st.wait(self.RX, 1, "echoed bytes before a queue reset")
 
 
+class FsTraffic(Traffic):
+    """FUSE_GETATTR of the root on the request queue (5.11.6.1); every reply must be a
+    fuse_out_header naming its request (before FUSE_INIT an error reply is fine)."""
+
+    def __init__(self, st):
+        super().__init__(st)
+        self.unique = 0
+
+    def queues(self):
+        return [len(self.st.vqs) - 1]  # the request queue; hiprio requests have no reply
+
+    def build(self, q, size, parts, rnd):
+        self.unique += 2
+        req = fuse.request(fuse.FUSE_GETATTR, self.unique, fuse.FUSE_ROOT_ID, fuse.fuse_getattr_in.pack())
+        n = fuse.fuse_out_header.size + fuse.ATTR_OUT_SIZE
+        return cut(req, min(parts, 4), rnd), cut_len(n, min(parts, 4), rnd), Req("getattr", sector=self.unique)
+
+    def check(self, q, req, chain):
+        vq = self.st.vqs[q]
+        out = fuse.fuse_out_header.unpack(vq.read_in(chain, fuse.fuse_out_header.size))
+        require(out.unique == req.sector, CLAUSE_FRAMING, "FUSE reply does not name the request it answers",
+                expected=f"unique {req.sector}", observed=f"unique {out.unique}", queue=vq.name)
+
+
 TRAFFIC = {
+    C.VIRTIO_ID_FS: FsTraffic,
     C.VIRTIO_ID_BLOCK: BlkTraffic,
     C.VIRTIO_ID_RNG: RngTraffic,
     C.VIRTIO_ID_NET: NetTraffic,
@@ -394,10 +421,11 @@ class RingStress:
         # Bits of ``features`` flip, in this order: the ring features offered, then the device's own
         # (never VIRTIO_BLK_F_RO: a driver must take a read-only disk as read-only; never
         # VIRTIO_BLK_F_BLK_SIZE: without it a driver cannot know the logical block size a device
-        # with 4096-byte blocks needs its requests in, and Linux always takes it).
+        # with 4096-byte blocks needs its requests in, and Linux always takes it; never
+        # VIRTIO_BLK_F_ZONED: a host-managed device refuses FEATURES_OK without it, 5.2.5.2).
         ring = (C.VIRTIO_F_INDIRECT_DESC, C.VIRTIO_F_EVENT_IDX, C.VIRTIO_F_RING_RESET, C.VIRTIO_F_RING_PACKED)
         toggles = [b for b in ring if offered >> b & 1]
-        kept = (C.VIRTIO_BLK_F_RO, C.VIRTIO_BLK_F_BLK_SIZE) if d.device_id == C.VIRTIO_ID_BLOCK else ()
+        kept = (C.VIRTIO_BLK_F_RO, C.VIRTIO_BLK_F_BLK_SIZE, C.VIRTIO_BLK_F_ZONED) if d.device_id == C.VIRTIO_ID_BLOCK else ()
         toggles += [b for b in range(24) if base >> b & 1 and b not in kept]
         flip = [b for i, b in enumerate(toggles) if features >> i & 1]
         want = tuple(b for b in flip if not base >> b & 1)

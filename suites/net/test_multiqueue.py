@@ -1,0 +1,82 @@
+"""Multiqueue with automatic receive steering (VIRTIO 1.4, 5.1.9.5.5, 5.1.9.5.6): VQ_PAIRS_SET and
+its acks, traffic on every queue pair, no frame beyond the pairs in use, pair counts out of range.
+
+A frame may be steered to any receive queue in use (5.1.9.5.6: the device MAY pick one at random
+where no flow is known), so a test checks where frames may not go, never which queue they chose.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from virtio import constants as C
+from virtio import net_ctrl as NC
+from virtio.checks import require
+
+from .ctrl import start_ctrl
+
+pytestmark = pytest.mark.device_types("net")
+
+MQ = "dev.net.device-operation.control-virtqueue.automatic-receive-steering-in-multiqueue-mode."
+FRAMES_PER_PAIR = 4
+
+
+def start_mq(session):
+    n = start_ctrl(session, want=(C.VIRTIO_NET_F_MQ,), refuse=())
+    pairs = len(n.rx_queues())
+    if pairs < 2:
+        pytest.skip(f"max_virtqueue_pairs is {pairs}: no second pair to steer to")
+    return n, pairs
+
+
+def pairs_set(n, pairs: int, clause: str) -> int:
+    return n.ctrl.command(NC.VIRTIO_NET_CTRL_MQ, NC.VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET, NC.NET_CTRL_MQ.pack(pairs), clause,
+                          f"VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET {pairs}")
+
+
+def traffic(n, tx, clause: str, allowed: int) -> None:
+    """Frames on ``tx``; every one must land on receiveq1..receiveq``allowed``."""
+    seqs, frames = n.frames(*[n.mac] * (FRAMES_PER_PAIR - 1))
+    arrived = n.probe.run(tx, frames, seqs[-1], clause)
+    names = {f"receiveq{k}" for k in range(1, allowed + 1)}
+    for s in seqs:
+        a = arrived.get(s)
+        if a is not None:
+            require(a.rxq in names, clause, f"a frame sent on {tx.name} was queued on {a.rxq}",
+                    expected=f"one of receiveq1..receiveq{allowed}", observed=a.rxq, queue=a.rxq)
+
+
+@pytest.mark.clause(MQ + "1")
+def test_only_receiveq1_before_pairs_set(session):
+    """After initialization, before any VQ_PAIRS_SET, frames come back on receiveq1 only
+    (receive buffers are offered on every receive queue; the driver sends on transmitq1 only)."""
+    n, _ = start_mq(session)
+    traffic(n, n.work.tx, MQ + "1", 1)
+
+
+@pytest.mark.clause(MQ + "2")
+def test_traffic_on_every_pair(session):
+    """VQ_PAIRS_SET max_virtqueue_pairs is acked OK; frames on each transmitq come back within the
+    pairs in use; then VQ_PAIRS_SET 1 and frames on transmitq1 land on receiveq1 only."""
+    n, pairs = start_mq(session)
+    require(pairs_set(n, pairs, MQ + "2") == C.VIRTIO_NET_OK, MQ + "2", "VQ_PAIRS_SET max_virtqueue_pairs refused",
+            expected="VIRTIO_NET_OK", observed="VIRTIO_NET_ERR")
+    for tx in n.tx_queues():
+        traffic(n, tx, MQ + "2", pairs)
+    require(pairs_set(n, 1, MQ + "2") == C.VIRTIO_NET_OK, MQ + "2", "VQ_PAIRS_SET 1 refused",
+            expected="VIRTIO_NET_OK", observed="VIRTIO_NET_ERR")
+    traffic(n, n.work.tx, MQ + "2", 1)
+
+
+@pytest.mark.clause(MQ + "2")
+@pytest.mark.parametrize("bad", ["zero", "max+1"])
+def test_pairs_out_of_range(session, bad):
+    """VQ_PAIRS_SET 0 or max_virtqueue_pairs + 1 (a driver must not send them, 5.1.9.5.6.1): the
+    device answers OK or ERR and keeps working; after ERR the pairs set before stay in force."""
+    n, pairs = start_mq(session)
+    require(pairs_set(n, 1, MQ + "2") == C.VIRTIO_NET_OK, MQ + "2", "VQ_PAIRS_SET 1 refused",
+            expected="VIRTIO_NET_OK", observed="VIRTIO_NET_ERR")
+    ack = pairs_set(n, 0 if bad == "zero" else pairs + 1, MQ + "2")
+    if ack == C.VIRTIO_NET_OK:
+        pytest.skip(f"the device accepted VQ_PAIRS_SET {bad}: which pairs are in use is then the device's to say")
+    traffic(n, n.work.tx, MQ + "2", 1)

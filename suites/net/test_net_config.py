@@ -1,0 +1,81 @@
+"""VIRTIO 1.4, 5.1.4.1: the virtio-net configuration fields a device fills in -- max_virtqueue_pairs
+and mtu in range, mtu never changed, speed and duplex in their value sets."""
+
+from __future__ import annotations
+
+import pytest
+
+from fixtures.devices import need, need_capability
+from virtio import constants as C
+from virtio.checks import require
+
+from .netio import NetIO
+
+pytestmark = [pytest.mark.usefixtures("target_spec"), pytest.mark.device_types("net")]
+
+CFG = "dev.net.device-configuration-layout."
+
+
+@pytest.mark.clause(CFG + "1")
+def test_max_virtqueue_pairs_in_range(driver):
+    """5.1.4.1: a device offering VIRTIO_NET_F_MQ sets max_virtqueue_pairs to 1..0x8000."""
+    need_capability(driver, "net-control-queue", "MQ needs the control virtqueue, which the transport's front-end "
+                    "serves (vhost-user: QEMU's virtio-net offers MQ and fills max_virtqueue_pairs itself)")
+    need(driver, C.VIRTIO_NET_F_MQ)
+    pairs = driver.config_field("max_virtqueue_pairs")
+    require(1 <= pairs <= 0x8000, CFG + "1", "max_virtqueue_pairs of a device offering VIRTIO_NET_F_MQ",
+            expected="1..0x8000", observed=pairs)
+
+
+@pytest.mark.clause(CFG + "2")
+def test_mtu_in_range(driver):
+    need(driver, C.VIRTIO_NET_F_MTU)
+    mtu = driver.config_field("mtu")
+    require(68 <= mtu <= 65535, CFG + "2", "mtu of a device offering VIRTIO_NET_F_MTU", expected="68..65535", observed=mtu)
+
+
+@pytest.mark.clause(CFG + "3")
+def test_mtu_at_least_1280(driver):
+    """5.1.4.1, SHOULD: an offered mtu is at least 1280 (the IPv6 minimum link MTU)."""
+    need(driver, C.VIRTIO_NET_F_MTU)
+    mtu = driver.config_field("mtu")
+    if not 68 <= mtu <= 65535:
+        pytest.skip(f"mtu {mtu} is outside 68..65535 (test_mtu_in_range reports it)")
+    require(mtu >= 1280, CFG + "3", "mtu of a device offering VIRTIO_NET_F_MTU", expected=">= 1280", observed=mtu, level="SHOULD")
+
+
+@pytest.mark.clause(CFG + "4")
+def test_mtu_never_changes(session):
+    """mtu read before negotiation, after DRIVER_OK and after traffic is the same value."""
+    d = session.driver
+    need(d, C.VIRTIO_NET_F_MTU)
+    before = d.config_field("mtu")
+    io = NetIO(session, want=(C.VIRTIO_NET_F_MTU,))
+    after_ok = d.config_field("mtu")
+    io.post_rx(1, io.hsize + 1518)
+    seq, frame = io.raw(200)
+    io.send(frame)
+    io.receive(seq)
+    after = d.config_field("mtu")
+    require(before == after_ok == after, CFG + "4", "mtu across negotiation and traffic",
+            expected=f"{before} throughout", observed=f"{before}, {after_ok} after DRIVER_OK, {after} after a frame")
+
+
+@pytest.mark.clause(CFG + "10")
+def test_speed_value(session):
+    d = session.driver
+    need(d, C.VIRTIO_NET_F_SPEED_DUPLEX)
+    session.start(want=(C.VIRTIO_NET_F_SPEED_DUPLEX,))
+    speed = d.config_field("speed")
+    require(speed <= 0x7FFFFFFF or speed == 0xFFFFFFFF, CFG + "10", "speed with VIRTIO_NET_F_SPEED_DUPLEX",
+            expected="0..0x7fffffff Mbit/s or 0xffffffff (unknown)", observed=hex(speed))
+
+
+@pytest.mark.clause(CFG + "11")
+def test_duplex_value(session):
+    d = session.driver
+    need(d, C.VIRTIO_NET_F_SPEED_DUPLEX)
+    session.start(want=(C.VIRTIO_NET_F_SPEED_DUPLEX,))
+    duplex = d.config_field("duplex")
+    require(duplex in (0x00, 0x01, 0xFF), CFG + "11", "duplex with VIRTIO_NET_F_SPEED_DUPLEX",
+            expected="0x00 (full), 0x01 (half) or 0xff (unknown)", observed=hex(duplex))
