@@ -11,11 +11,13 @@ import time
 import pytest
 
 from targets.config_ops import ShmRegion, VqInfo
-from targets.model import BlkDevice, ConsoleDevice, NetDevice, RngDevice
+from targets.model import BlkDevice, BlkZonedDevice, ConsoleDevice, NetDevice, RngDevice
 from targets.model.transport import ModelTransport
+from virtio import blk as B
+from virtio import blk_zoned as Z
 from virtio import constants as C
 from virtio.config_layout import BLK_CONFIG, CONSOLE_CONFIG, NET_CONFIG
-from virtio.messages import NET_HDR_SIZE, NetHdr, blk_discard_segment, blk_outhdr
+from virtio.messages import BLK_LIFETIME, NET_HDR_SIZE, NetHdr, blk_discard_segment, blk_outhdr
 
 MODES = ("notify", "threaded")
 SECTOR = C.SECTOR_SIZE
@@ -172,9 +174,14 @@ def test_blk_errors(blk):
     assert blk_req(vq, C.VIRTIO_BLK_T_OUT, 2048, out_data=bytes(SECTOR))[0] == C.VIRTIO_BLK_S_IOERR
     assert blk_req(vq, C.VIRTIO_BLK_T_DISCARD, out_data=blk_discard_segment(2040, 16))[0] == C.VIRTIO_BLK_S_IOERR
     assert blk_req(vq, C.VIRTIO_BLK_T_IN, 0, in_len=100)[0] == C.VIRTIO_BLK_S_IOERR  # not whole sectors
-    # Unknown / unoffered types.
-    for req_type in (99, C.VIRTIO_BLK_T_GET_LIFETIME, C.VIRTIO_BLK_T_SECURE_ERASE):
+    # Unknown / unoffered types; GET_LIFETIME only where VIRTIO_BLK_F_LIFETIME was negotiated.
+    for req_type in (99, C.VIRTIO_BLK_T_SECURE_ERASE):
         assert blk_req(vq, req_type) == (C.VIRTIO_BLK_S_UNSUPP, b"", 1)
+    lifetime = blk_req(vq, C.VIRTIO_BLK_T_GET_LIFETIME, in_len=6)
+    if dev.driver_features >> C.VIRTIO_BLK_F_LIFETIME & 1:
+        assert lifetime == (C.VIRTIO_BLK_S_OK, BLK_LIFETIME.pack(*dev.lifetime()), 7)
+    else:
+        assert lifetime == (C.VIRTIO_BLK_S_UNSUPP, bytes(6), 7)
     # A header that is not all readable: IOERR in the status byte.
     chain = submit(vq, [blk_outhdr(C.VIRTIO_BLK_T_IN)[:8]], [1])
     assert chain.used_len == 1 and vq.read_in(chain) == bytes([C.VIRTIO_BLK_S_IOERR])
@@ -247,10 +254,85 @@ MCAST = bytes.fromhex("01005e000001")
 RXBUF = 1526  # 5.1.6.3.1: 12-byte header + a 1514-byte frame
 
 
+def _zoned(mode, transports):
+    dev = BlkZonedDevice(mode=mode)
+    t, (vq,) = bring_up(transports, dev, ["requestq"])
+    return dev, t, vq
+
+
+def _zones(vq):
+    status, got, _ = blk_req(vq, B.VIRTIO_BLK_T_ZONE_REPORT, 0, in_len=Z.report_buffer_len(16))
+    assert status == C.VIRTIO_BLK_S_OK
+    nr, zones = Z.parse_zone_report(got)
+    assert nr == len(zones) == 16
+    return zones
+
+
+def _append(vq, sector, data):
+    chain = submit(vq, [blk_outhdr(B.VIRTIO_BLK_T_ZONE_APPEND, sector), data], [Z.APPEND_SECTOR.size, 1])
+    raw = vq.read_in(chain, chain.writable)
+    return raw[-1], Z.APPEND_SECTOR.unpack(raw[:-1])[0]
+
+
+def test_blk_zoned_needs_zoned_feature(transports):
+    dev = BlkZonedDevice()
+    t = ModelTransport(dev, "model:blk-zoned")
+    transports.append(t)
+    t.reset()
+    t.set_status(DRIVER_STATUS)
+    offered = t.get_extended_features()
+    assert offered >> C.VIRTIO_BLK_F_ZONED & 1 and not offered >> C.VIRTIO_BLK_F_DISCARD & 1
+    t.finalize_features(offered & ~(1 << C.VIRTIO_BLK_F_ZONED))
+    t.set_status(DRIVER_STATUS | C.FEATURES_OK)
+    assert not t.get_status() & C.FEATURES_OK  # 5.2.5.2: host-managed
+
+
+def test_blk_zoned_config_and_report(mode, transports):
+    _, t, vq = _zoned(mode, transports)
+    cfg = config(t, BLK_CONFIG)
+    assert (cfg["zoned.zone_sectors"], cfg["zoned.max_open_zones"], cfg["zoned.max_active_zones"]) == (128, 2, 3)
+    assert (cfg["zoned.max_append_sectors"], cfg["zoned.write_granularity"], cfg["zoned.model"]) == (64, 512, Z.VIRTIO_BLK_Z_HM)
+    zones = _zones(vq)
+    assert [z.z_start for z in zones] == [i * 128 for i in range(16)]
+    assert [z.z_type for z in zones[:3]] == [Z.VIRTIO_BLK_ZT_CONV] * 3
+    assert {z.z_type for z in zones[3:]} == {Z.VIRTIO_BLK_ZT_SWR}
+    assert zones[11].z_state == Z.VIRTIO_BLK_ZS_RDONLY and zones[12].z_state == Z.VIRTIO_BLK_ZS_OFFLINE
+
+
+def test_blk_zoned_state_machine(mode, transports):
+    _, _, vq = _zoned(mode, transports)
+    a, b, c, d = (i * 128 for i in (3, 4, 5, 6))
+    unit = os.urandom(SECTOR)
+    assert blk_req(vq, C.VIRTIO_BLK_T_OUT, a + 1, out_data=unit)[0] == B.VIRTIO_BLK_S_ZONE_UNALIGNED_WP
+    assert blk_req(vq, C.VIRTIO_BLK_T_OUT, a, out_data=unit)[0] == C.VIRTIO_BLK_S_OK
+    assert _zones(vq)[3].z_state == Z.VIRTIO_BLK_ZS_IOPEN and _zones(vq)[3].z_wp == a + 1
+    assert _append(vq, a, unit) == (C.VIRTIO_BLK_S_OK, a + 1)
+    # Two explicit opens with max_open_zones 2: the implicitly open zone is closed to make room.
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_OPEN, b)[0] == C.VIRTIO_BLK_S_OK
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_OPEN, c)[0] == C.VIRTIO_BLK_S_OK
+    states = [z.z_state for z in _zones(vq)[3:6]]
+    assert states == [Z.VIRTIO_BLK_ZS_CLOSED, Z.VIRTIO_BLK_ZS_EOPEN, Z.VIRTIO_BLK_ZS_EOPEN]
+    # Three active zones (closed, open, open): a fourth cannot become active.
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_OPEN, d)[0] == B.VIRTIO_BLK_S_ZONE_ACTIVE_RESOURCE
+    assert blk_req(vq, C.VIRTIO_BLK_T_OUT, d, out_data=unit)[0] == B.VIRTIO_BLK_S_ZONE_ACTIVE_RESOURCE
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_FINISH, a)[0] == C.VIRTIO_BLK_S_OK
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_OPEN, d)[0] == B.VIRTIO_BLK_S_ZONE_OPEN_RESOURCE
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_OPEN, 0)[0] == B.VIRTIO_BLK_S_ZONE_INVALID_CMD  # conventional
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_RESET, a)[0] == C.VIRTIO_BLK_S_OK
+    status, got, _ = blk_req(vq, C.VIRTIO_BLK_T_IN, a, in_len=2 * SECTOR)
+    assert status == C.VIRTIO_BLK_S_OK and got == bytes(2 * SECTOR)  # unwritten data reads as zeros
+    assert blk_req(vq, C.VIRTIO_BLK_T_IN, a + 127, in_len=2 * SECTOR)[0] == B.VIRTIO_BLK_S_ZONE_INVALID_CMD
+    assert blk_req(vq, B.VIRTIO_BLK_T_ZONE_RESET_ALL)[0] == C.VIRTIO_BLK_S_OK
+    assert [z.z_state for z in _zones(vq)[3:7]] == [Z.VIRTIO_BLK_ZS_EMPTY] * 4
+
+
 @pytest.fixture
 def net(mode, transports):
     dev = NetDevice(mode=mode)
-    t, vqs = bring_up(transports, dev, ["receiveq1", "transmitq1", "controlq"])
+    # One queue pair (with MQ controlq would be queue 2N), no announcements on a link flap, and
+    # one buffer per frame (MRG_RXBUF would wait for more buffers instead of dropping a big frame).
+    single = ~(1 << C.VIRTIO_NET_F_MQ | 1 << C.VIRTIO_NET_F_GUEST_ANNOUNCE | 1 << C.VIRTIO_NET_F_MRG_RXBUF)
+    t, vqs = bring_up(transports, dev, ["receiveq1", "transmitq1", "controlq"], features=single)
     return dev, t, vqs
 
 

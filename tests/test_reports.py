@@ -423,12 +423,44 @@ def test_coverage_counts(catalogue):
     cov = report["targets"]["model:blk"]["coverage"]
     # covered = a verdict was reached (passed, failed or waived); a skip is counted apart
     assert cov["all"] == {"clauses": 5, "covered": 3, "passed": 2, "failed": 1, "waived": 0, "skipped": 1,
-                          "not_run": 0, "not_covered": 1, "percent_covered": 60.0}
+                          "not_run": 0, "not_covered": 1, "unobservable": 0,
+                          "percent_covered": 60.0, "percent_covered_observable": 60.0}
     assert (cov["by_group"]["core"]["covered"], cov["by_group"]["core"]["clauses"]) == (3, 3)
     assert (cov["by_group"]["admin"]["covered"], cov["by_group"]["admin"]["skipped"], cov["by_group"]["admin"]["clauses"]) == (0, 1, 2)
     assert cov["by_level"]["SHOULD NOT"]["not_covered"] == 1
     assert cov["by_level"]["MUST"]["passed"] == 1
     assert list(cov["by_level"]) == ["MUST", "MUST NOT", "SHOULD", "SHOULD NOT", "MAY"]
+
+
+def _device_clause(device, key, ordinal, level, observable=True):
+    return Clause(
+        id=f"dev.{key}.x.{ordinal}", label=f"devicenormative:Device Types / {device} / X", ordinal=ordinal,
+        level=level, keywords=(level,), sections={"1.4": "5.9.9", "1.3": "5.9.9"}, group="device", features=(),
+        summary=f"{key} statement {ordinal}", observable=observable,
+        unobservable_because="" if observable else "inside the device",
+    )
+
+
+def test_device_type_clauses_count_only_for_their_type(catalogue):
+    cat = Catalogue([*catalogue, _device_clause("Network Device", "net", 1, "MUST"),
+                     _device_clause("Network Device", "net", 2, "MUST", observable=False),
+                     _device_clause("Block Device", "blk", 1, "MUST")])
+    net1, net2, blk1 = "dev.net.x.1", "dev.net.x.2", "dev.blk.x.1"
+    targets = {"model:blk": target("model:blk"), "model:net": target("model:net", device_type="net", device_id=1)}
+    results = [result("a", "pass", [MUST], tid="model:blk"), result("b", "pass", [net1], tid="model:net")]
+    report = build_report(run_of(results, targets), cat)
+    per = {c["id"]: {t: pt["status"] for t, pt in c["per_target"].items()} for c in report["clauses"]}
+    assert per[net1] == {"model:blk": "not-applicable", "model:net": "pass"}
+    assert per[net2] == {"model:blk": "not-applicable", "model:net": "unobservable"}
+    assert per[blk1] == {"model:blk": "not-covered", "model:net": "not-applicable"}
+    blk_cov = report["targets"]["model:blk"]["coverage"]
+    net_cov = report["targets"]["model:net"]["coverage"]
+    assert blk_cov["all"]["clauses"] == 6 and net_cov["all"]["clauses"] == 7
+    assert (net_cov["by_chapter"]["5.1"]["covered"], net_cov["by_chapter"]["5.1"]["unobservable"]) == (1, 1)
+    assert net_cov["by_chapter"]["5.1"]["percent_covered"] == 50.0
+    assert net_cov["by_chapter"]["5.1"]["percent_covered_observable"] == 100.0
+    assert "5.2" not in net_cov["by_chapter"] and "5.1" not in blk_cov["by_chapter"]
+    assert report["coverage"]["all"]["clauses"] == 8  # the union over both targets' types
 
 
 def test_overall_coverage_unions_targets(catalogue):

@@ -58,9 +58,11 @@ ENTRIES = [e for e in load_inventory(INVENTORY) if e.transport == "vhost-user"]
 SERVED = {e.name: e.device for e in ENTRIES if e.name.startswith("serve-")}
 
 # Skips that name a limit of the vhost-user transport rather than of the device: the texts of
-# fixtures/plugin.py (device_duty marker vs missing_duties()) and virtio.errors.UnsupportedOp.
+# fixtures/plugin.py (device_duty marker vs missing_duties()), virtio.errors.UnsupportedOp and
+# fixtures/devices.py need_capability.
 TRANSPORT_LIMIT = re.compile(r"device duty '[^']+' cannot be observed through this target"
-                             r"|config op \w+\(\) unsupported by this transport")
+                             r"|config op \w+\(\) unsupported by this transport"
+                             r"|transport capability '[^']+' absent")
 # fixtures/vhost_user.py: the protocol suite skips on any other transport.
 NOT_VHOST_USER = re.compile(r"vhost-user protocol test: .* transport, not vhost-user")
 
@@ -234,10 +236,12 @@ def test_served_model_must_match_the_in_process_model():
     s, m = "file:serve-blk", "model:blk"
     limit = "config op get_shm_region() unsupported by this transport: no GET_SHMEM_CONFIG"
     duty = "device duty 'driver-ok' cannot be observed through this target: rings reach it at DRIVER_OK"
+    capability = "transport capability 'net-control-queue' absent: the front-end serves it"
     proto = f"vhost-user protocol test: target {m} uses the model transport, not vhost-user"
     served = [_result(s, "same", "pass"), _result(s, "shm", "skip", limit), _result(s, "early", "skip", duty),
-              _result(s, "proto[split", "pass"), _result(s, "proto[packed", "pass")]
-    model = [_result(m, "same", "pass"), _result(m, "shm", "pass"), _result(m, "early", "pass"), _result(m, "proto", "skip", proto)]
+              _result(s, "ctrl", "skip", capability), _result(s, "proto[split", "pass"), _result(s, "proto[packed", "pass")]
+    model = [_result(m, "same", "pass"), _result(m, "shm", "pass"), _result(m, "early", "pass"), _result(m, "ctrl", "pass"),
+             _result(m, "proto", "skip", proto)]
     assert outcome_differences(outcomes(_report(s, served), s), outcomes(_report(m, model), m)) == []
     served += [_result(s, "other", "skip", "test applies to net devices"), _result(s, "bad", "violation", "x"),
                _result(s, "new", "pass")]
