@@ -23,7 +23,7 @@ SECTION_VERSION = "1.4"  # "section" in the report: the current committee specif
 _IDENTITY = (
     "spec", "transport", "device_type", "device_id", "description", "bus_name",
     "offered_features", "offered_feature_names", "negotiated_features", "negotiated_feature_names",
-    "config", "error",
+    "config", "serial", "serial_error", "error",
 )
 _RUN_FIELDS = ("started", "finished", "duration", "command_line", "cwd", "harness", "environment", "spec_version")
 
@@ -69,6 +69,8 @@ def _clause_entry(clause, per_target: dict) -> dict:
     return {
         "id": clause.id, "catalogued": True, "section": clause.section(SECTION_VERSION),
         "sections": dict(clause.sections), "level": clause.level, "group": clause.group,
+        "chapter": clause.chapter, "device_type": clause.device_type,
+        "observable": clause.observable, "unobservable_because": clause.unobservable_because,
         "summary": clause.summary, "features": list(clause.features),
         "status": rules.strongest_status(pt["status"] for pt in per_target.values()),
         "per_target": per_target,
@@ -80,6 +82,7 @@ def _uncatalogued_entry(clause_id: str, per_target: dict) -> dict:
     # but a report must not hide a failure because its id was misspelt.
     return {
         "id": clause_id, "catalogued": False, "section": None, "sections": {}, "level": None, "group": None,
+        "chapter": None, "device_type": None, "observable": True, "unobservable_because": "",
         "summary": "not in the clause catalogue (violations count as MUST)", "features": [],
         "status": rules.strongest_status(pt["status"] for pt in per_target.values()),
         "per_target": per_target,
@@ -106,7 +109,8 @@ def build_report(run: dict, catalogue=None, waivers=None) -> dict:
         results.append(rules.judge_result(raw, targets[raw["target"]]["spec"], catalogue, waivers, on))
     results.sort(key=lambda r: (str(r.get("nodeid") or ""), r["target"]))
 
-    scopes, run_scope, unreached = _scopes(run, results, target_ids)
+    applies = {t: (lambda c, dt=targets[t]["device_type"]: c not in catalogue or catalogue[c].applies_to(dt)) for t in target_ids}
+    scopes, run_scope, unreached = _scopes(run, results, target_ids, applies)
     statuses = {}  # target -> clause -> {"status", "tests"}
     for t, entry in targets.items():
         mine = [r for r in results if r["target"] == t]
@@ -119,10 +123,26 @@ def build_report(run: dict, catalogue=None, waivers=None) -> dict:
         entry["scope"] = scopes[t]
         entry["verdict_text"] = rules.verdict_text(entry["verdict"], scopes[t])
         entry["counts"] = counts
-        entry["coverage"] = rules.coverage(catalogue, {c: s["status"] for c, s in statuses[t].items()})
+        entry["coverage"] = rules.coverage(
+            catalogue, {c: s["status"] for c, s in statuses[t].items()}, device_types={entry["device_type"]})
 
     def per_target(clause_id):
-        return {t: statuses[t].get(clause_id, {"status": "not-covered", "tests": []}) for t in target_ids}
+        clause = catalogue[clause_id] if clause_id in catalogue else None
+
+        def untested(t):
+            if clause is None:
+                return "not-covered"
+            if not clause.applies_to(targets[t]["device_type"]):
+                return "not-applicable"
+            return rules.untested_status(clause)
+        def status(t):
+            got = statuses[t].get(clause_id)
+            # A chapter-5 test skips on devices of other types: the clause is not theirs, not a gap.
+            if got is None or (got["status"] in ("skip", "not-run") and clause is not None
+                               and not clause.applies_to(targets[t]["device_type"])):
+                return {"status": untested(t), "tests": got["tests"] if got else []}
+            return got
+        return {t: status(t) for t in target_ids}
 
     clauses = [_clause_entry(c, per_target(c.id)) for c in catalogue]
     unknown = sorted({c for st in statuses.values() for c in st if c not in catalogue})
@@ -141,7 +161,8 @@ def build_report(run: dict, catalogue=None, waivers=None) -> dict:
         "scope": run_scope,
         "targets": targets,
         "counts": totals,
-        "coverage": rules.coverage(catalogue, {c["id"]: c["status"] for c in clauses if c["catalogued"]}),
+        "coverage": rules.coverage(catalogue, {c["id"]: c["status"] for c in clauses if c["catalogued"]},
+                                   device_types={e["device_type"] for e in targets.values()}),
         "results": results,
         "clauses": clauses,
         "run": {**{k: run.get(k) for k in _RUN_FIELDS}, "completion": _completion_summary(run)},
@@ -156,7 +177,7 @@ def _completion_summary(run: dict) -> dict:
     return {k: v for k, v in comp.items() if k != "events"} | {"events": list(comp.get("events") or [])}
 
 
-def _scopes(run: dict, results: list, target_ids: list) -> tuple[dict, dict, dict]:
+def _scopes(run: dict, results: list, target_ids: list, applies=None) -> tuple[dict, dict, dict]:
     """What ran against what could have run: per target and for the run.
 
     Returns ({target: scope}, run scope, {target: clause ids with tests that reached no result}).
@@ -181,12 +202,12 @@ def _scopes(run: dict, results: list, target_ids: list) -> tuple[dict, dict, dic
     criteria = bool(sel.get("criteria"))
     done = {r.get("nodeid") for r in results if r["kind"] != "not-run"}
 
-    def scope_of(sel_tests, uni_tests, extra_partial=False):
+    def scope_of(sel_tests, uni_tests, extra_partial=False, binds=lambda c: True):
         sel_ids = {s["nodeid"] for s in sel_tests}
         partial = extra_partial or (criteria and (uni_tests is None or {u["nodeid"] for u in uni_tests} - sel_ids != set()))
         not_selected = set()
         if uni_tests is not None:
-            not_selected = {c for u in uni_tests for c in u.get("clauses") or ()} - {c for s in sel_tests for c in s["clauses"]}
+            not_selected = {c for u in uni_tests for c in u.get("clauses") or () if binds(c)} - {c for s in sel_tests for c in s["clauses"]}
         total = len({u["nodeid"] for u in uni_tests} | sel_ids) if uni_tests is not None else None
         return {
             "complete": complete, "partial": bool(partial), "selection": sel.get("text") or "",
@@ -198,11 +219,13 @@ def _scopes(run: dict, results: list, target_ids: list) -> tuple[dict, dict, dic
     for t in target_ids:
         mine = [s for s in selected if (s.get("target") or NO_TARGET) == t]
         uni = [u for u in universe if u.get("target") == t] if universe is not None else None
-        scopes[t], not_selected = scope_of(mine, uni)
+        # a clause that does not bind the target's device type is not applicable there, not unselected
+        scopes[t], not_selected = scope_of(mine, uni, binds=(applies or {}).get(t, lambda c: True))
         never = {c for s in mine if s["nodeid"] not in done for c in s["clauses"]}
         unreached[t] = not_selected | never
     not_run_targets = list(sel.get("targets_not_run") or [])
-    run_scope, _ = scope_of(selected, universe, extra_partial=bool(not_run_targets))
+    binds_any = (lambda c: any(applies[t](c) for t in target_ids)) if applies else (lambda c: True)
+    run_scope, _ = scope_of(selected, universe, extra_partial=bool(not_run_targets), binds=binds_any)
     run_scope["targets_not_run"] = not_run_targets
     if sel.get("universe_error"):
         run_scope["universe_error"] = sel["universe_error"]

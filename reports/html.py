@@ -18,7 +18,8 @@ TEMPLATE = "conformance.html.j2"
 
 STATUS_LABELS = {
     "fail": "FAIL", "waived": "waived", "pass": "pass", "skip": "skip",
-    "not-run": "not run", "not-covered": "not covered",
+    "not-run": "not run", "not-covered": "not covered", "unobservable": "unobservable",
+    "not-applicable": "n/a",
 }
 
 

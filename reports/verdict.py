@@ -16,7 +16,9 @@ import datetime as dt
 from .waivers import find_waiver
 
 # Clause statuses, strongest first: combining statuses keeps the strongest (the precedence rule).
-STATUSES = ("fail", "waived", "pass", "skip", "not-run", "not-covered")
+# Strongest first. "unobservable": no test, and the catalogue says no driver can see the duty kept;
+# "not-applicable": a device-type clause of another type than the target's (5.x).
+STATUSES = ("fail", "waived", "pass", "skip", "not-run", "not-covered", "unobservable", "not-applicable")
 VERDICTS = ("NON-CONFORMANT", "INCONCLUSIVE", "CONFORMANT")  # worst first
 SEVERITIES = ("must", "should", "may")  # strongest first
 KINDS = ("pass", "violation", "waived", "skip", "not-run", "harness-error")
@@ -206,28 +208,45 @@ def verdict_text(verdict: str, scope: dict | None) -> str:
     return f"{head} ({'; '.join(notes)})"
 
 
+def untested_status(clause) -> str:
+    """The status of a clause no test reached: a gap, unless no driver could see it kept."""
+    return "not-covered" if clause.observable else "unobservable"
+
+
 def _figures(clauses, statuses: dict[str, str]) -> dict:
-    ids = [c.id for c in clauses]
-    by_status = {s: sum(1 for i in ids if statuses.get(i, "not-covered") == s) for s in STATUSES}
-    total = len(ids)
+    by_status = dict.fromkeys(STATUSES, 0)
+    for c in clauses:
+        by_status[statuses.get(c.id) or untested_status(c)] += 1
+    total = len(clauses)
     # Covered: a verdict was reached on the clause. A skip or a test that did not run reached none.
     covered = by_status["pass"] + by_status["fail"] + by_status["waived"]
+    observable = total - by_status["unobservable"]
     return {
         "clauses": total, "covered": covered,
         "passed": by_status["pass"], "failed": by_status["fail"], "waived": by_status["waived"],
         "skipped": by_status["skip"], "not_run": by_status["not-run"], "not_covered": by_status["not-covered"],
+        "unobservable": by_status["unobservable"],
+        # Against the whole catalogue (every statement counts), and against what a driver can see.
         "percent_covered": round(100.0 * covered / total, 1) if total else 0.0,
+        "percent_covered_observable": round(100.0 * covered / observable, 1) if observable else 0.0,
     }
 
 
-def coverage(catalogue, statuses: dict[str, str]) -> dict:
-    """Coverage of the catalogue given each clause's status; catalogue clauses only."""
-    clauses = list(catalogue)
+def coverage(catalogue, statuses: dict[str, str], device_types=None) -> dict:
+    """Coverage of the catalogue given each clause's status; catalogue clauses only.
+
+    ``device_types``: the device types of the targets judged (None: every type), so a chapter-5
+    clause counts only where a device of its type was under test.
+    """
+    clauses = [c for c in catalogue
+               if device_types is None or c.device_type is None or c.device_type in device_types]
     groups = list(dict.fromkeys(c.group for c in clauses))
+    chapters = list(dict.fromkeys(c.chapter for c in clauses))
     levels = sorted({c.level for c in clauses}, key=_LEVEL_ORDER.index)
     return {
         "all": _figures(clauses, statuses),
         "by_group": {g: _figures([c for c in clauses if c.group == g], statuses) for g in groups},
+        "by_chapter": {ch: _figures([c for c in clauses if c.chapter == ch], statuses) for ch in chapters},
         "by_level": {lv: _figures([c for c in clauses if c.level == lv], statuses) for lv in levels},
     }
 
