@@ -17,7 +17,7 @@ class ConfigField:
     name: str
     offset: int
     size: int  # bytes; 1, 2, 4, 8, or 6 for a MAC address (a byte array)
-    feature: int | None = None  # the field exists only if this feature bit is offered
+    feature: int | tuple[int, ...] | None = None  # the field exists only if this bit (one of these) is offered
     writable: bool = False  # the driver may write it (e.g. blk writeback with CONFIG_WCE)
     write_only: bool = False  # a write is an action, not a setting that reads back (console emerg_wr)
     array: bool = False  # a byte array, not an integer
@@ -27,6 +27,15 @@ class ConfigField:
     @property
     def end(self) -> int:
         return self.offset + self.size
+
+    def exists(self, offered_features: int) -> bool:
+        """Whether a device offering these features has the field (5.x.4: "only exists if ...")."""
+        if self.padding:
+            return False
+        if self.feature is None:
+            return True
+        bits = self.feature if isinstance(self.feature, tuple) else (self.feature,)
+        return any(offered_features >> b & 1 for b in bits)
 
     def decode(self, raw: bytes):
         return bytes(raw) if self.array else int.from_bytes(raw, "little")
@@ -46,7 +55,7 @@ class ConfigLayout:
 
     def present(self, offered_features: int) -> list[ConfigField]:
         """Fields that exist given the features the device offers (2.5.2: readable before FEATURES_OK)."""
-        return [f for f in self.fields.values() if not f.padding and (f.feature is None or offered_features >> f.feature & 1)]
+        return [f for f in self.fields.values() if f.exists(offered_features)]
 
     def size_for(self, offered_features: int) -> int:
         """The config space a device offering these features has: up to the end of its last present
@@ -114,13 +123,14 @@ NET_CONFIG = ConfigLayout(
     [
         F("mac", 0, 6, None, array=True),  # always present; meaningful only with VIRTIO_NET_F_MAC
         F("status", 6, 2, C.VIRTIO_NET_F_STATUS),
-        F("max_virtqueue_pairs", 8, 2, C.VIRTIO_NET_F_MQ),
+        F("max_virtqueue_pairs", 8, 2, (C.VIRTIO_NET_F_MQ, C.VIRTIO_NET_F_RSS)),
         F("mtu", 10, 2, C.VIRTIO_NET_F_MTU),
         F("speed", 12, 4, C.VIRTIO_NET_F_SPEED_DUPLEX),
         F("duplex", 16, 1, C.VIRTIO_NET_F_SPEED_DUPLEX),
-        F("rss_max_key_size", 17, 1, C.VIRTIO_NET_F_RSS),  # also with HASH_REPORT (5.1.4)
+        F("rss_max_key_size", 17, 1, (C.VIRTIO_NET_F_RSS, C.VIRTIO_NET_F_HASH_REPORT)),
         F("rss_max_indirection_table_length", 18, 2, C.VIRTIO_NET_F_RSS),
-        F("supported_hash_types", 20, 4, C.VIRTIO_NET_F_RSS),
+        F("supported_hash_types", 20, 4, (C.VIRTIO_NET_F_RSS, C.VIRTIO_NET_F_HASH_REPORT)),
+        F("supported_tunnel_types", 24, 4, C.VIRTIO_NET_F_HASH_TUNNEL),
     ],
 )
 

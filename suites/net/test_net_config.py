@@ -1,5 +1,6 @@
 """VIRTIO 1.4, 5.1.4.1: the virtio-net configuration fields a device fills in -- max_virtqueue_pairs
-and mtu in range, mtu never changed, speed and duplex in their value sets."""
+and mtu in range, mtu never changed, speed and duplex in their value sets, the RSS limits -- and
+the features it should offer only with the control virtqueue."""
 
 from __future__ import annotations
 
@@ -79,3 +80,41 @@ def test_duplex_value(session):
     duplex = d.config_field("duplex")
     require(duplex in (0x00, 0x01, 0xFF), CFG + "11", "duplex with VIRTIO_NET_F_SPEED_DUPLEX",
             expected="0x00 (full), 0x01 (half) or 0xff (unknown)", observed=hex(duplex))
+
+
+@pytest.mark.clause(CFG + "7")
+def test_rss_max_key_size_at_least_40(driver):
+    """5.1.4.1: a device offering VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT sets rss_max_key_size
+    to at least 40 (the Toeplitz key of 5.1.9.4.3 is 40 bytes)."""
+    offered = driver.device_features()
+    if not offered >> C.VIRTIO_NET_F_RSS & 1 and not offered >> C.VIRTIO_NET_F_HASH_REPORT & 1:
+        pytest.skip("device offers neither VIRTIO_NET_F_RSS nor VIRTIO_NET_F_HASH_REPORT (no rss_max_key_size)")
+    size = driver.config_field("rss_max_key_size")
+    require(size >= 40, CFG + "7", "rss_max_key_size of a device offering RSS or HASH_REPORT", expected=">= 40", observed=size)
+
+
+@pytest.mark.clause(CFG + "8")
+def test_rss_max_indirection_table_length_at_least_128(driver):
+    need(driver, C.VIRTIO_NET_F_RSS)
+    length = driver.config_field("rss_max_indirection_table_length")
+    require(length >= 128, CFG + "8", "rss_max_indirection_table_length of a device offering VIRTIO_NET_F_RSS",
+            expected=">= 128", observed=length)
+
+
+def _offered_only_with_ctrl_vq(driver, feature: int, clause: str) -> None:
+    """5.1.4.1, SHOULD NOT: ``feature`` offered by a device that does not offer VIRTIO_NET_F_CTRL_VQ
+    (the commands that drive it go over the control virtqueue)."""
+    need(driver, feature)
+    offered = driver.device_features()
+    require(offered >> C.VIRTIO_NET_F_CTRL_VQ & 1, clause, f"a device offering {C.feature_name(feature, C.VIRTIO_ID_NET)}",
+            expected="VIRTIO_NET_F_CTRL_VQ offered too", observed="VIRTIO_NET_F_CTRL_VQ not offered", level="SHOULD")
+
+
+@pytest.mark.clause(CFG + "13")
+def test_hash_report_only_with_ctrl_vq(driver):
+    _offered_only_with_ctrl_vq(driver, C.VIRTIO_NET_F_HASH_REPORT, CFG + "13")
+
+
+@pytest.mark.clause(CFG + "14")
+def test_ctrl_rx_extra_only_with_ctrl_vq(driver):
+    _offered_only_with_ctrl_vq(driver, C.VIRTIO_NET_F_CTRL_RX_EXTRA, CFG + "14")

@@ -23,6 +23,7 @@ NO_TUNNEL_GSO, NO_TUNNEL_CSUM_FLAG = P + "10", P + "11"
 GSO_NONE_ONLY = P + "21"
 RSC_INFO_ONLY_WITH_RSC_EXT = P + "24"
 DATA_VALID_CHECKED = P + "26"
+SINGLE_BUFFER = "dev.net.device-operation.setting-up-receive-buffers.2"
 NO_GSO_CLAUSE = {H.GSO_TCPV4: NO_TCPV4, H.GSO_UDP: NO_UDP, H.GSO_TCPV6: NO_TCPV6, H.GSO_UDP_L4: NO_UDP_L4}
 
 
@@ -97,3 +98,31 @@ def test_data_valid_only_on_good_checksum(session):
             problems = checksum_problems(r.frame)
             require(not problems, DATA_VALID_CHECKED, "a frame marked VIRTIO_NET_HDR_F_DATA_VALID",
                     expected="a correct checksum", observed=f"frame {seq}: {'; '.join(problems)}", queue=io.rx.name)
+
+
+@pytest.mark.clause(SINGLE_BUFFER)
+def test_frame_never_spread_without_mrg_rxbuf(session):
+    """5.1.9.3.2: without VIRTIO_NET_F_MRG_RXBUF the device uses a single buffer for each received
+    frame. Receive buffers of header + 300 bytes (smaller than the 1526 a driver SHOULD post, so
+    that a frame can fail to fit), a 700-byte frame, then a 100-byte sentinel: the device may drop
+    the large frame (or cut it short: not judged here), but no buffer may hold the rest of it. The
+    buffers are read as they are, before any header in them is believed."""
+    io = NetIO(session, refuse=(C.VIRTIO_NET_F_MRG_RXBUF,))
+    io.post_rx(8, io.hsize + 300)
+    seq, big = io.raw(700)
+    sentinel, tail = io.raw(100)
+    io.send(big)
+    io.send(tail)
+    for _ in range(8):
+        chain = io.rx.wait_used(1, io.timeout, awaited=f"received sentinel frame {sentinel} on {io.rx.name}")[0]
+        raw = io.rx.read_in(chain)
+        io.rx.release(chain)
+        at = big.find(raw[:32]) if len(raw) >= 16 else -1
+        require(at <= 0, SINGLE_BUFFER, f"a receive buffer after the {len(big)}-byte frame {seq} that fits no buffer",
+                expected="a frame of its own (VIRTIO_NET_F_MRG_RXBUF not negotiated: one buffer per frame)",
+                observed=f"bytes {at}.. of frame {seq} at its start (used len {len(raw)}): the frame was spread over buffers",
+                queue=io.rx.name)
+        if io.tags.seq_of(raw[io.hsize:]) == sentinel:
+            return
+    require(False, SINGLE_BUFFER, f"the sentinel frame {sentinel}", expected="received within the 8 buffers posted",
+            observed="8 buffers used without it", queue=io.rx.name)

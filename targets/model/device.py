@@ -290,8 +290,8 @@ class Device:
                 return  # 3.4.1: writes to the configuration space are ignored while suspended
             offered = self.offered_features()
             for f in self.layout.fields.values():
-                if f.feature is not None and not offered >> f.feature & 1:
-                    continue  # the field does not exist on this device
+                if not f.exists(offered):
+                    continue  # the field does not exist on this device (or is padding)
                 if f.writable and offset <= f.offset and f.offset + f.size <= offset + len(data):
                     start = f.offset - offset
                     self.config[f.offset : f.offset + f.size] = data[start : start + f.size]

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import threading
 
-from targets.model.net import DEFAULT_MTU, NetDevice, tcp_segments
+from targets.model.net import DEFAULT_MTU, NET_HDR_SIZE, RX, NetDevice, tcp_segments
+from targets.model.net_ctrl import CTRL_FEATURES
 from virtio import constants as C
 from virtio import net_hdr as H
 from virtio.messages import NetHdr
@@ -48,6 +49,33 @@ class NetMrgNumBuffersOne(_NetMutant):
         h = NetHdr.unpack(data)
         h.num_buffers = 1  # BUG
         super().fill_rx(q, chains, h.pack() + data[12:], rxq)
+
+
+class NetSpreadsWithoutMrgRxbuf(_NetMutant):
+    """Without MRG_RXBUF, spreads a frame too large for the buffer at the head over as many buffers
+    as it needs (num_buffers still 1), instead of keeping to one buffer.
+
+    5.1.9.3.2: without VIRTIO_NET_F_MRG_RXBUF the device MUST use only a single buffer."""
+
+    name = "net-spreads-without-mrg-rxbuf"
+    clause = "dev.net.device-operation.setting-up-receive-buffers.2"
+
+    def _deliver(self, rxq=RX):
+        if self.negotiated(C.VIRTIO_NET_F_MRG_RXBUF):
+            return super()._deliver(rxq)
+        held, q, pending = self.held.get(rxq, {}), self.queues[rxq], self.pending_on(rxq)
+        while pending and held and q is not None:
+            frame, use, room = pending[0], [], 0
+            for c in held.values():
+                use.append(c)
+                room += c.writable_len
+                if room >= NET_HDR_SIZE + len(frame):
+                    break
+            else:
+                return
+            pending.popleft()
+            hdr = NetHdr(flags=self.rx_flags(frame), num_buffers=1)
+            self.fill_rx(q, use, hdr.pack() + frame, rxq)  # BUG: len(use) may be more than one
 
 
 class NetMrgShortBuffers(_NetMutant):
@@ -519,6 +547,66 @@ class NetDuplexInvalid(_NetMutant):
         return bytes(raw)
 
 
+class _OffersHashing(_NetMutant):
+    """Offers a hash feature the harness's driver never accepts (so no header or command changes),
+    with the config fields it brings set to ``config_values``."""
+
+    config_values: dict = {}
+
+    def initial_config(self):
+        raw = bytearray(super().initial_config())
+        for name, value in self.config_values.items():
+            f = self.layout[name]
+            raw[f.offset:f.offset + f.size] = f.encode(value)
+        return bytes(raw)
+
+
+class NetRssKeyTooShort(_OffersHashing):
+    """Offers VIRTIO_NET_F_HASH_REPORT with rss_max_key_size 20, half the 40-byte Toeplitz key.
+
+    5.1.4.1: with RSS or HASH_REPORT offered, rss_max_key_size MUST be at least 40."""
+
+    name = "net-rss-key-too-short"
+    clause = CFG + "7"
+    features = NetDevice.features | 1 << C.VIRTIO_NET_F_HASH_REPORT
+    config_values = {"rss_max_key_size": 20}  # BUG
+
+
+class NetRssIndirectionTooShort(_OffersHashing):
+    """Offers VIRTIO_NET_F_RSS with an indirection table of at most 64 entries.
+
+    5.1.4.1: with RSS offered, rss_max_indirection_table_length MUST be at least 128."""
+
+    name = "net-rss-indirection-too-short"
+    clause = CFG + "8"
+    features = NetDevice.features | 1 << C.VIRTIO_NET_F_RSS
+    config_values = {"rss_max_key_size": 40, "rss_max_indirection_table_length": 64}  # BUG
+
+
+_NO_CTRL = NetDevice.features & ~sum(1 << b for b in CTRL_FEATURES)
+
+
+class NetHashReportWithoutCtrlVq(_OffersHashing):
+    """Offers VIRTIO_NET_F_HASH_REPORT but no control virtqueue (nor any feature that needs one).
+
+    5.1.4.1: the device SHOULD NOT offer HASH_REPORT without CTRL_VQ."""
+
+    name = "net-hash-report-without-ctrl-vq"
+    clause = CFG + "13"
+    features = _NO_CTRL | 1 << C.VIRTIO_NET_F_HASH_REPORT  # BUG
+    config_values = {"rss_max_key_size": 40}
+
+
+class NetRxExtraWithoutCtrlVq(_NetMutant):
+    """Offers VIRTIO_NET_F_CTRL_RX_EXTRA but no control virtqueue (nor any feature that needs one).
+
+    5.1.4.1: the device SHOULD NOT offer CTRL_RX_EXTRA without CTRL_VQ."""
+
+    name = "net-rx-extra-without-ctrl-vq"
+    clause = CFG + "14"
+    features = _NO_CTRL | 1 << C.VIRTIO_NET_F_CTRL_RX_EXTRA  # BUG
+
+
 NET_DATA_MUTANTS = [
     NetNumBuffersZero, NetMrgNumBuffersOne, NetMrgShortBuffers, NetMrgBuffersUsedOneByOne, NetFlagsWithoutGuestCsum,
     NetGsoTcpv4WithoutGuestTso4, NetGsoUdpWithoutGuestUfo, NetGsoTcpv6WithoutGuestTso6, NetGsoUdpL4WithoutGuestUso,
@@ -526,4 +614,5 @@ NET_DATA_MUTANTS = [
     NetTxChecksumLeftPartial, NetPartialIpv4HeaderStale, NetPartialChecksumFieldZero, NetPartialCsumOffsetWrong,
     NetTsoTrustsHdrLen, NetTsoSegmentsOversized, NetGsoReceivedWithoutNeedsCsum, NetGsoReceivedHdrLenZero, NetMaxPairsZero,
     NetMtuBelow1280, NetMtuTooSmall, NetMtuChanges, NetNoMtuLimit, NetDropsJumbo, NetSpeedOutOfRange, NetDuplexInvalid,
+    NetSpreadsWithoutMrgRxbuf, NetRssKeyTooShort, NetRssIndirectionTooShort, NetHashReportWithoutCtrlVq, NetRxExtraWithoutCtrlVq,
 ]

@@ -110,7 +110,8 @@ class NetCtrlRxWithoutCtrlVq(NetDevice):
 
     name = "net-ctrl-rx-without-ctrl-vq"
     clause = "dev.basic.feature-bits.1"
-    features = NetDevice.features & ~(1 << C.VIRTIO_NET_F_CTRL_VQ)  # BUG
+    # BUG: CTRL_VQ dropped (and CTRL_RX_EXTRA, whose absence of CTRL_VQ another mutant breaks)
+    features = NetDevice.features & ~(1 << C.VIRTIO_NET_F_CTRL_VQ | 1 << C.VIRTIO_NET_F_CTRL_RX_EXTRA)
 
 
 class RngRefusesRenegotiation(RngDevice):
