@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from .checks import poll, require
 from .errors import DeviceTimeout
 from .messages import NET_HDR_SIZE, NetHdr
-from .net_ctrl import ack_name, ctrl_command
+from .net_ctrl import ACK_SIZE, ack_name, ctrl_command
 from .net_frames import ETH_HLEN, VLAN_TPID, FrameTags
 from .virtqueue import Virtqueue
 
@@ -42,19 +42,33 @@ class ControlQueue:
         """Send class/command/data, wait (bounded) for the buffer, return the ack byte. A used len
         that does not cover the ack, or an ack that is neither VIRTIO_NET_OK nor VIRTIO_NET_ERR, is a
         violation of ``clause`` (the duty the command is sent to check)."""
-        chain = self.vq.add([ctrl_command(cls, cmd, data)], [1], "ctrl")
+        return self.command_with_result(cls, cmd, data, 0, clause, what)[0]
+
+    def command_with_result(self, cls: int, cmd: int, data: bytes, result_len: int, clause: str,
+                            what: str) -> tuple[int, bytes]:
+        """``command`` for one with a command-specific-result of ``result_len`` bytes after the ack
+        (5.1.9.5): (ack, result), the result empty unless the ack is VIRTIO_NET_OK, when the used
+        len must cover it."""
+        chain = self.vq.add([ctrl_command(cls, cmd, data)], [ACK_SIZE + result_len], "ctrl")
         self.vq.kick()
         c = self.vq.wait_chain(chain, self.timeout, awaited=f"{what} (control command class {cls} command {cmd}) on controlq")
         try:
-            if getattr(c, "len_reported", True):
+            reported = getattr(c, "len_reported", True)
+            if reported:
                 require(c.used_len >= 1, clause, f"{what}: used len of the control command does not cover its ack",
                         expected=">= 1", observed=c.used_len, queue=self.vq.name)
             ack = self.vq.read_in(c, 1)[0]
             require(ack in (0, 1), clause, f"{what}: ack is neither VIRTIO_NET_OK nor VIRTIO_NET_ERR",
                     expected="0 or 1", observed=ack, queue=self.vq.name)
+            result = b""
+            if ack == 0 and result_len:
+                if reported:
+                    require(c.used_len >= ACK_SIZE + result_len, clause, f"{what}: used len does not cover the result",
+                            expected=f">= {ACK_SIZE + result_len} (ack and result)", observed=c.used_len, queue=self.vq.name)
+                result = bytes(self.vq.read_in(c, ACK_SIZE + result_len)[ACK_SIZE:])
         finally:
             self.vq.release(c)
-        return ack
+        return ack, result
 
     def expect_ok(self, cls: int, cmd: int, data: bytes, clause: str, what: str) -> None:
         ack = self.command(cls, cmd, data, clause, what)

@@ -47,8 +47,18 @@ GUEST_OFFLOAD_BITS = (
     C.VIRTIO_NET_F_GUEST_CSUM, C.VIRTIO_NET_F_GUEST_TSO4, C.VIRTIO_NET_F_GUEST_TSO6,
     C.VIRTIO_NET_F_GUEST_ECN, C.VIRTIO_NET_F_GUEST_UFO,
 )
-# 5.1.9.5.10, 5.1.9.5.11, 5.1.9.4.4: named so a trace can say which class it saw
+# 5.1.9.5.10 notifications coalescing: struct virtio_net_ctrl_coal { le32 max_packets; le32 max_usecs; }
+# for TX_SET / RX_SET; struct virtio_net_ctrl_coal_vq { le16 vq_index; le16 reserved; coal } for VQ_SET;
+# VQ_GET reads vq_index and reserved and writes coal as its command-specific-result, after the ack.
 VIRTIO_NET_CTRL_NOTF_COAL = 6
+VIRTIO_NET_CTRL_NOTF_COAL_TX_SET = 0
+VIRTIO_NET_CTRL_NOTF_COAL_RX_SET = 1
+VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET = 2
+VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET = 3
+NET_CTRL_COAL = struct.Struct("<II")  # max_packets, max_usecs
+NET_CTRL_COAL_VQ = struct.Struct("<HHII")  # vq_index, reserved, max_packets, max_usecs
+NET_CTRL_COAL_VQ_INDEX = struct.Struct("<HH")  # vq_index, reserved: VQ_GET's data
+# 5.1.9.5.11, 5.1.9.4.4: named so a trace can say which class it saw
 VIRTIO_NET_CTRL_HASH_TUNNEL = 7
 VIRTIO_NET_CTRL_STATS = 8
 

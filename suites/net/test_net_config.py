@@ -82,6 +82,33 @@ def test_duplex_value(session):
             expected="0x00 (full), 0x01 (half) or 0xff (unknown)", observed=hex(duplex))
 
 
+@pytest.mark.clause(CFG + "12")
+def test_speed_and_duplex_steady_while_link_up(session):
+    """5.1.4.1, SHOULD NOT: with SPEED_DUPLEX and STATUS negotiated, speed and duplex do not change
+    while status says LINK_UP -- read after DRIVER_OK, then after each of a few frames through the
+    device. Readings with the link down in between are not judged (a change then is allowed)."""
+    d = session.driver
+    need(d, C.VIRTIO_NET_F_SPEED_DUPLEX, C.VIRTIO_NET_F_STATUS)
+    io = NetIO(session, want=(C.VIRTIO_NET_F_SPEED_DUPLEX, C.VIRTIO_NET_F_STATUS))
+
+    def reading():
+        snap = d.config_snapshot(("status", "speed", "duplex"))
+        return snap["status"] & C.VIRTIO_NET_S_LINK_UP, snap["speed"], snap["duplex"]
+
+    readings = [reading()]
+    io.post_rx(4, io.hsize + 1518)
+    for _ in range(3):
+        seq, frame = io.raw(200)
+        io.send(frame)
+        io.receive(seq)
+        readings.append(reading())
+    if not all(up for up, _, _ in readings):
+        pytest.skip("the link went down between readings: a change of speed or duplex is allowed then")
+    values = [(hex(speed), hex(duplex)) for _, speed, duplex in readings]
+    require(len(set(values)) == 1, CFG + "12", "speed and duplex while VIRTIO_NET_S_LINK_UP stays set",
+            expected=f"{values[0]} throughout", observed=" -> ".join(map(str, values)), level="SHOULD")
+
+
 @pytest.mark.clause(CFG + "7")
 def test_rss_max_key_size_at_least_40(driver):
     """5.1.4.1: a device offering VIRTIO_NET_F_RSS or VIRTIO_NET_F_HASH_REPORT sets rss_max_key_size

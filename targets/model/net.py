@@ -144,6 +144,9 @@ class NetDevice(NetControl, Device):
     def negotiated(self, bit: int) -> bool:
         return bool(self.driver_features >> bit & 1)
 
+    def on_queue_reset(self, index: int) -> None:
+        self.coal_on_queue_reset(index)
+
     # -- queues ---------------------------------------------------------------------------------
     def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
         if self.is_ctrl_queue(qindex):

@@ -28,6 +28,8 @@ CTRL_FEATURES = (
     C.VIRTIO_NET_F_MQ,
     C.VIRTIO_NET_F_CTRL_MAC_ADDR,
     C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
+    C.VIRTIO_NET_F_NOTF_COAL,
+    C.VIRTIO_NET_F_VQ_NOTF_COAL,
 )
 
 # 5.1.3.1: control features that need another feature (one level; CTRL_RX needs CTRL_VQ in turn).
@@ -39,6 +41,8 @@ CTRL_FEATURE_DEPENDS = {
     C.VIRTIO_NET_F_MQ: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_CTRL_MAC_ADDR: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_VQ_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
 }
 
 RX_MODES = {  # command -> attribute; each takes one byte, 0 or 1 (5.1.9.5.1)
@@ -62,7 +66,10 @@ class NetControl:
 
     Judgement calls: a command whose class or command is unknown, whose feature was not
     negotiated, or whose data is not exactly what the command takes is answered VIRTIO_NET_ERR
-    and changes nothing; the ack is the first writable byte, before any command-specific-result.
+    and changes nothing; the ack is the first writable byte, before any command-specific-result
+    (a command whose result does not fit the writable bytes is answered VIRTIO_NET_ERR).
+    Coalescing parameters are kept and reported, and notifications still go after every packet:
+    5.1.9.5.10 makes coalescing best effort.
     A frame transmitted on transmitqK comes back on receiveqK when pair K is in use, otherwise on
     receiveq1 (5.1.9.5.6: the device steers a flow to the pair it was last transmitted on).
     """
@@ -80,6 +87,10 @@ class NetControl:
         self.vlans: set[int] = set()
         self.vq_pairs = 1
         self.guest_offloads = None  # None: as negotiated (5.1.9.5.9)
+        # 5.1.9.5.10: every coalescing parameter is 0 on reset; TX_SET / RX_SET's last values are
+        # what a queue takes when it is re-enabled after a queue reset.
+        self.coal: dict[int, tuple[int, int]] = {}  # queue index -> (max_packets, max_usecs)
+        self.coal_set: dict[str, tuple[int, int]] = {}  # "tx" / "rx" -> the last TX_SET / RX_SET
 
     def ctrl_index(self) -> int:
         """controlq is queue 2N with MQ negotiated (N = max_virtqueue_pairs), otherwise queue 2 (5.1.2)."""
@@ -92,6 +103,19 @@ class NetControl:
         """The receive queues the driver may have: receiveq1..N (queues 0, 2, ..., 2N-2)."""
         pairs = self.pairs_max if self.negotiated(C.VIRTIO_NET_F_MQ) else 1
         return range(0, 2 * pairs, 2)
+
+    def data_queue_kind(self, qindex: int) -> str | None:
+        """"rx" or "tx" for receiveqK / transmitqK (5.1.2), None for controlq or no such queue."""
+        pairs = self.pairs_max if self.negotiated(C.VIRTIO_NET_F_MQ) else 1
+        if self.is_ctrl_queue(qindex) or not 0 <= qindex < 2 * pairs:
+            return None
+        return "rx" if qindex % 2 == 0 else "tx"
+
+    def coal_on_queue_reset(self, qindex: int) -> None:
+        """5.1.9.5.10: a re-enabled queue takes the last TX_SET / RX_SET parameters, else 0."""
+        kind = self.data_queue_kind(qindex)
+        if kind is not None:
+            self.coal[qindex] = self.coal_set.get(kind, (0, 0))
 
     def rx_queue_for(self, tx_index: int) -> int:
         """Automatic receive steering (5.1.9.5.6): the pair the frame was sent on, if in use."""
@@ -123,11 +147,15 @@ class NetControl:
             raise ChainError(f"control command at head {chain.head} has no device-writable ack byte")
         raw = queue.read_readable(chain)
         ok = False
+        self.ctrl_result = b""  # a command with a command-specific-result leaves it here
         if len(raw) >= NC.NET_CTRL_HDR.size:
             cls, cmd = NC.NET_CTRL_HDR.unpack_from(raw)
             ok = self.command(cls, cmd, bytes(raw[NC.NET_CTRL_HDR.size :]))
+        result = self.ctrl_result if ok else b""
+        if NC.ACK_SIZE + len(result) > chain.writable_len:
+            ok, result = False, b""  # no room for the result: refused
         self.stats["ctrl_ok" if ok else "ctrl_err"] += 1
-        return queue.write_writable(chain, bytes([C.VIRTIO_NET_OK if ok else C.VIRTIO_NET_ERR]))
+        return queue.write_writable(chain, bytes([C.VIRTIO_NET_OK if ok else C.VIRTIO_NET_ERR]) + result)
 
     def command(self, cls: int, cmd: int, data: bytes) -> bool:
         handler = {
@@ -137,6 +165,7 @@ class NetControl:
             NC.VIRTIO_NET_CTRL_ANNOUNCE: self._ctrl_announce,
             NC.VIRTIO_NET_CTRL_MQ: self._ctrl_mq,
             NC.VIRTIO_NET_CTRL_GUEST_OFFLOADS: self._ctrl_guest_offloads,
+            NC.VIRTIO_NET_CTRL_NOTF_COAL: self._ctrl_notf_coal,
         }.get(cls)
         return handler is not None and handler(cmd, data)  # unknown class: VIRTIO_NET_ERR
 
@@ -230,3 +259,35 @@ class NetControl:
             return False
         self.guest_offloads = offloads
         return True
+
+    def _ctrl_notf_coal(self, cmd: int, data: bytes) -> bool:
+        """5.1.9.5.10: TX_SET / RX_SET (NOTF_COAL) set every transmit / receive queue; VQ_SET /
+        VQ_GET (VQ_NOTF_COAL) one enabled data queue, ``reserved`` ignored; the last set wins."""
+        if cmd in (NC.VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, NC.VIRTIO_NET_CTRL_NOTF_COAL_RX_SET):
+            if not self.negotiated(C.VIRTIO_NET_F_NOTF_COAL) or len(data) != NC.NET_CTRL_COAL.size:
+                return False
+            kind = "tx" if cmd == NC.VIRTIO_NET_CTRL_NOTF_COAL_TX_SET else "rx"
+            self.coal_set[kind] = NC.NET_CTRL_COAL.unpack(data)
+            for q in range(self.num_queues):
+                if self.data_queue_kind(q) == kind:
+                    self.coal[q] = self.coal_set[kind]
+            return True
+        if not self.negotiated(C.VIRTIO_NET_F_VQ_NOTF_COAL):
+            return False
+        if cmd == NC.VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET and len(data) == NC.NET_CTRL_COAL_VQ.size:
+            index, _reserved, packets, usecs = NC.NET_CTRL_COAL_VQ.unpack(data)
+            if not self.coal_queue_enabled(index):
+                return False
+            self.coal[index] = (packets, usecs)
+            return True
+        if cmd == NC.VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET and len(data) == NC.NET_CTRL_COAL_VQ_INDEX.size:
+            index, _reserved = NC.NET_CTRL_COAL_VQ_INDEX.unpack(data)
+            if not self.coal_queue_enabled(index):
+                return False
+            self.ctrl_result = NC.NET_CTRL_COAL.pack(*self.coal.get(index, (0, 0)))
+            return True
+        return False
+
+    def coal_queue_enabled(self, index: int) -> bool:
+        """An enabled transmit or receive queue (5.1.9.5.10: VQ_SET / VQ_GET name only those)."""
+        return self.data_queue_kind(index) is not None and self.queues[index] is not None

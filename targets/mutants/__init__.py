@@ -164,6 +164,14 @@ MUTANT_CLASSES = [
     net_ctrl.NetAnnounceNotCleared,
     net_ctrl.NetMqFromStart,
     net_ctrl.NetMqNeverShrinks,
+    net_ctrl.NetCoalReservedRefused,
+    net_ctrl.NetCoalSetAllIgnored,
+    net_ctrl.NetCoalVqSetIgnored,
+    net_ctrl.NetCoalCtrlQueueAccepted,
+    net_ctrl.NetCoalTxResetKeepsVqSet,
+    net_ctrl.NetCoalRxResetZeroes,
+    net_ctrl.NetCoalNotifiesWhileSuppressed,
+    net_ctrl.NetCoalKeptOverReset,
     # net (data path and config, 5.1): targets/mutants/net_data.py
     *net_data.NET_DATA_MUTANTS,
     # virtio-blk device duties (5.2.5.2, 5.2.6.2)

@@ -384,3 +384,122 @@ class NetMqNeverShrinks(_RoundRobin):
 
     def set_vq_pairs(self, pairs):
         super().set_vq_pairs(max(pairs, self.vq_pairs))  # BUG
+
+
+# -- notifications coalescing (5.1.9.5.10) ---------------------------------------------------------
+COAL = P + "notifications-coalescing."
+
+
+class NetCoalReservedRefused(NetDevice):
+    """Answers VIRTIO_NET_ERR to a VQ_SET whose reserved field is not 0.
+
+    5.1.9.5.10: the device MUST ignore reserved."""
+
+    name = "net-coal-reserved-refused"
+    clause = COAL + "1"
+
+    def _ctrl_notf_coal(self, cmd, data):
+        if cmd == NC.VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET and len(data) == NC.NET_CTRL_COAL_VQ.size:
+            if NC.NET_CTRL_COAL_VQ.unpack(data)[1]:
+                return False  # BUG
+        return super()._ctrl_notf_coal(cmd, data)
+
+
+class NetCoalSetAllIgnored(NetDevice):
+    """Acks TX_SET and RX_SET with VIRTIO_NET_OK and changes nothing.
+
+    5.1.9.5.10: the device SHOULD answer VIRTIO_NET_ERR to a TX_SET / RX_SET it could not apply."""
+
+    name = "net-coal-set-all-ignored"
+    clause = COAL + "2"
+
+    def _ctrl_notf_coal(self, cmd, data):
+        if cmd in (NC.VIRTIO_NET_CTRL_NOTF_COAL_TX_SET, NC.VIRTIO_NET_CTRL_NOTF_COAL_RX_SET):
+            return self.negotiated(C.VIRTIO_NET_F_NOTF_COAL) and len(data) == NC.NET_CTRL_COAL.size  # BUG
+        return super()._ctrl_notf_coal(cmd, data)
+
+
+class NetCoalVqSetIgnored(NetDevice):
+    """Acks VQ_SET of an enabled queue with VIRTIO_NET_OK and changes nothing.
+
+    5.1.9.5.10: the device MUST answer VIRTIO_NET_ERR to a VQ_SET it could not apply."""
+
+    name = "net-coal-vq-set-ignored"
+    clause = COAL + "3"
+
+    def _ctrl_notf_coal(self, cmd, data):
+        if cmd == NC.VIRTIO_NET_CTRL_NOTF_COAL_VQ_SET and len(data) == NC.NET_CTRL_COAL_VQ.size:
+            return self.negotiated(C.VIRTIO_NET_F_VQ_NOTF_COAL) and self.coal_queue_enabled(NC.NET_CTRL_COAL_VQ.unpack(data)[0])  # BUG
+        return super()._ctrl_notf_coal(cmd, data)
+
+
+class NetCoalCtrlQueueAccepted(NetDevice):
+    """Takes VQ_SET / VQ_GET for the control queue too.
+
+    5.1.9.5.10: VQ_SET / VQ_GET naming a queue that is not an enabled transmit or receive queue
+    MUST be answered VIRTIO_NET_ERR."""
+
+    name = "net-coal-ctrl-queue-accepted"
+    clause = COAL + "4"
+
+    def coal_queue_enabled(self, index):
+        return 0 <= index < self.num_queues and self.queues[index] is not None  # BUG: controlq too
+
+
+class NetCoalTxResetKeepsVqSet(NetDevice):
+    """A transmit queue reset keeps the parameters VQ_SET gave it.
+
+    5.1.9.5.10: a re-enabled transmit queue MUST take TX_SET's parameters, or 0."""
+
+    name = "net-coal-tx-reset-keeps-vq-set"
+    clause = COAL + "5"
+
+    def coal_on_queue_reset(self, qindex):
+        if self.data_queue_kind(qindex) != "tx":
+            super().coal_on_queue_reset(qindex)  # BUG: transmit queues keep theirs
+
+
+class NetCoalRxResetZeroes(NetDevice):
+    """A receive queue reset zeroes its parameters even after an RX_SET.
+
+    5.1.9.5.10: a re-enabled receive queue MUST take RX_SET's parameters, or 0 if none was sent."""
+
+    name = "net-coal-rx-reset-zeroes"
+    clause = COAL + "6"
+
+    def coal_on_queue_reset(self, qindex):
+        if self.data_queue_kind(qindex) == "rx":
+            self.coal[qindex] = (0, 0)  # BUG: RX_SET's parameters forgotten
+        else:
+            super().coal_on_queue_reset(qindex)
+
+
+class NetCoalNotifiesWhileSuppressed(NetDevice):
+    """Once a receive queue's coalescing condition is met, notifies whether or not the driver
+    suppressed notifications.
+
+    5.1.9.5.10: the device SHOULD NOT notify while notifications are suppressed."""
+
+    name = "net-coal-notifies-while-suppressed"
+    clause = COAL + "8"
+
+    def signal(self, index):
+        q = self.queues[index]
+        if q is not None and self.coal.get(index, (0, 0))[0]:
+            self.bus.interrupt_vq(index)  # BUG: suppression not asked
+            return
+        super().signal(index)
+
+
+class NetCoalKeptOverReset(NetDevice):
+    """Keeps each queue's coalescing parameters over a device reset.
+
+    5.1.9.5.10: upon reset the device MUST set every coalescing parameter to 0."""
+
+    name = "net-coal-kept-over-reset"
+    clause = COAL + "9"
+
+    def ctrl_reset(self):
+        kept = dict(getattr(self, "coal", {}))
+        super().ctrl_reset()
+        self.coal.update(kept)  # BUG

@@ -532,6 +532,21 @@ class NetSpeedOutOfRange(_NetMutant):
         return bytes(raw)
 
 
+class NetSpeedChangesWhileUp(_NetMutant):
+    """Reports a new speed after every frame it transmits, the link staying up.
+
+    5.1.4.1: the device SHOULD NOT change speed or duplex while VIRTIO_NET_S_LINK_UP is set."""
+
+    name = "net-speed-changes-while-up"
+    clause = CFG + "12"
+
+    def _tx(self, queue, chain, rxq=0):
+        n = super()._tx(queue, chain, rxq)
+        with self.lock:  # generation bumped and the driver notified, as a change must be
+            self.update_config(speed=(self.config_value("speed") + 1000) & 0x7FFFFFFF)  # BUG
+        return n
+
+
 class NetDuplexInvalid(_NetMutant):
     """Reports duplex 2, a value the spec gives no meaning.
 
@@ -614,5 +629,5 @@ NET_DATA_MUTANTS = [
     NetTxChecksumLeftPartial, NetPartialIpv4HeaderStale, NetPartialChecksumFieldZero, NetPartialCsumOffsetWrong,
     NetTsoTrustsHdrLen, NetTsoSegmentsOversized, NetGsoReceivedWithoutNeedsCsum, NetGsoReceivedHdrLenZero, NetMaxPairsZero,
     NetMtuBelow1280, NetMtuTooSmall, NetMtuChanges, NetNoMtuLimit, NetDropsJumbo, NetSpeedOutOfRange, NetDuplexInvalid,
-    NetSpreadsWithoutMrgRxbuf, NetRssKeyTooShort, NetRssIndirectionTooShort, NetHashReportWithoutCtrlVq, NetRxExtraWithoutCtrlVq,
+    NetSpeedChangesWhileUp, NetSpreadsWithoutMrgRxbuf, NetRssKeyTooShort, NetRssIndirectionTooShort, NetHashReportWithoutCtrlVq, NetRxExtraWithoutCtrlVq,
 ]
