@@ -15,6 +15,7 @@ frame that arrives later still is seen by the next probe and ignored there.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .checks import poll, require
 from .errors import DeviceTimeout
@@ -31,6 +32,12 @@ def vlan_tagged(frame: bytes, vid: int, pcp: int = 0) -> bytes:
     return frame[:12] + VLAN_TPID + (pcp << 13 | vid).to_bytes(2, "big") + frame[12:]
 
 
+class CtrlReply(NamedTuple):
+    ack: int
+    result: bytes  # the command-specific-result buffer as the device left it (empty unless VIRTIO_NET_OK)
+    used_len: int | None
+
+
 class ControlQueue:
     """controlq of a net device: one command at a time, each answered by its ack (5.1.9.5)."""
 
@@ -42,13 +49,14 @@ class ControlQueue:
         """Send class/command/data, wait (bounded) for the buffer, return the ack byte. A used len
         that does not cover the ack, or an ack that is neither VIRTIO_NET_OK nor VIRTIO_NET_ERR, is a
         violation of ``clause`` (the duty the command is sent to check)."""
-        return self.command_with_result(cls, cmd, data, 0, clause, what)[0]
+        return self.command_with_result(cls, cmd, data, 0, clause, what).ack
 
     def command_with_result(self, cls: int, cmd: int, data: bytes, result_len: int, clause: str,
-                            what: str) -> tuple[int, bytes]:
-        """``command`` for one with a command-specific-result of ``result_len`` bytes after the ack
-        (5.1.9.5): (ack, result), the result empty unless the ack is VIRTIO_NET_OK, when the used
-        len must cover it."""
+                            what: str, *, exact: bool = True) -> CtrlReply:
+        """``command`` for one with a command-specific-result of up to ``result_len`` bytes after
+        the ack (5.1.9.5): the result is empty unless the ack is VIRTIO_NET_OK; then, with ``exact``,
+        the used len must cover all ``result_len`` bytes (without, the caller judges how much of the
+        buffer the device says it wrote: ``used_len``, None where the device reports none)."""
         chain = self.vq.add([ctrl_command(cls, cmd, data)], [ACK_SIZE + result_len], "ctrl")
         self.vq.kick()
         c = self.vq.wait_chain(chain, self.timeout, awaited=f"{what} (control command class {cls} command {cmd}) on controlq")
@@ -62,13 +70,13 @@ class ControlQueue:
                     expected="0 or 1", observed=ack, queue=self.vq.name)
             result = b""
             if ack == 0 and result_len:
-                if reported:
+                if reported and exact:
                     require(c.used_len >= ACK_SIZE + result_len, clause, f"{what}: used len does not cover the result",
                             expected=f">= {ACK_SIZE + result_len} (ack and result)", observed=c.used_len, queue=self.vq.name)
                 result = bytes(self.vq.read_in(c, ACK_SIZE + result_len)[ACK_SIZE:])
         finally:
             self.vq.release(c)
-        return ack, result
+        return CtrlReply(ack, result, c.used_len if reported else None)
 
     def expect_ok(self, cls: int, cmd: int, data: bytes, clause: str, what: str) -> None:
         ack = self.command(cls, cmd, data, clause, what)

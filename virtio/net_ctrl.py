@@ -9,6 +9,7 @@ and the RX / MAC classes already named in virtio/constants.py are used from ther
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from virtio import constants as C
 
@@ -58,9 +59,65 @@ VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET = 3
 NET_CTRL_COAL = struct.Struct("<II")  # max_packets, max_usecs
 NET_CTRL_COAL_VQ = struct.Struct("<HHII")  # vq_index, reserved, max_packets, max_usecs
 NET_CTRL_COAL_VQ_INDEX = struct.Struct("<HH")  # vq_index, reserved: VQ_GET's data
-# 5.1.9.5.11, 5.1.9.4.4: named so a trace can say which class it saw
+# 5.1.9.4.4: named so a trace can say which class it saw
 VIRTIO_NET_CTRL_HASH_TUNNEL = 7
+# 5.1.9.5.11 device statistics. QUERY: no data, result struct virtio_net_stats_capabilities
+# { le64 supported_stats_types[1]; }. GET: data struct virtio_net_ctrl_queue_stats, entries of
+# { le16 vq_index; le16 reserved[3]; le64 types_bitmap[1]; }; result one reply per (queue, type),
+# each struct virtio_net_stats_reply_hdr { u8 type; u8 reserved; le16 vq_index; le16 reserved1;
+# le16 size; } and its le64 counters, size counting the header too.
 VIRTIO_NET_CTRL_STATS = 8
+VIRTIO_NET_CTRL_STATS_QUERY = 0
+VIRTIO_NET_CTRL_STATS_GET = 1
+NET_STATS_CAPABILITIES = struct.Struct("<Q")
+NET_STATS_REQUEST = struct.Struct("<HHHHQ")  # vq_index, reserved[3], types_bitmap
+NET_STATS_REPLY_HDR = struct.Struct("<BBHHH")  # type, reserved, vq_index, reserved1, size
+STATS_COUNTER = struct.Struct("<Q")
+
+
+@dataclass(frozen=True)
+class StatsType:
+    """One statistic type of 5.1.9.5.11: its reply type (the bit number of VIRTIO_NET_STATS_TYPE_*),
+    the queues it is for, the features one of which must be negotiated, its le64 counters."""
+
+    bit: int
+    name: str
+    queue: str  # "rx", "tx" or "ctrl"
+    features: tuple[int, ...]
+    counters: tuple[str, ...]
+
+    @property
+    def reply_size(self) -> int:
+        return NET_STATS_REPLY_HDR.size + STATS_COUNTER.size * len(self.counters)
+
+
+STATS_TYPES = {t.bit: t for t in (
+    StatsType(0, "RX_BASIC", "rx", (), ("rx_notifications", "rx_packets", "rx_bytes", "rx_interrupts", "rx_drops",
+                                        "rx_drop_overruns")),
+    StatsType(1, "RX_CSUM", "rx", (C.VIRTIO_NET_F_GUEST_CSUM,), ("rx_csum_valid", "rx_needs_csum", "rx_csum_none",
+                                                                 "rx_csum_bad")),
+    StatsType(2, "RX_GSO", "rx", (C.VIRTIO_NET_F_GUEST_TSO4, C.VIRTIO_NET_F_GUEST_TSO6),
+              ("rx_gso_packets", "rx_gso_bytes", "rx_gso_packets_coalesced", "rx_gso_bytes_coalesced")),
+    StatsType(3, "RX_SPEED", "rx", (), ("rx_packets_allowance_exceeded", "rx_bytes_allowance_exceeded")),
+    StatsType(16, "TX_BASIC", "tx", (), ("tx_notifications", "tx_packets", "tx_bytes", "tx_interrupts", "tx_drops",
+                                         "tx_drop_malformed")),
+    StatsType(17, "TX_CSUM", "tx", (C.VIRTIO_NET_F_CSUM,), ("tx_csum_none", "tx_needs_csum")),
+    StatsType(18, "TX_GSO", "tx", (C.VIRTIO_NET_F_HOST_TSO4, C.VIRTIO_NET_F_HOST_TSO6, C.VIRTIO_NET_F_HOST_USO),
+              ("tx_gso_packets", "tx_gso_bytes", "tx_gso_segments", "tx_gso_segments_bytes", "tx_gso_packets_noseg",
+               "tx_gso_bytes_noseg")),
+    StatsType(19, "TX_SPEED", "tx", (), ("tx_packets_allowance_exceeded", "tx_bytes_allowance_exceeded")),
+    StatsType(32, "CVQ", "ctrl", (), ("command_num", "ok_num")),
+)}
+STATS_TYPES_KNOWN = sum(1 << b for b in STATS_TYPES)
+
+
+def stats_request(entries: list[tuple[int, int]]) -> bytes:
+    """VIRTIO_NET_CTRL_STATS_GET's data: (vq_index, types_bitmap) entries."""
+    return b"".join(NET_STATS_REQUEST.pack(index, 0, 0, 0, types) for index, types in entries)
+
+
+def stats_types_named(types: int) -> str:
+    return "|".join(STATS_TYPES[b].name if b in STATS_TYPES else f"bit {b}" for b in range(64) if types >> b & 1) or "none"
 
 ACK_NAMES = {C.VIRTIO_NET_OK: "VIRTIO_NET_OK", C.VIRTIO_NET_ERR: "VIRTIO_NET_ERR"}
 

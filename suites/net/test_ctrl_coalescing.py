@@ -58,10 +58,10 @@ class Coal:
                                    f"max_packets {packets} max_usecs {usecs}")
 
     def vq_get(self, index: int, clause: str) -> tuple[int, tuple[int, int] | None]:
-        ack, result = self.n.ctrl.command_with_result(
+        r = self.n.ctrl.command_with_result(
             NC.VIRTIO_NET_CTRL_NOTF_COAL, NC.VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET, NC.NET_CTRL_COAL_VQ_INDEX.pack(index, 0),
             NC.NET_CTRL_COAL.size, clause, f"VIRTIO_NET_CTRL_NOTF_COAL_VQ_GET vq_index {index}")
-        return ack, (NC.NET_CTRL_COAL.unpack(result) if ack == OK else None)
+        return r.ack, (NC.NET_CTRL_COAL.unpack(r.result) if r.ack == OK else None)
 
     def params(self, index: int, clause: str) -> tuple[int, int]:
         """VQ_GET of an enabled data queue; a refusal leaves nothing to judge (the chapter does not

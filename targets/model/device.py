@@ -20,6 +20,7 @@ the queue's own ``state()``/``set_state()``/``track_inflight()``.
 from __future__ import annotations
 
 import threading
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 import numpy as np
@@ -152,6 +153,8 @@ class Device:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._kick = threading.Event()
+        # per queue: "notifications" from the driver, "interrupts" sent (device statistics)
+        self.queue_counters: defaultdict[int, Counter] = defaultdict(Counter)
         self.device_reset()
 
     # -- to override ------------------------------------------------------------------------------
@@ -428,6 +431,7 @@ class Device:
         holds vqn | next_off << 16 | next_wrap << 31, 2.9)."""
         if data is not None:
             self.check_notification_data(index, data)
+        self.queue_counters[index]["notifications"] += 1
         if self.mode == "threaded":
             self._kick.set()
             return
@@ -525,6 +529,7 @@ class Device:
     def signal(self, index: int) -> None:
         q = self.queues[index]
         if q is not None and q.should_interrupt():
+            self.queue_counters[index]["interrupts"] += 1
             self.bus.interrupt_vq(index)
 
     def needs_reset(self) -> None:

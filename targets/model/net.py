@@ -176,14 +176,17 @@ class NetDevice(NetControl, Device):
         """A frame arrives from the wire (here: our own transmit path); queue it if accepted."""
         if not self.accepts(frame):  # the receive filter: net_ctrl.py
             self.stats["rx_filtered"] += 1
+            self.count(rxq, rx_drops=1)
             return False
         gso = isinstance(frame, PartialFrame) and frame.gso_type != H.GSO_NONE
         if self.negotiated(C.VIRTIO_NET_F_MTU) and not gso and len(frame) > self.max_frame(frame):
             self.stats["rx_too_big"] += 1  # 5.1.4.1: nothing longer than mtu + link header
+            self.count(rxq, rx_drops=1)
             return False
         pending = self.pending_on(rxq)
         if len(pending) >= PENDING_MAX:
             self.stats["rx_overflow"] += 1
+            self.count(rxq, rx_drops=1, rx_drop_overruns=1)
             return False
         pending.append(frame)
         return True
@@ -215,6 +218,7 @@ class NetDevice(NetControl, Device):
                     # Without MRG_RXBUF a frame must fit one buffer (5.1.9.3.2): dropped, the buffer stays.
                     pending.popleft()
                     self.stats["rx_too_big"] += 1
+                    self.count(rxq, rx_drops=1)
                     continue
                 use = chains[:1]
             else:
@@ -235,6 +239,23 @@ class NetDevice(NetControl, Device):
                 hdr = NetHdr(flags=flags, gso_type=H.GSO_NONE, num_buffers=len(use))
             self.fill_rx(q, use, hdr.pack() + frame, rxq)
             self.stats["rx_packets"] += 1
+            self.count(rxq, rx_packets=1, rx_bytes=len(frame), **self._rx_csum_counter(frame, flags))
+
+    def _rx_csum_counter(self, frame: bytes, flags: int) -> dict:
+        """Which RX_CSUM statistic a delivered frame counts in (5.1.9.5.11), with GUEST_CSUM."""
+        if not self.negotiated(C.VIRTIO_NET_F_GUEST_CSUM):
+            return {}
+        if flags & H.DATA_VALID:
+            return {"rx_csum_valid": 1}
+        if flags & H.NEEDS_CSUM:
+            return {"rx_needs_csum": 1}
+        return {"rx_csum_bad": 1} if _is_ip(frame) and checksum_problems(frame) else {"rx_csum_none": 1}
+
+    def count(self, index: int, **increments: int) -> None:
+        """Device statistics of queue ``index`` (5.1.9.5.11), by their spec names."""
+        counters = self.queue_counters[index]
+        for name, n in increments.items():
+            counters[name] += n
 
     def fill_rx(self, q: DeviceQueue, chains: list[DeviceChain], data: bytes, rxq: int = RX) -> None:
         """Every buffer but the last filled to its end, all made used together (5.1.9.4.1)."""
@@ -251,19 +272,25 @@ class NetDevice(NetControl, Device):
         raw = queue.read_readable(chain)
         if len(raw) < NET_HDR_SIZE + ETH_HLEN:
             self.stats["tx_errors"] += 1  # short header or runt frame: nothing to send
+            self.count(queue.index, tx_drops=1, tx_drop_malformed=1)
             return 0
         hdr = NetHdr.unpack(raw[:NET_HDR_SIZE])
         if not self.link_up():
             self.stats["tx_link_down"] += 1
+            self.count(queue.index, tx_drops=1)
             return 0
+        if self.negotiated(C.VIRTIO_NET_F_CSUM):
+            self.count(queue.index, **{"tx_needs_csum" if hdr.flags & H.NEEDS_CSUM else "tx_csum_none": 1})
         frame = raw[NET_HDR_SIZE:]
         # Unknown flag bits are ignored (5.1.9.2.2); GSO only as a negotiated HOST_* feature allows.
         if hdr.gso_type != C.VIRTIO_NET_HDR_GSO_NONE:
             segments = self.segment(hdr, frame)
             if segments is None:
                 self.stats["tx_errors"] += 1
+                self.count(queue.index, tx_drops=1, tx_drop_malformed=1)
                 return 0
             self.stats["tx_packets"] += 1
+            self.count(queue.index, tx_packets=len(segments), tx_bytes=sum(map(len, segments)))
             for seg in segments:
                 self.receive(seg, rxq)
             return 0
@@ -274,8 +301,10 @@ class NetDevice(NetControl, Device):
                 frame = self.complete_checksum(frame, hdr.csum_start, hdr.csum_offset)
             if frame is None:
                 self.stats["tx_errors"] += 1
+                self.count(queue.index, tx_drops=1, tx_drop_malformed=1)
                 return 0
         self.stats["tx_packets"] += 1
+        self.count(queue.index, tx_packets=1, tx_bytes=len(frame))
         self.receive(frame, rxq)
         return 0
 

@@ -30,6 +30,7 @@ CTRL_FEATURES = (
     C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS,
     C.VIRTIO_NET_F_NOTF_COAL,
     C.VIRTIO_NET_F_VQ_NOTF_COAL,
+    C.VIRTIO_NET_F_DEVICE_STATS,
 )
 
 # 5.1.3.1: control features that need another feature (one level; CTRL_RX needs CTRL_VQ in turn).
@@ -43,7 +44,11 @@ CTRL_FEATURE_DEPENDS = {
     C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_VQ_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_DEVICE_STATS: C.VIRTIO_NET_F_CTRL_VQ,
 }
+# 5.1.9.5.11: the statistic types this model keeps (RX_GSO, TX_GSO and the SPEED ones it does not)
+STATS_SUPPORTED = tuple(NC.STATS_TYPES[b] for b in (0, 1, 16, 17, 32))
+STATS_WRAP = (1 << 64) - 1  # counters wrap around to zero (5.1.9.5.11)
 
 RX_MODES = {  # command -> attribute; each takes one byte, 0 or 1 (5.1.9.5.1)
     C.VIRTIO_NET_CTRL_RX_PROMISC: "promisc",
@@ -148,12 +153,19 @@ class NetControl:
         raw = queue.read_readable(chain)
         ok = False
         self.ctrl_result = b""  # a command with a command-specific-result leaves it here
+        self.ctrl_result_cut = False  # True: a result longer than the buffer is cut, not refused
+        counters = self.queue_counters[queue.index]
+        counters["command_num"] += 1
         if len(raw) >= NC.NET_CTRL_HDR.size:
             cls, cmd = NC.NET_CTRL_HDR.unpack_from(raw)
             ok = self.command(cls, cmd, bytes(raw[NC.NET_CTRL_HDR.size :]))
         result = self.ctrl_result if ok else b""
         if NC.ACK_SIZE + len(result) > chain.writable_len:
-            ok, result = False, b""  # no room for the result: refused
+            if self.ctrl_result_cut:
+                result = result[: chain.writable_len - NC.ACK_SIZE]  # 5.1.9.5.11: up to the valid bytes
+            else:
+                ok, result = False, b""  # no room for the result: refused
+        counters["ok_num"] += ok
         self.stats["ctrl_ok" if ok else "ctrl_err"] += 1
         return queue.write_writable(chain, bytes([C.VIRTIO_NET_OK if ok else C.VIRTIO_NET_ERR]) + result)
 
@@ -166,6 +178,7 @@ class NetControl:
             NC.VIRTIO_NET_CTRL_MQ: self._ctrl_mq,
             NC.VIRTIO_NET_CTRL_GUEST_OFFLOADS: self._ctrl_guest_offloads,
             NC.VIRTIO_NET_CTRL_NOTF_COAL: self._ctrl_notf_coal,
+            NC.VIRTIO_NET_CTRL_STATS: self._ctrl_stats,
         }.get(cls)
         return handler is not None and handler(cmd, data)  # unknown class: VIRTIO_NET_ERR
 
@@ -291,3 +304,55 @@ class NetControl:
     def coal_queue_enabled(self, index: int) -> bool:
         """An enabled transmit or receive queue (5.1.9.5.10: VQ_SET / VQ_GET name only those)."""
         return self.data_queue_kind(index) is not None and self.queues[index] is not None
+
+    # -- device statistics (5.1.9.5.11) ----------------------------------------------------------------
+    def stats_queue_kind(self, index: int) -> str | None:
+        return "ctrl" if self.is_ctrl_queue(index) else self.data_queue_kind(index)
+
+    def stats_valid(self, index: int, types: int) -> bool:
+        """A virtio_net_ctrl_queue_stats entry the device can answer: a queue it has, only types it
+        supports, each for that kind of queue and with its feature negotiated."""
+        kind = self.stats_queue_kind(index)
+        if kind is None or not types:
+            return False
+        for bit in range(64):
+            if types >> bit & 1:
+                t = NC.STATS_TYPES.get(bit)
+                if t not in STATS_SUPPORTED or t.queue != kind:
+                    return False
+                if t.features and not any(self.negotiated(f) for f in t.features):
+                    return False
+        return True
+
+    def stats_value(self, index: int, name: str) -> int:
+        counters = self.queue_counters[index]
+        if name.endswith(("_notifications", "_interrupts")):
+            name = name.split("_", 1)[1]  # counted for every queue by device.py
+        value = counters[name] + (name == "ok_num")  # ok_num includes the command being answered
+        return value & STATS_WRAP
+
+    def stats_reply(self, index: int, types: int) -> bytes:
+        out = b""
+        for bit in range(64):
+            if types >> bit & 1:
+                t = NC.STATS_TYPES[bit]
+                out += NC.NET_STATS_REPLY_HDR.pack(bit, 0, index, 0, t.reply_size)
+                out += b"".join(NC.STATS_COUNTER.pack(self.stats_value(index, c)) for c in t.counters)
+        return out
+
+    def _ctrl_stats(self, cmd: int, data: bytes) -> bool:
+        """QUERY: the supported types; GET: one reply per queue and type asked for, all or nothing."""
+        if not self.negotiated(C.VIRTIO_NET_F_DEVICE_STATS):
+            return False
+        if cmd == NC.VIRTIO_NET_CTRL_STATS_QUERY and not data:
+            self.ctrl_result = NC.NET_STATS_CAPABILITIES.pack(sum(1 << t.bit for t in STATS_SUPPORTED))
+            return True
+        size = NC.NET_STATS_REQUEST.size
+        if cmd != NC.VIRTIO_NET_CTRL_STATS_GET or not data or len(data) % size:
+            return False
+        entries = [NC.NET_STATS_REQUEST.unpack_from(data, i) for i in range(0, len(data), size)]
+        if not all(self.stats_valid(index, types) for index, *_, types in entries):
+            return False  # one bad entry fails the whole command
+        self.ctrl_result = b"".join(self.stats_reply(index, types) for index, *_, types in entries)
+        self.ctrl_result_cut = True
+        return True

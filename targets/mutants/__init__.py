@@ -172,6 +172,12 @@ MUTANT_CLASSES = [
     net_ctrl.NetCoalRxResetZeroes,
     net_ctrl.NetCoalNotifiesWhileSuppressed,
     net_ctrl.NetCoalKeptOverReset,
+    net_ctrl.NetStatsQueryOmitsCsum,
+    net_ctrl.NetStatsUnknownTypesIgnored,
+    net_ctrl.NetStatsBadEntrySkipped,
+    net_ctrl.NetStatsSizeWithoutHeader,
+    net_ctrl.NetStatsVqIndexZero,
+    net_ctrl.NetStatsFillsWholeBuffer,
     # net (data path and config, 5.1): targets/mutants/net_data.py
     *net_data.NET_DATA_MUTANTS,
     # virtio-blk device duties (5.2.5.2, 5.2.6.2)

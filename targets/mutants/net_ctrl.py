@@ -503,3 +503,107 @@ class NetCoalKeptOverReset(NetDevice):
         kept = dict(getattr(self, "coal", {}))
         super().ctrl_reset()
         self.coal.update(kept)  # BUG
+
+
+# -- device statistics (5.1.9.5.11) ----------------------------------------------------------------
+STATS = P + "device-statistics."
+
+
+class NetStatsQueryOmitsCsum(NetDevice):
+    """Answers STATS_QUERY without RX_CSUM and TX_CSUM, though STATS_GET answers them.
+
+    5.1.9.5.11: supported_stats_types MUST include every statistic type the device supports."""
+
+    name = "net-stats-query-omits-csum"
+    clause = STATS + "1"
+
+    def _ctrl_stats(self, cmd, data):
+        ok = super()._ctrl_stats(cmd, data)
+        if ok and cmd == NC.VIRTIO_NET_CTRL_STATS_QUERY:
+            (types,) = NC.NET_STATS_CAPABILITIES.unpack(self.ctrl_result)
+            self.ctrl_result = NC.NET_STATS_CAPABILITIES.pack(types & ~(1 << 1 | 1 << 17))  # BUG
+        return ok
+
+
+class NetStatsUnknownTypesIgnored(NetDevice):
+    """Ignores type bits it does not know in a STATS_GET entry instead of refusing the request.
+
+    5.1.9.5.11: a types_bitmap with unknown types MUST be answered VIRTIO_NET_ERR."""
+
+    name = "net-stats-unknown-types-ignored"
+    clause = STATS + "2"
+
+    def stats_valid(self, index, types):
+        return super().stats_valid(index, types & NC.STATS_TYPES_KNOWN)  # BUG
+
+    def stats_reply(self, index, types):
+        return super().stats_reply(index, types & NC.STATS_TYPES_KNOWN)
+
+
+class NetStatsBadEntrySkipped(NetDevice):
+    """Answers the good entries of a STATS_GET and skips the bad ones, as long as one is good.
+
+    5.1.9.5.11: even one bad entry MUST fail the whole command."""
+
+    name = "net-stats-bad-entry-skipped"
+    clause = STATS + "3"
+
+    def _ctrl_stats(self, cmd, data):
+        size = NC.NET_STATS_REQUEST.size
+        if cmd == NC.VIRTIO_NET_CTRL_STATS_GET and data and not len(data) % size:
+            entries = [data[i:i + size] for i in range(0, len(data), size)]
+            good = [e for e in entries if self.stats_valid(*NC.NET_STATS_REQUEST.unpack(e)[::4])]
+            if good:
+                data = b"".join(good)  # BUG
+        return super()._ctrl_stats(cmd, data)
+
+
+class NetStatsSizeWithoutHeader(NetDevice):
+    """Sets each reply's size to its counters only, leaving out the 8-byte header.
+
+    5.1.9.5.11: size MUST be the bytes the reply occupies."""
+
+    name = "net-stats-size-without-header"
+    clause = STATS + "4"
+
+    def stats_reply(self, index, types):
+        out = bytearray(super().stats_reply(index, types))
+        pos = 0
+        while pos < len(out):
+            rtype, r, q, r1, size = NC.NET_STATS_REPLY_HDR.unpack_from(out, pos)
+            NC.NET_STATS_REPLY_HDR.pack_into(out, pos, rtype, r, q, r1, size - NC.NET_STATS_REPLY_HDR.size)  # BUG
+            pos += size
+        return bytes(out)
+
+
+class NetStatsVqIndexZero(NetDevice):
+    """Puts vq_index 0 in every statistics reply header.
+
+    5.1.9.5.11: the device MUST set the type and vq_index of each reply header."""
+
+    name = "net-stats-vq-index-zero"
+    clause = STATS + "5"
+
+    def stats_reply(self, index, types):
+        out = bytearray(super().stats_reply(index, types))
+        pos = 0
+        while pos < len(out):
+            rtype, r, q, r1, size = NC.NET_STATS_REPLY_HDR.unpack_from(out, pos)
+            NC.NET_STATS_REPLY_HDR.pack_into(out, pos, rtype, r, 0, r1, size)  # BUG
+            pos += size
+        return bytes(out)
+
+
+class NetStatsFillsWholeBuffer(NetDevice):
+    """Pads a STATS_GET result with zeros to the end of the driver's buffer and reports it all used.
+
+    5.1.9.5.11: the device MUST fill the result buffer only up to the valid bytes."""
+
+    name = "net-stats-fills-whole-buffer"
+    clause = STATS + "6"
+
+    def _ctrl_stats(self, cmd, data):
+        ok = super()._ctrl_stats(cmd, data)
+        if ok and cmd == NC.VIRTIO_NET_CTRL_STATS_GET:
+            self.ctrl_result += bytes(4096)  # BUG: cut to the buffer by ctrl()
+        return ok
