@@ -219,8 +219,12 @@ VIRTIO_BLK_F_WRITE_ZEROES = 14
 VIRTIO_BLK_F_LIFETIME = 15
 VIRTIO_BLK_F_SECURE_ERASE = 16
 VIRTIO_BLK_F_ZONED = 17
+VIRTIO_BLK_F_BARRIER = 0  # legacy only (5.2.3.1), as is SCSI
+VIRTIO_BLK_F_SCSI = 7
 
 BLK_FEATURES = {
+    VIRTIO_BLK_F_BARRIER: "VIRTIO_BLK_F_BARRIER",
+    VIRTIO_BLK_F_SCSI: "VIRTIO_BLK_F_SCSI",
     VIRTIO_BLK_F_SIZE_MAX: "VIRTIO_BLK_F_SIZE_MAX",
     VIRTIO_BLK_F_SEG_MAX: "VIRTIO_BLK_F_SEG_MAX",
     VIRTIO_BLK_F_GEOMETRY: "VIRTIO_BLK_F_GEOMETRY",
@@ -302,7 +306,8 @@ def feature_name(bit: int, device_id: int | None = None) -> str:
     """Spec name of a feature bit, or 'bit N' when neither table knows it."""
     if bit in TRANSPORT_FEATURES:
         return TRANSPORT_FEATURES[bit]
-    if device_id is not None and (bit < 24 or bit >= 50) and bit in DEVICE_FEATURES.get(device_id, {}):
+    # device bits are 0-23 and 50-127 (2.2); net's legacy GUEST_RSC4/6 (41, 42) lie between
+    if device_id is not None and bit in DEVICE_FEATURES.get(device_id, {}):
         return DEVICE_FEATURES[device_id][bit]
     if 50 <= bit < 128 and device_id == VIRTIO_ID_NET:
         return f"VIRTIO_NET_F bit {bit}"
