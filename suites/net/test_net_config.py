@@ -130,7 +130,11 @@ def test_rss_max_indirection_table_length_at_least_128(driver):
 
 def _offered_only_with_ctrl_vq(driver, feature: int, clause: str) -> None:
     """5.1.4.1, SHOULD NOT: ``feature`` offered by a device that does not offer VIRTIO_NET_F_CTRL_VQ
-    (the commands that drive it go over the control virtqueue)."""
+    (the commands that drive it go over the control virtqueue). Where the transport's front-end serves
+    the control virtqueue (vhost-user: it hides CTRL_VQ), what the back-end offers beside it is the
+    front-end's to present: not judged."""
+    need_capability(driver, "net-control-queue", "the front-end serves the control virtqueue and decides what "
+                    "is offered with it")
     need(driver, feature)
     offered = driver.device_features()
     require(offered >> C.VIRTIO_NET_F_CTRL_VQ & 1, clause, f"a device offering {C.feature_name(feature, C.VIRTIO_ID_NET)}",

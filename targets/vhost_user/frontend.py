@@ -55,11 +55,13 @@ SUPPORTED_PROTOCOL_FEATURES = C.bits(
 VHOST_TRANSPORT_FEATURES = 1 << vu.VHOST_USER_F_PROTOCOL_FEATURES | 1 << vu.VHOST_F_LOG_ALL
 
 # Device features whose duties sit in the front-end under vhost-user (QEMU's virtio-net serves the
-# control virtqueue itself; MQ and GUEST_ANNOUNCE need it).
+# control virtqueue itself; MQ, GUEST_ANNOUNCE and every control-queue command class need it).
 FRONTEND_DEVICE_FEATURES = {
     C.VIRTIO_ID_NET: C.bits(
         C.VIRTIO_NET_F_CTRL_VQ, C.VIRTIO_NET_F_CTRL_RX, C.VIRTIO_NET_F_CTRL_VLAN, C.VIRTIO_NET_F_CTRL_RX_EXTRA,
         C.VIRTIO_NET_F_GUEST_ANNOUNCE, C.VIRTIO_NET_F_MQ, C.VIRTIO_NET_F_CTRL_MAC_ADDR,
+        C.VIRTIO_NET_F_CTRL_GUEST_OFFLOADS, C.VIRTIO_NET_F_NOTF_COAL, C.VIRTIO_NET_F_VQ_NOTF_COAL,
+        C.VIRTIO_NET_F_DEVICE_STATS,
     ),
 }
 
