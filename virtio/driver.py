@@ -254,12 +254,15 @@ class VirtioDriver:
             self.driver_ok()
         return vqs
 
-    def reset_vq(self, vq, num: int | None = None) -> list:
-        """Per-queue reset and re-enable (2.6.1, VIRTIO_F_RING_RESET), optionally with a new size.
+    def reset_vq(self, vq, num: int | None = None, *, while_reset: Callable[[], None] | None = None) -> list:
+        """Per-queue reset and re-enable (2.6.1, VIRTIO_F_RING_RESET), optionally with a new size;
+        ``while_reset`` runs between the two, while the queue is being reset.
 
         Returns the buffers that were in flight: after the reset they are the driver's again.
         """
         self.ops.disable_vq_and_reset(vq)
+        if while_reset is not None:
+            while_reset()
         reclaimed = []
         while (chain := vq.detach_unused_buf()) is not None:
             reclaimed.append(chain)

@@ -135,6 +135,19 @@ class FrameProbe:
                 vq.release(c)
         return took
 
+    def forget(self, vq: Virtqueue) -> None:
+        """``vq`` was reset: the buffers posted on it are the driver's again (2.6.1)."""
+        self._posted[vq.name] = 0
+
+    def arrivals(self, seqs: list[int], timeout: float) -> dict[int, Arrival]:
+        """Wait (bounded) for every one of ``seqs``; what arrived of them by then."""
+        def all_in() -> bool:
+            self._take()
+            return all(s in self.arrived for s in seqs)
+
+        poll(all_in, timeout)
+        return {s: self.arrived[s] for s in seqs if s in self.arrived}
+
     def run(self, tx: Virtqueue, frames: list[bytes], witness: int, clause: str) -> dict[int, Arrival]:
         """Send ``frames`` on ``tx`` (the last of them, tag ``witness``, one the device must
         accept); wait (bounded) for the witness, whose loss is charged to ``clause``; return what

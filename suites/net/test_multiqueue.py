@@ -1,5 +1,6 @@
 """Multiqueue with automatic receive steering (VIRTIO 1.4, 5.1.9.5.5, 5.1.9.5.6): VQ_PAIRS_SET and
-its acks, traffic on every queue pair, no frame beyond the pairs in use, pair counts out of range.
+its acks, traffic on every queue pair, no frame beyond the pairs in use, pair counts out of range,
+and frames while receive queues are being reset (2.6.1, VIRTIO_F_RING_RESET).
 
 A frame may be steered to any receive queue in use (5.1.9.5.6: the device MAY pick one at random
 where no flow is known), so a test checks where frames may not go, never which queue they chose.
@@ -19,6 +20,7 @@ pytestmark = pytest.mark.device_types("net")
 
 MQ = "dev.net.device-operation.control-virtqueue.automatic-receive-steering-in-multiqueue-mode."
 FRAMES_PER_PAIR = 4
+BUFFERS_USED = "def.basic.buffers-are-used"
 
 
 def start_mq(session):
@@ -80,3 +82,50 @@ def test_pairs_out_of_range(session, bad):
     if ack == C.VIRTIO_NET_OK:
         pytest.skip(f"the device accepted VQ_PAIRS_SET {bad}: which pairs are in use is then the device's to say")
     traffic(n, n.work.tx, MQ + "2", 1)
+
+
+@pytest.mark.clause(MQ + "3")
+def test_frames_for_a_queue_being_reset_go_elsewhere(session):
+    """Every pair in use, receiveq2 being reset: frames sent on each transmit queue -- whichever
+    receive queue the device meant for them -- come back on a queue not being reset (SHOULD:
+    re-select another queue rather than drop)."""
+    n = start_ctrl(session, want=(C.VIRTIO_NET_F_MQ, C.VIRTIO_F_RING_RESET), refuse=())
+    pairs = len(n.rx_queues())
+    if pairs < 2:
+        pytest.skip(f"max_virtqueue_pairs is {pairs}: no second receive queue to reset")
+    require(pairs_set(n, pairs, MQ + "3") == C.VIRTIO_NET_OK, MQ + "3", f"VQ_PAIRS_SET {pairs} refused",
+            expected="VIRTIO_NET_OK", observed="VIRTIO_NET_ERR")
+    resetting = n.rx_queues()[1]
+    n.probe.post(FRAMES_PER_PAIR * pairs)
+    missing = []
+
+    def send_all():
+        for tx in n.tx_queues():
+            seqs, frames = n.frames(*[n.mac] * (FRAMES_PER_PAIR - 1))
+            n.probe.send(tx, frames)
+            got = n.probe.arrivals(seqs, n.probe.timeout)
+            missing.extend(f"{s} (sent on {tx.name})" for s in seqs if s not in got)
+
+    session.driver.reset_vq(resetting, while_reset=send_all)
+    n.probe.forget(resetting)
+    require(not missing, MQ + "3", f"frames sent while {resetting.name} was being reset",
+            expected=f"each received on a receive queue not being reset (one of {pairs - 1} others)",
+            observed=f"not received: {', '.join(missing)}", queue=resetting.name, level="SHOULD")
+
+
+@pytest.mark.clause(MQ + "4")
+def test_frames_dropped_while_every_receive_queue_is_reset(session):
+    """receiveq1, the only receive queue, being reset while frames are sent: the device drops them.
+    After it is re-enabled with fresh buffers a witness frame comes back, and none of the frames
+    sent during the reset does (kept and delivered later is not dropped)."""
+    n = start_ctrl(session, want=(C.VIRTIO_F_RING_RESET,))
+    rx = n.rx_queues()[0]
+    during, frames = n.frames(n.mac, n.mac)
+    session.driver.reset_vq(rx, while_reset=lambda: n.probe.send(n.work.tx, frames))
+    n.probe.forget(rx)
+    n.probe.post(len(during) + 2)  # room for any kept frame as well as the witness, so both are seen
+    seqs, witness = n.frames()
+    arrived = n.came_back(witness, seqs[-1], BUFFERS_USED)
+    late = [s for s in during if s in arrived]
+    require(not late, MQ + "4", f"frames sent while every receive queue ({rx.name}) was being reset",
+            expected="dropped", observed=f"frames {late} received after {rx.name} was re-enabled", queue=rx.name)

@@ -146,6 +146,15 @@ class NetDevice(NetControl, Device):
 
     def on_queue_reset(self, index: int) -> None:
         self.coal_on_queue_reset(index)
+        if self.data_queue_kind(index) == "rx":
+            self.pending_on(index).clear()  # frames waiting for its buffers go with them
+
+    def live_rx_queue(self, rxq: int) -> int | None:
+        """5.1.9.5.6.2: a destination receive queue being reset gives way to another in use (the
+        first); None when every one is being reset, and the frame is dropped."""
+        if self.queues[rxq] is not None:
+            return rxq
+        return next((q for q in range(0, 2 * self.vq_pairs, 2) if self.queues[q] is not None), None)
 
     # -- queues ---------------------------------------------------------------------------------
     def handle(self, qindex: int, queue: DeviceQueue, chain: DeviceChain) -> int | None:
@@ -183,6 +192,11 @@ class NetDevice(NetControl, Device):
             self.stats["rx_too_big"] += 1  # 5.1.4.1: nothing longer than mtu + link header
             self.count(rxq, rx_drops=1)
             return False
+        live = self.live_rx_queue(rxq)
+        if live is None:
+            self.count(rxq, rx_drops=1)
+            return False
+        rxq = live
         pending = self.pending_on(rxq)
         if len(pending) >= PENDING_MAX:
             self.stats["rx_overflow"] += 1

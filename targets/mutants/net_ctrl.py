@@ -607,3 +607,30 @@ class NetStatsFillsWholeBuffer(NetDevice):
         if ok and cmd == NC.VIRTIO_NET_CTRL_STATS_GET:
             self.ctrl_result += bytes(4096)  # BUG: cut to the buffer by ctrl()
         return ok
+
+
+# -- receive queues being reset (5.1.9.5.6.2 with 2.6.1) -------------------------------------------
+class NetResetQueueFramesDropped(NetDevice):
+    """Drops a frame whose receive queue is being reset, though another receive queue is in use.
+
+    5.1.9.5.6.2: the device SHOULD re-select another queue for it."""
+
+    name = "net-reset-queue-frames-dropped"
+    clause = P + "automatic-receive-steering-in-multiqueue-mode.3"
+
+    def live_rx_queue(self, rxq):
+        return rxq if self.queues[rxq] is not None else None  # BUG: no other queue tried
+
+
+class NetFramesKeptWhileAllReset(NetDevice):
+    """With every receive queue being reset, keeps arriving frames and delivers them once a queue
+    is enabled again.
+
+    5.1.9.5.6.2: if all receive queues are being reset the device MUST drop the packet."""
+
+    name = "net-frames-kept-while-all-reset"
+    clause = P + "automatic-receive-steering-in-multiqueue-mode.4"
+
+    def live_rx_queue(self, rxq):
+        live = super().live_rx_queue(rxq)
+        return rxq if live is None else live  # BUG: queued for a queue nobody can use now
