@@ -102,10 +102,11 @@ def _scapy():
 
 
 def ip_frame(tags: FrameTags, dst: bytes, seq: int, kind: str, payload_len: int, *, vlan: int | None = None,
-             ecn: bool = False, bad_csum: bool = False) -> bytes:
+             ecn: bool = False, bad_csum: bool = False, sport: int = 40000) -> bytes:
     """An Ethernet frame (optionally 802.1Q-tagged) carrying IPv4/IPv6 and TCP/UDP with correct
     checksums, whose L4 payload starts with the tag of ``seq`` and is ``payload_len`` bytes long.
-    ``bad_csum`` spoils the L4 checksum (to see whether a device claims to have validated it)."""
+    ``bad_csum`` spoils the L4 checksum (to see whether a device claims to have validated it);
+    ``sport`` (the source port) makes one flow differ from another."""
     Ether, Dot1Q, IP, IPv6, TCP, UDP = _scapy()
     tag = tags.marker + (seq & 0xFFFF_FFFF).to_bytes(SEQ_LEN, "little")
     payload = (tag + bytes((seq + i) & 0xFF for i in range(max(0, payload_len - TAG_LEN))))[:max(payload_len, TAG_LEN)]
@@ -114,7 +115,7 @@ def ip_frame(tags: FrameTags, dst: bytes, seq: int, kind: str, payload_len: int,
         l2 = l2 / Dot1Q(vlan=vlan)
     tos = 0x02 if ecn else 0  # ECT(0)
     l3 = IP(src=SRC_IP4, dst=DST_IP4, tos=tos, id=seq & 0xFFFF) if kind.startswith("ipv4") else IPv6(src=SRC_IP6, dst=DST_IP6, tc=tos)
-    l4 = TCP(sport=40000, dport=9, seq=TCP_SEQ, flags="PA", window=65535) if kind.endswith("tcp") else UDP(sport=40000, dport=9)
+    l4 = TCP(sport=sport, dport=9, seq=TCP_SEQ, flags="PA", window=65535) if kind.endswith("tcp") else UDP(sport=sport, dport=9)
     raw = bytearray(bytes(l2 / l3 / l4 / payload))
     if bad_csum:
         at = l4_offset(bytes(raw)) + (16 if kind.endswith("tcp") else 6)

@@ -27,7 +27,14 @@ from virtio.net_frames import (
 
 from .device import Device
 from .device_queue import DeviceQueue
-from .net_ctrl import CTRL_FEATURE_DEPENDS, CTRL_FEATURES, NetControl
+from .net_ctrl import (
+    CTRL_FEATURE_DEPENDS,
+    CTRL_FEATURES,
+    RSS_HASH_TYPES,
+    RSS_MAX_INDIRECTION_TABLE_LENGTH,
+    RSS_MAX_KEY_SIZE,
+    NetControl,
+)
 
 RX, TX = 0, 1  # receiveq1, transmitq1; receiveqK is 2(K-1), transmitqK 2(K-1)+1
 DEFAULT_MAC = bytes.fromhex("525400123456")
@@ -106,7 +113,9 @@ class NetDevice(NetControl, Device):
     def initial_config(self) -> bytes:
         return self.layout.pack({"mac": self.default_mac, "status": C.VIRTIO_NET_S_LINK_UP, "mtu": self.mtu,
                                  "speed": SPEED_MBPS, "duplex": DUPLEX_FULL,
-                                 "max_virtqueue_pairs": self.pairs_max})
+                                 "max_virtqueue_pairs": self.pairs_max, "rss_max_key_size": RSS_MAX_KEY_SIZE,
+                                 "rss_max_indirection_table_length": RSS_MAX_INDIRECTION_TABLE_LENGTH,
+                                 "supported_hash_types": RSS_HASH_TYPES})
 
     def accept_features(self, driver_features: int) -> bool:
         """Refuse FEATURES_OK for a subset that breaks a 5.1.3.1 dependency (it is not valid)."""
@@ -192,8 +201,9 @@ class NetDevice(NetControl, Device):
             self.stats["rx_too_big"] += 1  # 5.1.4.1: nothing longer than mtu + link header
             self.count(rxq, rx_drops=1)
             return False
-        live = self.live_rx_queue(rxq)
-        if live is None:
+        rss = self.rss_destination(frame)
+        live = self.live_rx_queue(rxq) if rss is None else (rss if self.queues[rss] is not None else None)
+        if live is None:  # every receive queue being reset, or RSS's destination (5.1.9.5.7.2)
             self.count(rxq, rx_drops=1)
             return False
         rxq = live

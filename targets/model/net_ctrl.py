@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from virtio import constants as C
 from virtio import net_ctrl as NC
+from virtio import net_rss as R
 from virtio.buffers import ChainError, DeviceChain
 from virtio.net_frames import vlan_id
 
@@ -31,6 +32,7 @@ CTRL_FEATURES = (
     C.VIRTIO_NET_F_NOTF_COAL,
     C.VIRTIO_NET_F_VQ_NOTF_COAL,
     C.VIRTIO_NET_F_DEVICE_STATS,
+    C.VIRTIO_NET_F_RSS,
 )
 
 # 5.1.3.1: control features that need another feature (one level; CTRL_RX needs CTRL_VQ in turn).
@@ -45,7 +47,13 @@ CTRL_FEATURE_DEPENDS = {
     C.VIRTIO_NET_F_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_VQ_NOTF_COAL: C.VIRTIO_NET_F_CTRL_VQ,
     C.VIRTIO_NET_F_DEVICE_STATS: C.VIRTIO_NET_F_CTRL_VQ,
+    C.VIRTIO_NET_F_RSS: C.VIRTIO_NET_F_CTRL_VQ,
 }
+# 5.1.4: the RSS limits and hash types the model offers (IPv6 extension headers it does not parse)
+RSS_MAX_KEY_SIZE = 40
+RSS_MAX_INDIRECTION_TABLE_LENGTH = 128
+RSS_HASH_TYPES = (R.HASH_TYPE_IPv4 | R.HASH_TYPE_TCPv4 | R.HASH_TYPE_UDPv4 | R.HASH_TYPE_IPv6 | R.HASH_TYPE_TCPv6
+                  | R.HASH_TYPE_UDPv6)
 # 5.1.9.5.11: the statistic types this model keeps (RX_GSO, TX_GSO and the SPEED ones it does not)
 STATS_SUPPORTED = tuple(NC.STATS_TYPES[b] for b in (0, 1, 16, 17, 32))
 STATS_WRAP = (1 << 64) - 1  # counters wrap around to zero (5.1.9.5.11)
@@ -96,6 +104,7 @@ class NetControl:
         # what a queue takes when it is re-enabled after a queue reset.
         self.coal: dict[int, tuple[int, int]] = {}  # queue index -> (max_packets, max_usecs)
         self.coal_set: dict[str, tuple[int, int]] = {}  # "tx" / "rx" -> the last TX_SET / RX_SET
+        self.rss = None  # (hash_types, table, unclassified, max_tx_vq, key) once RSS_CONFIG is used
 
     def ctrl_index(self) -> int:
         """controlq is queue 2N with MQ negotiated (N = max_virtqueue_pairs), otherwise queue 2 (5.1.2)."""
@@ -239,7 +248,9 @@ class NetControl:
         return True
 
     def _ctrl_mq(self, cmd: int, data: bytes) -> bool:
-        """5.1.9.5.6: VQ_PAIRS_SET with 1 <= virtqueue_pairs <= max_virtqueue_pairs."""
+        """5.1.9.5.6: VQ_PAIRS_SET with 1 <= virtqueue_pairs <= max_virtqueue_pairs; RSS_CONFIG."""
+        if cmd == NC.VIRTIO_NET_CTRL_MQ_RSS_CONFIG:
+            return self._rss_config(data)
         if not self.negotiated(C.VIRTIO_NET_F_MQ) or cmd != NC.VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET:
             return False
         if len(data) != NC.NET_CTRL_MQ.size:
@@ -356,3 +367,34 @@ class NetControl:
         self.ctrl_result = b"".join(self.stats_reply(index, types) for index, *_, types in entries)
         self.ctrl_result_cut = True
         return True
+
+    # -- receive-side scaling (5.1.9.5.7) --------------------------------------------------------------
+    def _rss_config(self, data: bytes) -> bool:
+        """A struct virtio_net_rss_config the model can apply: a power-of-two table within
+        rss_max_indirection_table_length of receive queues it has, supported hash types, a key
+        within rss_max_key_size."""
+        if not self.negotiated(C.VIRTIO_NET_F_RSS):
+            return False
+        parsed = R.parse_rss_config(data)
+        if parsed is None:
+            return False
+        hash_types, table, unclassified, max_tx_vq, key = parsed
+        n = len(table)
+        if n & (n - 1) or n > RSS_MAX_INDIRECTION_TABLE_LENGTH or hash_types & ~RSS_HASH_TYPES:
+            return False
+        if len(key) > RSS_MAX_KEY_SIZE or not 1 <= max_tx_vq <= self.pairs_max:
+            return False
+        if any(self.data_queue_kind(q) != "rx" for q in [*table, unclassified]):
+            return False
+        self.rss = parsed
+        return True
+
+    def rss_destination(self, frame: bytes) -> int | None:
+        """5.1.9.5.7.2: the receive queue RSS picks for ``frame``; None without an RSS configuration."""
+        if self.rss is None:
+            return None
+        hash_types, table, unclassified, _, key = self.rss
+        fields = R.hash_input(frame, hash_types)
+        if fields is None:
+            return unclassified
+        return table[R.toeplitz(key, fields) & (len(table) - 1)]

@@ -180,6 +180,8 @@ MUTANT_CLASSES = [
     net_ctrl.NetStatsFillsWholeBuffer,
     net_ctrl.NetResetQueueFramesDropped,
     net_ctrl.NetFramesKeptWhileAllReset,
+    net_ctrl.NetRssHashesAddressesOnly,
+    net_ctrl.NetRssReselectsWhenReset,
     # net (data path and config, 5.1): targets/mutants/net_data.py
     *net_data.NET_DATA_MUTANTS,
     # virtio-blk device duties (5.2.5.2, 5.2.6.2)

@@ -7,6 +7,7 @@ from targets.model.net import NetDevice
 from targets.model.net_ctrl import BROADCAST, is_multicast
 from virtio import constants as C
 from virtio import net_ctrl as NC
+from virtio import net_rss as R
 from virtio.net_frames import ETHERTYPE, vlan_id
 
 P = "dev.net.device-operation.control-virtqueue."
@@ -634,3 +635,39 @@ class NetFramesKeptWhileAllReset(NetDevice):
     def live_rx_queue(self, rxq):
         live = super().live_rx_queue(rxq)
         return rxq if live is None else live  # BUG: queued for a queue nobody can use now
+
+
+# -- receive-side scaling (5.1.9.5.7) ----------------------------------------------------------------
+RSS_P = P + "receive-side-scaling-rss.rss-processing."
+
+
+class NetRssHashesAddressesOnly(NetDevice):
+    """Hashes only the IP addresses of TCP and UDP frames, though TCPv4 / UDPv4 / TCPv6 / UDPv6
+    are enabled: every flow between two hosts lands on one queue.
+
+    5.1.9.5.7.2: the destination MUST come from the hash of 5.1.9.4.3 (ports included)."""
+
+    name = "net-rss-hashes-addresses-only"
+    clause = RSS_P + "1"
+
+    def rss_destination(self, frame):
+        if self.rss is None:
+            return None
+        hash_types, table, unclassified, _, key = self.rss
+        fields = R.hash_input(frame, hash_types & (R.HASH_TYPE_IPv4 | R.HASH_TYPE_IPv6))  # BUG
+        return unclassified if fields is None else table[R.toeplitz(key, fields) & (len(table) - 1)]
+
+
+class NetRssReselectsWhenReset(NetDevice):
+    """Under RSS, places a frame whose destination queue is being reset on another receive queue.
+
+    5.1.9.5.7.2: if the destination receive queue is being reset the device MUST drop the packet."""
+
+    name = "net-rss-reselects-when-reset"
+    clause = RSS_P + "2"
+
+    def rss_destination(self, frame):
+        dest = super().rss_destination(frame)
+        if dest is not None and self.queues[dest] is None:
+            return self.live_rx_queue(dest) or 0  # BUG: re-selected, not dropped
+        return dest
