@@ -26,6 +26,16 @@ RUN_TIMEOUT = 300  # seconds for one whole suite run against one target
 MUST_LEVELS = ("MUST", "MUST NOT", None)  # None: a clause missing from the catalogue counts as MUST
 
 MUTANTS = mutant_registry()
+CATALOGUE = load_catalogue()
+
+
+def needs_heavy(mutant) -> bool:
+    """Whether a mutant runs the heavy tests too (index wrap-arounds, ring stress: two thirds of a
+    run). Those exercise chapter-2 ring duties; a mutant of a device type's own duty (chapter 5)
+    overrides device-type handlers, not the rings, so it is spared them. The clean models run them
+    all, and test_heavy_tests_claim_no_device_type_clause keeps the rule honest."""
+    clause = CATALOGUE[mutant.clause] if mutant.clause in CATALOGUE else None
+    return clause is None or clause.device_type is None
 
 
 def _env() -> dict:
@@ -33,13 +43,14 @@ def _env() -> dict:
     return {k: v for k, v in os.environ.items() if k != "PYTEST_ADDOPTS" and not k.startswith("PYTEST_XDIST")}
 
 
-def run_suites(target: str, tmp_path: Path) -> dict:
-    """Run every suite against ``target``; return the JSON conformance report."""
+def run_suites(target: str, tmp_path: Path, *, heavy: bool = True) -> dict:
+    """Run every suite against ``target`` (without ``heavy``: all but the tests marked heavy);
+    return the JSON conformance report."""
     out = tmp_path / "r.json"
     cmd = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-q",
            "--target", target, "--conformance-json", str(out),
            # In-process models answer in microseconds; a mutant that never answers need not cost 5 s a wait.
-           "--device-timeout", "1"]
+           "--device-timeout", "1", *(() if heavy else ("-m", "not heavy"))]
     proc = subprocess.run(cmd, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT)
     if not out.exists():
         pytest.fail(f"no report from {' '.join(cmd[2:])} (exit {proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -111,7 +122,7 @@ def test_suites_catch_mutant(name, tmp_path):
     """The mutant fails with its own clause as the primary one; no result of it has another mutant's
     clause or any other MUST clause as primary (implicated clauses are allowed: they are not failed)."""
     mutant = MUTANTS[name]
-    report = run_suites(f"model:{name}", tmp_path)
+    report = run_suites(f"model:{name}", tmp_path, heavy=needs_heavy(mutant))
     errors = harness_errors(report)
     assert not errors, "harness errors (the harness broke, not the device):\n  " + "\n  ".join(errors)
     own = [r for r in violations(report) if r.get("primary") == mutant.clause]
@@ -137,27 +148,43 @@ def test_clean_models_pass(model, mode, tmp_path):
 _CLAIMED_SCRIPT = """
 import json, sys, pytest
 class Claims:
-    def __init__(self): self.ids = set()
+    def __init__(self): self.ids, self.heavy = set(), set()
     def pytest_collection_finish(self, session):
         for item in session.items:
             m = item.get_closest_marker("clause")
-            if m: self.ids.update(m.args)
+            if m:
+                self.ids.update(m.args)
+                if item.get_closest_marker("heavy"): self.heavy.update(m.args)
 c = Claims()
 pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:xdist", "--co", "suites"], plugins=[c])
 print("CLAIMED " + json.dumps(sorted(c.ids)))
+print("HEAVY " + json.dumps(sorted(c.heavy)))
 """
+
+
+def _claimed(kind: str) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", _CLAIMED_SCRIPT], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
+    line = next(x for x in out.stdout.splitlines() if x.startswith(kind + " "))
+    return set(json.loads(line.removeprefix(kind + " ")))
 
 
 def test_every_claimed_clause_has_a_mutant():
     """A test that claims a clause must be shown to fail on a device that breaks it."""
-    out = subprocess.run([sys.executable, "-c", _CLAIMED_SCRIPT], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120)
-    line = next(x for x in out.stdout.splitlines() if x.startswith("CLAIMED "))
-    claimed = set(json.loads(line.removeprefix("CLAIMED ")))
+    claimed = _claimed("CLAIMED")
     broken = {m.clause for m in MUTANTS.values()}
     # vu.* clauses (suites/vhost_user) are broken by protocol mutants, checked in test_vhost_user_protocol.py
     from targets.mutants.vhost_user import PROTOCOL_MUTANTS
     broken |= {m.breaks for m in PROTOCOL_MUTANTS.values()}
     assert claimed and not claimed - broken, f"clauses claimed by suites with no mutant: {sorted(claimed - broken)}"
+
+
+def test_heavy_tests_claim_no_device_type_clause():
+    """The heavy tests a device-type mutant is spared (needs_heavy) must not be the ones that
+    could catch it: none of them claims a chapter-5 clause."""
+    heavy = _claimed("HEAVY")
+    assert heavy, "no heavy test claims a clause: the marker is gone and needs_heavy spares nothing"
+    own = sorted(c for c in heavy if c in CATALOGUE and CATALOGUE[c].device_type is not None)
+    assert not own, f"heavy tests claim device-type clauses, so device-type mutants must run them: {own}"
 
 
 def _clause_count(fn) -> int:
