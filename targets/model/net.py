@@ -212,8 +212,13 @@ class NetDevice(NetControl, Device):
             self.stats["rx_overflow"] += 1
             self.count(rxq, rx_drops=1, rx_drop_overruns=1)
             return False
-        pending.append(frame)
+        pending.append(self.rewrite_accepted(frame))
         return True
+
+    def rewrite_accepted(self, frame: bytes) -> bytes:
+        """What the device does to a frame past its receive filter before the driver gets it:
+        nothing here; a forwarding back-end may rewrite addresses (declared in ``net_forward``)."""
+        return frame
 
     def max_frame(self, frame: bytes) -> int:
         """mtu plus the link-level header: 14 bytes, 18 with an 802.1Q tag (5.1.4.1)."""

@@ -6,7 +6,7 @@ judge only the virtio duties and what was declared."""
 
 from __future__ import annotations
 
-from targets.model.net import RX, NetDevice
+from targets.model.net import NetDevice
 
 from . import Unusual
 
@@ -14,12 +14,8 @@ from . import Unusual
 class Rewrites:
     """Mixin over the net model: a frame accepted by the receive filter comes back changed."""
 
-    def receive(self, frame: bytes, rxq: int = RX) -> bool:
-        if not super().receive(frame, rxq):
-            return False
-        pending = self.pending_on(rxq)
-        pending[-1] = self.rewrite(pending[-1])
-        return True
+    def rewrite_accepted(self, frame: bytes) -> bytes:
+        return self.rewrite(super().rewrite_accepted(frame))
 
 
 class NetMacSwap(Rewrites, NetDevice):
