@@ -115,6 +115,7 @@ def test_rss_max_key_size_at_least_40(driver):
     to at least 40 (the Toeplitz key of 5.1.9.4.3 is 40 bytes)."""
     offered = driver.device_features()
     if not offered >> C.VIRTIO_NET_F_RSS & 1 and not offered >> C.VIRTIO_NET_F_HASH_REPORT & 1:
+        need_capability(driver, "net-control-queue", "RSS is the front-end's, which serves the control virtqueue")
         pytest.skip("device offers neither VIRTIO_NET_F_RSS nor VIRTIO_NET_F_HASH_REPORT (no rss_max_key_size)")
     size = driver.config_field("rss_max_key_size")
     require(size >= 40, CFG + "7", "rss_max_key_size of a device offering RSS or HASH_REPORT", expected=">= 40", observed=size)
@@ -122,6 +123,7 @@ def test_rss_max_key_size_at_least_40(driver):
 
 @pytest.mark.clause(CFG + "8")
 def test_rss_max_indirection_table_length_at_least_128(driver):
+    need_capability(driver, "net-control-queue", "RSS is the front-end's, which serves the control virtqueue")
     need(driver, C.VIRTIO_NET_F_RSS)
     length = driver.config_field("rss_max_indirection_table_length")
     require(length >= 128, CFG + "8", "rss_max_indirection_table_length of a device offering VIRTIO_NET_F_RSS",
