@@ -510,6 +510,18 @@ class NetCoalKeptOverReset(NetDevice):
 STATS = P + "device-statistics."
 
 
+def _rewrite_reply_headers(replies: bytes, change) -> bytes:
+    """Each struct virtio_net_stats_reply_hdr in ``replies`` with (type, vq_index, size) as
+    ``change`` returns them; the walk goes by the sizes as the model wrote them."""
+    out, pos = bytearray(replies), 0
+    while pos < len(out):
+        rtype, r, q, r1, size = NC.NET_STATS_REPLY_HDR.unpack_from(out, pos)
+        rtype, q, new_size = change(rtype, q, size)
+        NC.NET_STATS_REPLY_HDR.pack_into(out, pos, rtype, r, q, r1, new_size)  # a reply being built, not a ring field
+        pos += size
+    return bytes(out)
+
+
 class NetStatsQueryOmitsCsum(NetDevice):
     """Answers STATS_QUERY without RX_CSUM and TX_CSUM, though STATS_GET answers them.
 
@@ -568,13 +580,8 @@ class NetStatsSizeWithoutHeader(NetDevice):
     clause = STATS + "4"
 
     def stats_reply(self, index, types):
-        out = bytearray(super().stats_reply(index, types))
-        pos = 0
-        while pos < len(out):
-            rtype, r, q, r1, size = NC.NET_STATS_REPLY_HDR.unpack_from(out, pos)
-            NC.NET_STATS_REPLY_HDR.pack_into(out, pos, rtype, r, q, r1, size - NC.NET_STATS_REPLY_HDR.size)  # BUG
-            pos += size
-        return bytes(out)
+        # BUG: size without the header
+        return _rewrite_reply_headers(super().stats_reply(index, types), lambda t, q, size: (t, q, size - NC.NET_STATS_REPLY_HDR.size))
 
 
 class NetStatsVqIndexZero(NetDevice):
@@ -586,13 +593,7 @@ class NetStatsVqIndexZero(NetDevice):
     clause = STATS + "5"
 
     def stats_reply(self, index, types):
-        out = bytearray(super().stats_reply(index, types))
-        pos = 0
-        while pos < len(out):
-            rtype, r, q, r1, size = NC.NET_STATS_REPLY_HDR.unpack_from(out, pos)
-            NC.NET_STATS_REPLY_HDR.pack_into(out, pos, rtype, r, 0, r1, size)  # BUG
-            pos += size
-        return bytes(out)
+        return _rewrite_reply_headers(super().stats_reply(index, types), lambda t, q, size: (t, 0, size))  # BUG: vq_index 0
 
 
 class NetStatsFillsWholeBuffer(NetDevice):
